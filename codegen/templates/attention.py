@@ -1,0 +1,307 @@
+"""Flash attention template: forward and backward, causal or not.
+
+Follows FlashAttention-2 (Dao, 2023, arXiv:2307.08691), Algorithms 1 and 2.
+q, k, v are [B, H, T, D] (D = 16, 32, 64 or 128; any strides with the last
+one 1), bf16/fp16/fp32, products accumulated in fp32.  With S = scale * Q K^T
+(masked to -inf above the diagonal when causal, top-left aligned like
+`torch.nn.functional.scaled_dot_product_attention(is_causal=True)`):
+
+    forward:   P = softmax(S),  O = P V,  L = logsumexp(S)        (per row)
+    backward:  dV = P^T dO,  dP = dO V^T,  delta = rowsum(dO * O),
+               dS = P * (dP - delta),  dQ = scale dS K,  dK = scale dS^T Q
+
+    from tracegrad.codegen.templates.attention import attention_forward, attention_backward
+    o, lse = attention_forward(q, k, v, causal=True)
+    dq, dk, dv = attention_backward(q, k, v, o, lse, do, causal=True)
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import triton
+import triton.language as tl
+
+from tracegrad.runtime.triton_host import dtype_of, empty, is_cuda, launch, strides_of
+
+LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)  # exp(x) == exp2(x * LOG2E)
+
+
+# ---------------------------------------------------------------------------
+# Forward (FA-2 Algorithm 1).  One program owns BLOCK_M query rows of one
+# (batch, head) and streams K, V blocks through an online softmax:
+#   m' = max(m, rowmax(S_j)),  l' = exp(m - m') l + rowsum(exp(S_j - m')),
+#   acc' = exp(m - m') acc + exp(S_j - m') V_j;   at the end O = acc / l,
+#   L = m + log(l).  Work is done in base 2 (exp2 with scale * log2 e).
+# ---------------------------------------------------------------------------
+@triton.jit
+def _fwd_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d,
+                qk_scale, lo, hi, T_K, MASK_DIAG: tl.constexpr, BLOCK_N: tl.constexpr,
+                PRECISION: tl.constexpr):
+    for start_n in range(lo, hi, BLOCK_N):
+        cols = start_n + tl.arange(0, BLOCK_N)
+        kt = tl.load(k_base + cols[None, :] * stride_kt + offs_d[:, None], mask=cols[None, :] < T_K, other=0.0)
+        s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale
+        keep = cols[None, :] < T_K
+        if MASK_DIAG:
+            keep = keep & (offs_m[:, None] >= cols[None, :])
+        s = tl.where(keep, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        p = tl.exp2(s - m_new[:, None])
+        alpha = tl.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(v_base + cols[:, None] * stride_vt + offs_d[None, :], mask=cols[:, None] < T_K, other=0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _attn_fwd(Q, K, V, O, L, sm_scale,
+              stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
+              stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot,
+              H, T_Q, T_K, CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+    start_m = tl.program_id(0) * BLOCK_M
+    bh = tl.program_id(1).to(tl.int64)
+    b, h = bh // H, bh % H
+    k_base = K + b * stride_kb + h * stride_kh
+    v_base = V + b * stride_vb + h * stride_vh
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :],
+                mask=offs_m[:, None] < T_Q, other=0.0)
+    qk_scale = sm_scale * LOG2E
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    if CAUSAL:
+        # Key blocks wholly left of this row block need no causal mask; only
+        # the ones from `diag` (a multiple of BLOCK_N) to the diagonal do.
+        diag = tl.minimum(start_m // BLOCK_N * BLOCK_N, T_K)
+        acc, l_i, m_i = _fwd_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d,
+                                    qk_scale, 0, diag, T_K, False, BLOCK_N, PRECISION)
+        acc, l_i, m_i = _fwd_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d,
+                                    qk_scale, diag, tl.minimum(start_m + BLOCK_M, T_K), T_K, True,
+                                    BLOCK_N, PRECISION)
+    else:
+        acc, l_i, m_i = _fwd_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d,
+                                    qk_scale, 0, T_K, T_K, False, BLOCK_N, PRECISION)
+    rows = offs_m < T_Q
+    o_ptrs = O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :]
+    tl.store(o_ptrs, (acc / l_i[:, None]).to(O.dtype.element_ty), mask=rows[:, None])
+    tl.store(L + bh * T_Q + offs_m, (m_i + tl.log2(l_i)) / LOG2E, mask=rows)
+
+
+# ---------------------------------------------------------------------------
+# Backward (FA-2 Algorithm 2), as three kernels:
+#   _attn_bwd_delta: delta = rowsum(dO * O)
+#   _attn_bwd_dkdv:  one program per key block, loops over query blocks,
+#                    recomputes P^T = exp(scale K Q^T - L) and accumulates dK, dV
+#   _attn_bwd_dq:    one program per query block, loops over key blocks for dQ
+# Two kernels instead of one with atomic dQ adds: no fp32 dQ scratch buffer,
+# and the result is deterministic.  Query rows past T_Q load as zeros (dO = 0,
+# delta = 0), so they add nothing to dK and dV; key rows past T_K load as
+# zeros and add nothing to dQ.
+# ---------------------------------------------------------------------------
+@triton.jit
+def _attn_bwd_delta(O, DO, Delta, stride_ob, stride_oh, stride_ot, stride_db, stride_dh, stride_dt,
+                    H, T_Q, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
+    bh = tl.program_id(1).to(tl.int64)
+    b, h = bh // H, bh % H
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    rows = offs_m[:, None] < T_Q
+    o = tl.load(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :],
+                mask=rows, other=0.0).to(tl.float32)
+    do = tl.load(DO + b * stride_db + h * stride_dh + offs_m[:, None] * stride_dt + offs_d[None, :],
+                 mask=rows, other=0.0).to(tl.float32)
+    tl.store(Delta + bh * T_Q + offs_m, tl.sum(o * do, 1), mask=offs_m < T_Q)
+
+
+@triton.jit
+def _dkdv_blocks(dk, dv, k, v, q_base, do_base, L, Delta, stride_qt, stride_dt, offs_n, offs_d,
+                 qk_scale, lo, hi, T_Q, MASK_DIAG: tl.constexpr, BLOCK_M: tl.constexpr,
+                 PRECISION: tl.constexpr):
+    for start_m in range(lo, hi, BLOCK_M):
+        rows = start_m + tl.arange(0, BLOCK_M)
+        qt = tl.load(q_base + rows[None, :] * stride_qt + offs_d[:, None], mask=rows[None, :] < T_Q, other=0.0)
+        lse = tl.load(L + rows, mask=rows < T_Q, other=0.0)
+        pt = tl.exp2(tl.dot(k, qt, input_precision=PRECISION) * qk_scale - lse[None, :] * LOG2E)
+        if MASK_DIAG:
+            pt = tl.where(rows[None, :] >= offs_n[:, None], pt, 0.0)
+        do = tl.load(do_base + rows[:, None] * stride_dt + offs_d[None, :], mask=rows[:, None] < T_Q, other=0.0)
+        dv += tl.dot(pt.to(do.dtype), do, input_precision=PRECISION)
+        delta = tl.load(Delta + rows, mask=rows < T_Q, other=0.0)
+        dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)
+        dst = pt * (dpt - delta[None, :])
+        dk += tl.dot(dst.to(qt.dtype), tl.trans(qt), input_precision=PRECISION)
+    return dk, dv
+
+
+@triton.jit
+def _attn_bwd_dkdv(Q, K, V, DO, L, Delta, DK, DV, sm_scale,
+                   stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
+                   stride_vb, stride_vh, stride_vt, stride_db, stride_dh, stride_dt,
+                   stride_gb, stride_gh, stride_gt, H, T_Q, T_K, CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+    start_n = tl.program_id(0) * BLOCK_N
+    bh = tl.program_id(1).to(tl.int64)
+    b, h = bh // H, bh % H
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    cols = offs_n[:, None] < T_K
+    k = tl.load(K + b * stride_kb + h * stride_kh + offs_n[:, None] * stride_kt + offs_d[None, :],
+                mask=cols, other=0.0)
+    v = tl.load(V + b * stride_vb + h * stride_vh + offs_n[:, None] * stride_vt + offs_d[None, :],
+                mask=cols, other=0.0)
+    q_base = Q + b * stride_qb + h * stride_qh
+    do_base = DO + b * stride_db + h * stride_dh
+    L, Delta = L + bh * T_Q, Delta + bh * T_Q
+    qk_scale = sm_scale * LOG2E
+    dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
+    dv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
+    if CAUSAL:
+        # Queries before start_n see none of these keys; the query blocks up
+        # to diag_end cross the diagonal and need the mask; later ones see all.
+        diag_end = start_n + tl.cdiv(BLOCK_N, BLOCK_M) * BLOCK_M
+        dk, dv = _dkdv_blocks(dk, dv, k, v, q_base, do_base, L, Delta, stride_qt, stride_dt, offs_n, offs_d,
+                              qk_scale, start_n, tl.minimum(diag_end, T_Q), T_Q, True, BLOCK_M, PRECISION)
+        dk, dv = _dkdv_blocks(dk, dv, k, v, q_base, do_base, L, Delta, stride_qt, stride_dt, offs_n, offs_d,
+                              qk_scale, diag_end, T_Q, T_Q, False, BLOCK_M, PRECISION)
+    else:
+        dk, dv = _dkdv_blocks(dk, dv, k, v, q_base, do_base, L, Delta, stride_qt, stride_dt, offs_n, offs_d,
+                              qk_scale, 0, T_Q, T_Q, False, BLOCK_M, PRECISION)
+    g_ptrs = b * stride_gb + h * stride_gh + offs_n[:, None] * stride_gt + offs_d[None, :]  # dK, dV
+    tl.store(DK + g_ptrs, (dk * sm_scale).to(DK.dtype.element_ty), mask=cols)
+    tl.store(DV + g_ptrs, dv.to(DV.dtype.element_ty), mask=cols)
+
+
+@triton.jit
+def _dq_blocks(dq, q, do, lse, delta, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d,
+               qk_scale, lo, hi, T_K, MASK_DIAG: tl.constexpr, BLOCK_N: tl.constexpr,
+               PRECISION: tl.constexpr):
+    for start_n in range(lo, hi, BLOCK_N):
+        cols = start_n + tl.arange(0, BLOCK_N)
+        kt = tl.load(k_base + cols[None, :] * stride_kt + offs_d[:, None], mask=cols[None, :] < T_K, other=0.0)
+        vt = tl.load(v_base + cols[None, :] * stride_vt + offs_d[:, None], mask=cols[None, :] < T_K, other=0.0)
+        p = tl.exp2(tl.dot(q, kt, input_precision=PRECISION) * qk_scale - lse[:, None] * LOG2E)
+        if MASK_DIAG:
+            p = tl.where(offs_m[:, None] >= cols[None, :], p, 0.0)
+        dp = tl.dot(do, vt, input_precision=PRECISION)
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=PRECISION)
+    return dq
+
+
+@triton.jit
+def _attn_bwd_dq(Q, K, V, DO, L, Delta, DQ, sm_scale,
+                 stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
+                 stride_vb, stride_vh, stride_vt, stride_db, stride_dh, stride_dt,
+                 stride_gb, stride_gh, stride_gt, H, T_Q, T_K, CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+    start_m = tl.program_id(0) * BLOCK_M
+    bh = tl.program_id(1).to(tl.int64)
+    b, h = bh // H, bh % H
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    rows = offs_m < T_Q
+    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :],
+                mask=rows[:, None], other=0.0)
+    do = tl.load(DO + b * stride_db + h * stride_dh + offs_m[:, None] * stride_dt + offs_d[None, :],
+                 mask=rows[:, None], other=0.0)
+    lse = tl.load(L + bh * T_Q + offs_m, mask=rows, other=0.0)
+    delta = tl.load(Delta + bh * T_Q + offs_m, mask=rows, other=0.0)
+    k_base = K + b * stride_kb + h * stride_kh
+    v_base = V + b * stride_vb + h * stride_vh
+    qk_scale = sm_scale * LOG2E
+    dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    if CAUSAL:
+        diag = tl.minimum(start_m // BLOCK_N * BLOCK_N, T_K)
+        dq = _dq_blocks(dq, q, do, lse, delta, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d,
+                        qk_scale, 0, diag, T_K, False, BLOCK_N, PRECISION)
+        dq = _dq_blocks(dq, q, do, lse, delta, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d,
+                        qk_scale, diag, tl.minimum(start_m + BLOCK_M, T_K), T_K, True, BLOCK_N, PRECISION)
+    else:
+        dq = _dq_blocks(dq, q, do, lse, delta, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d,
+                        qk_scale, 0, T_K, T_K, False, BLOCK_N, PRECISION)
+    dq_ptrs = DQ + b * stride_gb + h * stride_gh + offs_m[:, None] * stride_gt + offs_d[None, :]
+    tl.store(dq_ptrs, (dq * sm_scale).to(DQ.dtype.element_ty), mask=rows[:, None])
+
+
+# ---------------------------------------------------------------------------
+# Host functions
+# ---------------------------------------------------------------------------
+
+def _check(q, k, v):
+    if q.ndim != 4 or k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
+        raise ValueError(f"attention: want q [B, H, Tq, D], k and v [B, H, Tk, D]; "
+                         f"got {list(q.shape)}, {list(k.shape)}, {list(v.shape)}")
+    if q.shape[3] not in (16, 32, 64, 128):
+        raise ValueError(f"attention: head dim {q.shape[3]} is not one of 16, 32, 64, 128")
+    if not dtype_of(q) == dtype_of(k) == dtype_of(v):
+        raise TypeError(f"attention: dtypes differ: {dtype_of(q)}, {dtype_of(k)}, {dtype_of(v)}")
+    for x in (q, k, v):
+        if strides_of(x)[3] != 1:
+            raise ValueError("attention: the head dim must be contiguous (stride 1)")
+
+
+def pick_blocks(kind: str, head_dim: int, itemsize: int, cuda: bool) -> dict:
+    """Block sizes for kind "fwd", "dkdv" or "dq" (H100-tuned on CUDA)."""
+    if not cuda:
+        return dict(BLOCK_M=16, BLOCK_N=16)
+    wide = head_dim >= 128 or itemsize == 4
+    warps = 8 if wide else 4
+    if kind == "fwd":
+        return dict(BLOCK_M=128, BLOCK_N=32 if itemsize == 4 else 64, num_warps=warps, num_stages=3)
+    if kind == "dkdv":
+        return dict(BLOCK_M=32, BLOCK_N=64 if wide else 128, num_warps=warps, num_stages=2 if wide else 3)
+    return dict(BLOCK_M=64 if wide else 128, BLOCK_N=32, num_warps=warps, num_stages=2 if wide else 3)
+
+
+def _common(q, k, causal, scale, blocks):
+    B, H, T_Q, D = q.shape
+    dtype = dtype_of(q)
+    meta = dict(CAUSAL=bool(causal), HEAD_DIM=D, PRECISION=None if dtype.itemsize == 2 else "ieee")
+    scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
+    pick = lambda kind: blocks or pick_blocks(kind, D, dtype.itemsize, is_cuda(q))
+    return B, H, T_Q, k.shape[2], D, meta, scale, pick
+
+
+def attention_forward(q, k, v, causal: bool = False, scale: float | None = None, blocks: dict | None = None):
+    """O [B, H, Tq, D] in q's dtype and L [B, H, Tq] fp32 (natural-log
+    logsumexp of the scaled, masked scores).  scale defaults to 1/sqrt(D)."""
+    _check(q, k, v)
+    B, H, T_Q, T_K, D, meta, scale, pick = _common(q, k, causal, scale, blocks)
+    o = empty((B, H, T_Q, D), dtype_of(q), like=q)
+    lse = empty((B, H, T_Q), np.float32, like=q)
+    grid = lambda m: (triton.cdiv(T_Q, m["BLOCK_M"]), B * H)
+    launch(_attn_fwd, grid, q, k, v, o, lse, scale, *strides_of(q)[:3], *strides_of(k)[:3],
+           *strides_of(v)[:3], *strides_of(o)[:3], H, T_Q, T_K, **meta, **pick("fwd"))
+    return o, lse
+
+
+def attention_backward(q, k, v, o, lse, do, causal: bool = False, scale: float | None = None,
+                       delta=None, blocks: dict | None = None):
+    """dQ, dK, dV (dtypes of q, k, v) from the forward's O and L and the
+    output gradient dO.  `delta` = rowsum(dO * O) fp32 [B, H, Tq] is computed
+    when not given."""
+    _check(q, k, v)
+    B, H, T_Q, T_K, D, meta, scale, pick = _common(q, k, causal, scale, blocks)
+    if strides_of(do)[3] != 1 or strides_of(o)[3] != 1:
+        raise ValueError("attention: o and do need a contiguous head dim")
+    if delta is None:
+        delta = empty((B, H, T_Q), np.float32, like=q)
+        launch(_attn_bwd_delta, (triton.cdiv(T_Q, 64), B * H), o, do, delta, *strides_of(o)[:3],
+               *strides_of(do)[:3], H, T_Q, HEAD_DIM=D, BLOCK_M=64)
+    dq = empty(q.shape, dtype_of(q), like=q)
+    dk = empty(k.shape, dtype_of(k), like=q)
+    dv = empty(v.shape, dtype_of(v), like=q)  # fresh and contiguous: dk's strides
+    strides = lambda *xs: [s for x in xs for s in strides_of(x)[:3]]
+    launch(_attn_bwd_dkdv, lambda m: (triton.cdiv(T_K, m["BLOCK_N"]), B * H),
+           q, k, v, do, lse, delta, dk, dv, scale, *strides(q, k, v, do, dk), H, T_Q, T_K,
+           **meta, **pick("dkdv"))
+    launch(_attn_bwd_dq, lambda m: (triton.cdiv(T_Q, m["BLOCK_M"]), B * H),
+           q, k, v, do, lse, delta, dq, scale, *strides(q, k, v, do, dq), H, T_Q, T_K,
+           **meta, **pick("dq"))
+    return dq, dk, dv

@@ -1,0 +1,90 @@
+"""2-d convolution and pooling (NCHW) as composites.
+
+All three decompose the same way: pad, take one strided slice per kernel tap, stack the taps,
+then contract (a matmul for conv2d, max or mean for pooling). Autodiff of slices gives the
+backward; no im2col index tables are baked into the graph.
+"""
+from __future__ import annotations
+
+import math
+
+from ..types import TensorType
+from .registry import decomposition, defop, fail
+
+ATTRS = dict(stride=(1, 1), padding=(0, 0), dilation=(1, 1))
+
+
+def out_size(n, k, s, p, d):
+    return (n + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def _conv_infer(ts, stride, padding, dilation):
+    x, w = ts[0], ts[1]
+    if x.ndim != 4 or w.ndim != 4 or x.shape[1] != w.shape[1]:
+        fail("conv2d", ts, "expected input [N, C, H, W] and weight [O, C, kh, kw] (groups=1)")
+    if len(ts) == 3 and ts[2].shape != (w.shape[0],):
+        fail("conv2d", ts, f"bias must be [{w.shape[0]}]")
+    ho, wo = (out_size(x.shape[2 + i], w.shape[2 + i], stride[i], padding[i], dilation[i]) for i in range(2))
+    if ho < 1 or wo < 1:
+        fail("conv2d", ts, "the kernel is larger than the padded input")
+    return TensorType((x.shape[0], w.shape[0], ho, wo), x.dtype, x.device)
+
+
+defop("conv2d", "composite", _conv_infer, None, ATTRS)
+
+
+def _taps(b, x, kernel, stride, padding, dilation, fill):
+    """[N, C, kh*kw, Ho, Wo]: the input under each kernel tap."""
+    n, c, h, w = b.shape(x)
+    if any(padding):
+        x = b.pad(x, pads=((0, 0), (0, 0), (padding[0], padding[0]), (padding[1], padding[1])), value=fill)
+    ho, wo = (out_size((h, w)[i], kernel[i], stride[i], padding[i], dilation[i]) for i in range(2))
+    taps = []
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            r0, c0 = i * dilation[0], j * dilation[1]
+            t = b.slice(x, starts=(0, 0, r0, c0), stops=(n, c, r0 + stride[0] * (ho - 1) + 1, c0 + stride[1] * (wo - 1) + 1),
+                        steps=(1, 1, stride[0], stride[1]))
+            taps.append(b.reshape_to(t, (n, c, 1, ho, wo)))
+    return (b.concat(*taps, axis=2) if len(taps) > 1 else taps[0]), (ho, wo)
+
+
+@decomposition("conv2d")
+def _conv2d(b, x, w, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
+    o, c, kh, kw = b.shape(w)
+    n = b.shape(x)[0]
+    taps, (ho, wo) = _taps(b, x, (kh, kw), stride, padding, dilation, 0.0)
+    cols = b.reshape_to(taps, (n, c * kh * kw, ho * wo))
+    y = b.matmul(b.reshape_to(w, (1, o, c * kh * kw)), cols)      # [N, O, Ho*Wo]
+    if bias is not None:
+        y = b.add(y, b.reshape_to(bias, (1, o, 1)))
+    return b.reshape_to(y, (n, o, ho, wo))
+
+
+def _pool_infer(op):
+    def infer(ts, kernel, stride, padding):
+        x = ts[0]
+        if x.ndim != 4:
+            fail(op, ts, "expected input [N, C, H, W]")
+        if any(p * 2 > k for p, k in zip(padding, kernel)):
+            fail(op, ts, "padding must be at most half the kernel size")
+        ho, wo = (out_size(x.shape[2 + i], kernel[i], stride[i], padding[i], 1) for i in range(2))
+        return x.with_(shape=x.shape[:2] + (ho, wo))
+    return infer
+
+
+POOL = dict(kernel=(2, 2), stride=(2, 2), padding=(0, 0))
+defop("max_pool2d", "composite", _pool_infer("max_pool2d"), 1, POOL)
+defop("avg_pool2d", "composite", _pool_infer("avg_pool2d"), 1, POOL, doc="count_include_pad=True")
+
+
+@decomposition("max_pool2d")
+def _max_pool(b, x, kernel, stride, padding):
+    taps, _ = _taps(b, x, kernel, stride, padding, (1, 1), -math.inf)
+    return b.max(taps, axes=(2,))
+
+
+@decomposition("avg_pool2d")
+def _avg_pool(b, x, kernel, stride, padding):
+    taps, _ = _taps(b, x, kernel, stride, padding, (1, 1), 0.0)
+    return b.mul(b.sum(taps, axes=(2,)), 1.0 / (kernel[0] * kernel[1]))

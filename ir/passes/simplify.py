@@ -1,0 +1,182 @@
+"""Simplification passes, each `Graph -> Graph`: dead-code elimination, common-subexpression
+elimination, and local rewrites (constant folding of `full`, algebraic identities) from a table.
+
+A rewrite rule looks at one node (with the producers of its inputs) and returns the value that
+replaces its output, a new node list to splice in, or None to leave it.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from ..graph import Graph, Node, Value
+from ..ops.registry import get
+from ..types import TensorType
+
+
+def dce(graph: Graph) -> Graph:
+    live = set(graph.outputs)
+    keep = []
+    for n in reversed(graph.nodes):
+        if get(n.op).side_effect or any(o in live for o in n.outputs):
+            keep.append(n)
+            live.update(n.inputs)
+    return graph.with_(nodes=tuple(reversed(keep)))
+
+
+def _subst(n: Node, env: dict) -> Node:
+    if any(v in env for v in n.inputs):
+        return n.with_(inputs=tuple(env.get(v, v) for v in n.inputs))
+    return n
+
+
+def _finish(graph: Graph, nodes, env) -> Graph:
+    return graph.with_(nodes=tuple(nodes), outputs=tuple(env.get(v, v) for v in graph.outputs))
+
+
+def cse(graph: Graph) -> Graph:
+    seen: dict = {}
+    env: dict[Value, Value] = {}
+    nodes = []
+    for n in graph.nodes:
+        n = _subst(n, env)
+        opdef = get(n.op)
+        if opdef.kind in ("random", "collective") or opdef.side_effect:
+            nodes.append(n)
+            continue
+        key = (n.op, tuple(id(v) for v in n.inputs), tuple(sorted((k, _hashable(v)) for k, v in n.attrs.items())),
+               tuple(o.type for o in n.outputs))
+        if key in seen:
+            env.update(zip(n.outputs, seen[key].outputs))
+        else:
+            seen[key] = n
+            nodes.append(n)
+    return _finish(graph, nodes, env)
+
+
+def _hashable(v):
+    return (type(v).__name__, v) if not isinstance(v, float) else ("float", repr(v))
+
+
+# -- rewrites -----------------------------------------------------------------------------------
+def _const(prod, v):
+    """The scalar a `full` node fills `v` with, or None."""
+    n = prod.get(v)
+    return n.attrs["value"] if n is not None and n.op == "full" else None
+
+
+def _is(prod, v, value) -> bool:
+    c = _const(prod, v)
+    return c is not None and not isinstance(c, bool) and c == value
+
+
+def _same_type(v: Value, out: Value) -> bool:
+    return v.type == out.type
+
+
+def _full(n: Node, value) -> Node:
+    t: TensorType = n.out.type
+    return n.with_(op="full", inputs=(), attrs=dict(shape=t.shape, value=value, dtype=t.dtype, device=t.device))
+
+
+def _fold_binary(n, prod):
+    a, b = (_const(prod, v) for v in n.inputs)
+    if a is None or b is None or isinstance(a, bool) or isinstance(b, bool):
+        return None
+    f = {"add": lambda: a + b, "sub": lambda: a - b, "mul": lambda: a * b}.get(n.op)
+    if f is None:
+        return None
+    value = f()
+    return [_full(n, int(value) if n.out.type.dtype.is_integer else float(value))]
+
+
+def _identity_operand(n, prod):
+    x, y = n.inputs
+    out = n.out
+    if n.op in ("add",) and _is(prod, y, 0) and _same_type(x, out):
+        return x
+    if n.op in ("add",) and _is(prod, x, 0) and _same_type(y, out):
+        return y
+    if n.op == "sub" and _is(prod, y, 0) and _same_type(x, out):
+        return x
+    if n.op in ("mul", "div") and _is(prod, y, 1) and _same_type(x, out):
+        return x
+    if n.op == "mul" and _is(prod, x, 1) and _same_type(y, out):
+        return y
+    return None
+
+
+def _movement_of_full(n, prod):
+    c = _const(prod, n.inputs[0])
+    if c is None:
+        return None
+    if n.op == "cast":
+        c = bool(c) if n.out.type.dtype.name == "bool" else (int(c) if n.out.type.dtype.is_integer else float(c))
+    return [_full(n, c)]
+
+
+def _noop_movement(n, prod):
+    x = n.inputs[0]
+    if n.op == "permute" and tuple(n.attrs["dims"]) == tuple(range(len(x.shape))):
+        return x
+    return x if _same_type(x, n.out) else None
+
+
+def _collapse(n, prod):
+    """reshape(reshape(x)) -> reshape(x); permute(permute(x)) -> permute(x); neg(neg(x)) -> x."""
+    inner = prod.get(n.inputs[0])
+    if inner is None or inner.op != n.op:
+        return None
+    if n.op == "neg":
+        return inner.inputs[0]
+    if n.op == "reshape":
+        return [n.with_(inputs=inner.inputs)]
+    if n.op == "permute":
+        d1, d2 = inner.attrs["dims"], n.attrs["dims"]
+        return [n.with_(inputs=inner.inputs, attrs=dict(dims=tuple(d1[d] for d in d2)))]
+    return None
+
+
+RULES: dict[str, list[Callable]] = {
+    "add": [_fold_binary, _identity_operand],
+    "sub": [_fold_binary, _identity_operand],
+    "mul": [_fold_binary, _identity_operand],
+    "div": [_identity_operand],
+    "reshape": [_movement_of_full, _noop_movement, _collapse],
+    "expand": [_movement_of_full, _noop_movement],
+    "permute": [_movement_of_full, _noop_movement, _collapse],
+    "cast": [_movement_of_full, _noop_movement],
+    "neg": [_collapse],
+    "stop_gradient": [lambda n, prod: n.inputs[0]],
+}
+
+
+def rewrite(graph: Graph, rules: dict[str, list[Callable]] = RULES) -> Graph:
+    """Apply `rules` once, front to back (a rule sees the already rewritten producers)."""
+    env: dict[Value, Value] = {}
+    prod: dict[Value, Node] = {}
+    nodes = []
+    for n in graph.nodes:
+        n = _subst(n, env)
+        result = None
+        for rule in rules.get(n.op, ()):
+            result = rule(n, prod)
+            if result is not None:
+                break
+        if isinstance(result, Value):
+            env[n.out] = result
+            continue
+        for m in (result or [n]):
+            nodes.append(m)
+            prod.update((o, m) for o in m.outputs)
+    return _finish(graph, nodes, env)
+
+
+def simplify(graph: Graph) -> Graph:
+    """rewrite -> cse -> dce, until nothing changes (at most a few rounds)."""
+    for _ in range(4):
+        before = len(graph.nodes)
+        graph = dce(cse(rewrite(graph)))
+        if len(graph.nodes) == before:
+            break
+    return graph
+

@@ -1,0 +1,321 @@
+"""Launch Triton kernels without PyTorch: numpy arrays under Triton's
+interpreter on the CPU, CuPy arrays compiled on CUDA.
+
+    from tracegrad.runtime.triton_host import launch, bf16_array
+    launch(add_kernel, (triton.cdiv(n, 1024),), x, y, out, n, BLOCK=1024)
+
+`launch` looks at the array arguments: numpy arrays run the kernel under the
+interpreter, CuPy arrays (or `TypedArray` wrappers) run it compiled on the
+GPU of those arrays, on CuPy's current stream.  Which of the two a
+`@triton.jit` function is gets fixed by TRITON_INTERPRET when it is decorated;
+`make_kernel(fn, interpret)` rebuilds the other one from the same Python
+function, so one process can choose per call.
+
+What Triton needs from us, read from its source (3.6 and 3.9):
+
+* interpreter (`runtime/interpreter.py`, GridExecutor): every argument with a
+  `data_ptr` goes through `untyped_storage().cpu()`, `new_empty(0,
+  device='cpu').set_(storage, offset, size, stride)` and, after the grid ran,
+  `copy_` back.  `_HostTensor` answers those for a numpy array with the array
+  itself, so no copy is made.  The pointer type comes from
+  `canonicalize_dtype(str(arg.dtype))`: numpy's names ("float32",
+  "bfloat16" from ml_dtypes, "bool") are already the ones Triton knows.
+  Both versions compute `tl.dot` on bf16 blocks as a matmul of the raw uint16
+  bits; `_patch_interpreter` widens bf16 operands to fp32 first.
+* CUDA (`backends/nvidia/driver.py`): 3.6's CudaDriver takes device, stream
+  and capability from torch (and reports no active driver without torch);
+  3.9's falls back to the CUDA default stream when torch is not imported.
+  `use_cupy_driver()` installs a CudaDriver whose hooks ask CuPy, for both.
+  Arguments need `data_ptr()` and `dtype`, which CuPy arrays lack; `TypedArray`
+  supplies them and, for bf16 (which CuPy has not), carries a uint16 buffer
+  that Triton sees as `*bf16`.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import types
+
+import ml_dtypes
+import numpy as np
+import triton
+from triton.runtime.autotuner import Autotuner
+from triton.runtime.interpreter import InterpretedFunction
+from triton.runtime.jit import JITFunction
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+
+
+# --------------------------------------------------------------------------
+# One Python function, two kernels
+# --------------------------------------------------------------------------
+
+def _python_function(fn):
+    while not isinstance(fn, types.FunctionType):  # JITFunction, Autotuner, ...
+        fn = fn.fn
+    return fn
+
+
+def make_kernel(fn, interpret: bool):
+    """The interpreted (`interpret=True`) or compiled kernel of `fn`, which may
+    be a plain function or a `@triton.jit` one of either kind."""
+    if isinstance(fn, Autotuner):
+        if interpret:
+            raise TypeError(f"{fn.base_fn.__name__} is autotuned; autotuning needs a GPU. "
+                            "Pass its block sizes explicitly to run it under the interpreter.")
+        return fn
+    if isinstance(fn, InterpretedFunction if interpret else JITFunction):
+        return fn
+    if not interpret:
+        # NOTE: triton.language's own @jit helpers (tl.zeros, tl.cdiv, ...) were
+        # decorated as interpreted too; the compiler cannot call those.
+        raise RuntimeError("TRITON_INTERPRET=1 was set when triton was imported, so Triton "
+                           "can only interpret; unset it to compile kernels")
+    return _interpreted(_python_function(fn))
+
+
+@functools.lru_cache(maxsize=None)
+def _interpreted(fn):
+    return InterpretedFunction(fn)
+
+
+@contextlib.contextmanager
+def _interpreting():
+    """Inside an interpreted kernel, calls of @triton.jit helpers (ours and
+    triton.language's: tl.zeros, tl.sigmoid, ...) run interpreted too;
+    outside one, JITFunction.__call__ refuses to run."""
+    call = JITFunction.__call__
+    JITFunction.__call__ = lambda self, *args, **kwargs: _interpreted(self.fn)(*args, **kwargs)
+    try:
+        yield
+    finally:
+        JITFunction.__call__ = call
+
+
+# --------------------------------------------------------------------------
+# CPU: numpy arrays under the interpreter
+# --------------------------------------------------------------------------
+
+class _HostTensor:
+    """The part of torch.Tensor that Triton's interpreter uses, for a numpy array."""
+    __slots__ = ("array", "dtype")
+
+    def __init__(self, array: np.ndarray):
+        self.array, self.dtype = array, array.dtype
+
+    def data_ptr(self) -> int:
+        return self.array.ctypes.data
+
+    # GridExecutor copies each argument's storage to the host and back; a
+    # numpy array is on the host already, so its storage is itself.
+    def untyped_storage(self): return self
+    def cpu(self): return self
+    def new_empty(self, *_, **__): return self
+    def set_(self, *_): return self
+    def copy_(self, _): return self
+    def storage_offset(self): return 0
+    def size(self): return self.array.shape
+    def stride(self): return tuple(s // self.array.itemsize for s in self.array.strides)
+
+
+@functools.lru_cache(maxsize=None)
+def _patch_interpreter():
+    import triton.language as tl
+    from triton.runtime import interpreter
+    from triton.runtime.interpreter import InterpreterBuilder, TensorHandle
+
+    # 3.6 turns a scalar into an index with int(array of shape (1,)), which
+    # numpy 2 refuses, so `range(lo, hi)` over tensor bounds fails.
+    patch_tensor = interpreter._patch_lang_tensor
+
+    def patch_tensor_index(tensor, scope):
+        patch_tensor(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.item()))
+
+    interpreter._patch_lang_tensor = patch_tensor_index
+
+    # Both versions multiply bf16 blocks in tl.dot as their raw uint16 bits:
+    # widen bf16 operands to fp32 first (exact).
+    create_dot = InterpreterBuilder.create_dot
+
+    def widen(h):
+        if h.dtype != tl.bfloat16:
+            return h
+        return TensorHandle((h.data.astype(np.uint32) << 16).view(np.float32), tl.float32)
+
+    def create_dot_bf16(self, a, b, d, *args):
+        return create_dot(self, widen(a), widen(b), d, *args)
+
+    # Both truncate fp32 -> bf16 in `x.to(tl.bfloat16)`, where compiled code
+    # rounds to nearest even, as ml_dtypes does.
+    fp_trunc = InterpreterBuilder.create_fp_trunc
+
+    def create_fp_trunc_rtne(self, src, dst_type):
+        if src.dtype == tl.float32 and dst_type.scalar == tl.bfloat16:
+            return TensorHandle(src.data.astype(BF16).view(np.uint16), tl.bfloat16)
+        return fp_trunc(self, src, dst_type)
+
+    InterpreterBuilder.create_dot = create_dot_bf16
+    InterpreterBuilder.create_fp_trunc = create_fp_trunc_rtne
+
+
+# --------------------------------------------------------------------------
+# CUDA: CuPy arrays, CuPy's device and stream
+# --------------------------------------------------------------------------
+
+class TypedArray:
+    """A CuPy array plus the element type Triton should see.  bf16 lives in
+    a uint16 buffer: `bf16_array(cupy.empty(shape, cupy.uint16))`."""
+    __slots__ = ("array", "dtype")
+
+    def __init__(self, array, dtype=None):
+        self.array = array
+        self.dtype = np.dtype(array.dtype if dtype is None else dtype)
+        assert self.dtype.itemsize == array.dtype.itemsize, (self.dtype, array.dtype)
+
+    def data_ptr(self) -> int:
+        return self.array.data.ptr
+
+    shape = property(lambda self: self.array.shape)
+    strides = property(lambda self: self.array.strides)
+    ndim = property(lambda self: self.array.ndim)
+    size = property(lambda self: self.array.size)
+    device = property(lambda self: self.array.device)
+
+    def get(self) -> np.ndarray:
+        """Copy to a numpy array of the logical dtype (bf16 via ml_dtypes)."""
+        return self.array.get().view(self.dtype)
+
+    def __repr__(self):
+        return f"TypedArray({self.dtype}{list(self.shape)}, device={self.array.device.id})"
+
+
+def bf16_array(array) -> TypedArray:
+    """Wrap a CuPy uint16 array (or upload a numpy bf16 array) as bf16."""
+    if isinstance(array, np.ndarray):
+        import cupy
+        array = cupy.asarray(array.view(np.uint16))
+    return TypedArray(array, BF16)
+
+
+class _CupyBuffer:  # what triton.set_allocator's callback returns
+    def __init__(self, nbytes):
+        import cupy
+        self.array = cupy.empty(nbytes, dtype=cupy.uint8)
+
+    def data_ptr(self):
+        return self.array.data.ptr
+
+
+def cupy_do_bench(fn, warmup=25, rep=100, quantiles=None, return_mode="mean"):
+    """triton.testing.do_bench timed with CuPy events (for the autotuner)."""
+    import cupy
+    fn()
+    cupy.cuda.get_current_stream().synchronize()
+    start, end = cupy.cuda.Event(), cupy.cuda.Event()
+    start.record()
+    for _ in range(5):
+        fn()
+    end.record()
+    end.synchronize()
+    estimate = max(cupy.cuda.get_elapsed_time(start, end) / 5, 1e-3)
+    for _ in range(max(1, int(warmup / estimate))):
+        fn()
+    times = []
+    for _ in range(max(1, int(rep / estimate))):
+        start, end = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record()
+        fn()
+        end.record()
+        times.append((start, end))
+    end.synchronize()
+    times = np.array([cupy.cuda.get_elapsed_time(s, e) for s, e in times])
+    if quantiles is not None:
+        return [float(q) for q in np.quantile(times, quantiles)]
+    return float(getattr(np, return_mode)(times))
+
+
+@functools.lru_cache(maxsize=None)
+def use_cupy_driver():
+    """Make Triton's active driver take device, stream and capability from
+    CuPy (Triton's own CudaDriver asks torch in 3.6).  Idempotent."""
+    import cupy
+    from triton.backends.nvidia.driver import CudaDriver, CudaLauncher, CudaUtils
+
+    class CupyCudaDriver(CudaDriver):
+        def __init__(self):  # NOTE: CudaDriver.__init__ imports torch in 3.6
+            self.utils, self.launcher_cls = CudaUtils(), CudaLauncher
+
+        def get_current_device(self):
+            return cupy.cuda.runtime.getDevice()
+
+        def set_current_device(self, device):
+            cupy.cuda.runtime.setDevice(device)
+
+        def get_current_stream(self, device=None):
+            return cupy.cuda.get_current_stream().ptr
+
+        def get_device_capability(self, device=None):
+            cc = cupy.cuda.Device(device).compute_capability  # "90"
+            return int(cc[:-1]), int(cc[-1])
+
+        def get_benchmarker(self):
+            return cupy_do_bench
+
+    driver = CupyCudaDriver()
+    triton.runtime.driver.set_active(driver)
+    triton.set_allocator(lambda size, alignment, stream: _CupyBuffer(size))
+    return driver
+
+
+# --------------------------------------------------------------------------
+# Arrays of either module, and the launch itself
+# --------------------------------------------------------------------------
+
+def is_cuda(x) -> bool:
+    return isinstance(x, TypedArray) or type(x).__module__.startswith("cupy")
+
+
+def dtype_of(x) -> np.dtype:
+    return np.dtype(x.dtype)
+
+
+def strides_of(x) -> tuple:
+    """Strides in elements (numpy and CuPy count bytes)."""
+    return tuple(s // dtype_of(x).itemsize for s in x.strides)
+
+
+def empty(shape, dtype, like):
+    """An uninitialised array of `like`'s kind and device (bf16 on CUDA: a TypedArray)."""
+    dtype = np.dtype(dtype)
+    if not is_cuda(like):
+        return np.empty(shape, dtype)
+    import cupy
+    with like.device:
+        if dtype == BF16:
+            return TypedArray(cupy.empty(shape, np.uint16), BF16)
+        return cupy.empty(shape, dtype)
+
+
+def to_numpy(x) -> np.ndarray:
+    if isinstance(x, TypedArray):
+        return x.get()
+    return x.get() if is_cuda(x) else np.asarray(x)
+
+
+def launch(kernel, grid, *args, **meta):
+    """Run `kernel[grid](*args, **meta)`: interpreted when no argument is a
+    CUDA array, compiled on the arrays' GPU otherwise."""
+    args = [a.item() if isinstance(a, np.generic) else a for a in args]
+    cuda = [a for a in args if is_cuda(a)]
+    if not cuda:
+        _patch_interpreter()
+        args = [_HostTensor(a) if isinstance(a, np.ndarray) else a for a in args]
+        with _interpreting():
+            return make_kernel(kernel, interpret=True)[grid](*args, **meta)
+    if any(isinstance(a, np.ndarray) for a in args):
+        raise TypeError("launch: numpy and CUDA arrays mixed in one kernel call")
+    use_cupy_driver()
+    args = [a if isinstance(a, TypedArray) or not is_cuda(a) else TypedArray(a) for a in args]
+    with cuda[0].device:
+        return make_kernel(kernel, interpret=False)[grid](*args, **meta)

@@ -1,0 +1,79 @@
+"""tracegrad: a deep-learning compiler with a PyTorch-shaped API.
+
+    import tracegrad as tg
+    x = tg.randn(4, 8, requires_grad=True)
+    loss = (x @ x.T).tanh().sum()
+    loss.backward()                       # eager, on numpy
+
+    @tg.compile
+    def step(x):                          # traced once, then replayed as generated code
+        return (x @ x.T).tanh().sum()
+    print(step(x)); print(step.ir("traced"))
+"""
+from __future__ import annotations
+
+from .ir import types as _types
+from .ir.types import DType as dtype  # noqa: F401  (tg.dtype is the dtype class, as in torch)
+from .tensor import Tensor, Size, Device, device
+from . import tensor_methods as _tensor_methods  # noqa: F401  (attaches Tensor's methods)
+from . import ops
+from .amp import autocast
+from .autograd import enable_grad, grad, is_grad_enabled, no_grad, value_and_grad
+from .autograd import gradients as _gradients
+from .compile import CompiledFunction, compile, last_graphs
+from .creation import (arange, as_tensor, empty, empty_like, eye, from_numpy, full, full_like, get_default_dtype,
+                       linspace, ones, ones_like, set_default_dtype, tensor, zeros, zeros_like)
+from .dispatch import set_grad_enabled
+from .errors import DataDependentError, ShapeError, TracegradError, UnsupportedError
+from .functions import (all, amax, amin, any, argmax, argmin, cat, clamp, logsumexp, matmul, max, mean, min, std,
+                        stack, sum, var, where)
+from .random import (Generator, get_rng_state, manual_seed, multinomial, rand, rand_like, randint, randn, randn_like,
+                     randperm, seed, set_rng_state, topk)
+
+float32 = float = _types.float32
+float64 = double = _types.float64
+float16 = half = _types.float16
+bfloat16 = _types.bfloat16
+int64 = long = _types.int64
+int32 = int = _types.int32
+int16 = short = _types.int16
+int8 = _types.int8
+uint8 = _types.uint8
+bool = _types.bool_
+
+__version__ = "0.1.0"
+
+
+class autograd:  # noqa: N801  (a namespace, like torch.autograd)
+    grad = staticmethod(_gradients)
+
+
+def _elementwise(op):
+    def fn(x, *args, **kwargs):
+        return getattr(x, op)(*args, **kwargs)
+    fn.__name__ = op
+    return fn
+
+
+for _op in ("exp", "log", "sqrt", "rsqrt", "tanh", "sin", "cos", "abs", "sign", "sigmoid", "erf", "relu", "neg",
+            "floor", "isnan", "reshape", "permute", "transpose", "unsqueeze", "squeeze", "flatten", "tril", "triu",
+            "softmax", "log_softmax", "gather", "index_select", "masked_fill", "split", "chunk", "maximum",
+            "minimum", "pow", "square", "norm", "clone", "numel", "exp2", "log2", "lerp", "addcmul", "addcdiv"):
+    globals()[_op] = _elementwise(_op)
+del _op
+
+
+def is_tensor(x) -> "bool":
+    return isinstance(x, Tensor)
+
+
+def numel(x) -> "int":
+    return x.numel()
+
+
+def __getattr__(name: str):
+    raise AttributeError(f"module 'tracegrad' has no attribute {name!r}: tracegrad covers the PyTorch subset "
+                         "listed in its README; this name is not part of it (yet)")
+
+
+from . import nn, optim, utils  # noqa: E402  (subpackages, as torch.nn / torch.optim)

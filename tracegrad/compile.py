@@ -1,0 +1,267 @@
+"""`tg.compile`: trace a step once per input signature, run the pass pipeline, generate code,
+and replay it on later calls, writing state updates back into the tensors they came from.
+
+    trace -> simplify -> decompose -> optimized -> codegen
+
+Each compiled signature is an `Entry`; `step.ir(stage)` shows any stage of the latest one.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+
+from . import amp, debug, pytree
+from .dispatch import grad_enabled
+from .ir.graph import Graph
+from .ir.passes import PassManager, decompose, phase_view, simplify
+from .ir.printer import format_graph
+from .tensor import Tensor
+from .trace import Trace
+
+MAX_RETRACES = 8
+
+
+def _leaf_key(x):
+    if isinstance(x, Tensor):
+        return ("T", x._type, x.requires_grad)
+    if isinstance(x, (int, float, bool, str, type(None))):
+        return ("S", type(x).__name__, x)
+    return ("O", type(x).__name__, id(x))
+
+
+def _describe(key) -> str:
+    kind = key[0]
+    if kind == "T":
+        return f"tensor {key[1]}" + (" requiring grad" if key[2] else "")
+    if kind == "S":
+        return f"{key[1]} {key[2]!r}"
+    return f"{key[1]} object"
+
+
+@dataclass
+class Entry:
+    key: tuple
+    title: str
+    sources: list
+    plan: list
+    guards: list
+    n_user: int
+    out_spec: object
+    out_leaves: list
+    out_types: list
+    stages: PassManager
+    program: object
+    compile_ms: float
+    calls: int = field(default=0)
+
+    def guards_hold(self, leaves) -> bool:
+        return all(check(leaves) for check, _ in self.guards)
+
+    def failed_guard(self, leaves) -> str:
+        return next((why for check, why in self.guards if not check(leaves)), "")
+
+    def run(self, leaves):
+        ins = []
+        for kind, obj in self.sources:
+            ins.append(leaves[obj]._data if kind == "arg" else obj._data if kind == "data" else obj._grad._data)
+        outs = self.program(*ins)
+        self.calls += 1
+        user = [Tensor._from_array(o, t) for o, t in zip(outs[:self.n_user], self.out_types)]
+        rest = iter(zip(outs[self.n_user:], self.out_types[self.n_user:]))
+        for kind, ref in self.plan:
+            obj = leaves[ref] if isinstance(ref, int) else ref
+            if kind == "grad_none":
+                obj._grad = None
+                continue
+            arr, typ = next(rest)
+            if kind == "data":
+                obj._data = arr
+            elif obj._grad is None:
+                obj._grad = Tensor._from_array(arr, typ)
+            else:
+                obj._grad._data = arr
+        it = iter(user)
+        return pytree.unflatten(self.out_spec, [next(it) if isinstance(x, Tensor) else x for x in self.out_leaves])
+
+
+class CompiledFunction:
+    """What `@tg.compile` returns: call it like the function; inspect it with `.ir(stage)`."""
+
+    def __init__(self, fn, backend: str = "auto", mesh=None, dump: str | None = None):
+        if backend not in ("auto", "numpy", "triton"):
+            raise ValueError(f"backend must be 'auto', 'numpy' or 'triton', got {backend!r}")
+        self.fn, self.backend, self.mesh, self.dump = fn, backend, mesh, dump
+        self.entries: list[Entry] = []
+        self.retrace_reasons: list[str] = []
+        functools.update_wrapper(self, fn)
+
+    def __get__(self, obj, objtype=None):
+        return self if obj is None else functools.partial(self, obj)
+
+    # -- calling ----------------------------------------------------------------------------
+    def __call__(self, *args, **kwargs):
+        leaves, spec = pytree.flatten((args, kwargs), is_leaf=lambda x: isinstance(x, Tensor))
+        key = (spec, tuple(_leaf_key(x) for x in leaves), grad_enabled(), amp.autocast_dtype(), self.backend)
+        for e in reversed(self.entries):
+            if e.key == key and e.guards_hold(leaves):
+                return e.run(leaves)
+        entry = self._compile(args, kwargs, leaves, key, self._reason(key, leaves))
+        return entry.run(leaves)
+
+    def _reason(self, key, leaves) -> str:
+        if not self.entries:
+            return "first call"
+        last = self.entries[-1]
+        if last.key == key:
+            return last.failed_guard(leaves)
+        (s0, l0, g0, a0, _), (s1, l1, g1, a1, _) = last.key, key
+        if s0 != s1:
+            return "the arguments' structure changed"
+        if g0 != g1:
+            return f"grad mode changed to {g1}"
+        if a0 != a1:
+            return f"autocast changed to {a1}"
+        names = self._arg_names(len(l1))
+        diffs = [f"{names[i]}: {_describe(a)} -> {_describe(b)}" for i, (a, b) in enumerate(zip(l0, l1)) if a != b]
+        return "; ".join(diffs) or "a new signature"
+
+    def _arg_names(self, n) -> list[str]:
+        try:
+            params = list(inspect.signature(self.fn).parameters)
+        except (TypeError, ValueError):
+            params = []
+        return [params[i] if i < len(params) else f"arg{i}" for i in range(n)]
+
+    # -- compiling --------------------------------------------------------------------------
+    def _compile(self, args, kwargs, leaves, key, reason) -> Entry:
+        name = "".join(c if c.isalnum() or c == "_" else "_" for c in getattr(self.fn, "__name__", "step")) or "step"
+        title = f"{name}#{len(self.entries)}"
+        if self.entries:
+            self.retrace_reasons.append(reason)
+            debug.log("recompiles", "retracing %s: %s", name, reason)
+            if len(self.retrace_reasons) > MAX_RETRACES:
+                warnings.warn(f"{name} was traced {len(self.entries) + 1} times; reasons: "
+                              + " | ".join(self.retrace_reasons[-MAX_RETRACES:]), stacklevel=3)
+        t0 = time.perf_counter()
+        tr = Trace(name)
+        names = self._arg_names(len(leaves))
+        with tr:
+            for i, x in enumerate(leaves):
+                if isinstance(x, Tensor):
+                    tr.bind_arg(x, names[i] if i < len(names) else f"arg{i}", i)
+            out = self.fn(*args, **kwargs)
+            out_leaves, out_spec = pytree.flatten(out, is_leaf=lambda x: isinstance(x, Tensor))
+            tensors = [x for x in out_leaves if isinstance(x, Tensor)]
+            graph, plan = tr.finish(tensors)
+            guards = _guards(tr)
+        ms = (time.perf_counter() - t0) * 1e3
+        stages = PassManager(title)
+        graph = stages.record("traced", graph, ms)
+        graph = stages.run("simplify", simplify, graph)
+        graph = stages.run("decompose", lambda g: decompose(g, frozenset()), graph)
+        graph = stages.run("optimized", simplify, graph)
+        program = self._codegen(graph)
+        entry = Entry(key, title, list(tr.sources), plan, guards, len(tensors), out_spec, out_leaves,
+                      [v.type for v in graph.outputs], stages, program,
+                      (time.perf_counter() - t0) * 1e3)
+        self.entries.append(entry)
+        debug.log("compile", "%s (%s): %d ops traced, %d after optimization, %.1f ms", title, reason,
+                  len(stages["traced"].nodes), len(graph.nodes), entry.compile_ms)
+        _report(self, entry)
+        return entry
+
+    def _codegen(self, graph: Graph):
+        from .codegen.numpy_program import generate
+        return generate(graph)
+
+    # -- inspecting -------------------------------------------------------------------------
+    def ir(self, stage: str = "optimized", index: int = -1) -> str:
+        """Text of one stage of the latest (or `index`-th) compiled signature:
+        traced, forward, backward, update, simplify, decompose, optimized, kernels."""
+        if not self.entries:
+            raise RuntimeError(f"{self.__name__} has not been compiled yet: call it once first")
+        e = self.entries[index]
+        if stage == "kernels":
+            return e.program.source
+        if stage in ("forward", "backward", "update"):
+            return format_graph(phase_view(e.stages["traced"], stage))
+        return format_graph(e.stages[stage])
+
+    def graphs(self, index: int = -1) -> dict[str, Graph]:
+        e = self.entries[index]
+        out = {s.name: s.graph for s in e.stages.stages}
+        for ph in ("forward", "backward", "update"):
+            out[ph] = phase_view(out["traced"], ph)
+        return out
+
+    def explain(self, index: int = -1) -> str:
+        e = self.entries[index]
+        g = e.stages["optimized"]
+        lines = [f"{e.title}: {len(g.nodes)} ops, compiled in {e.compile_ms:.1f} ms, called {e.calls} times"]
+        for s in e.stages.stages:
+            lines.append(f"  stage {s.name:<10} {len(s.graph.nodes):>5} ops  {s.ms:7.1f} ms")
+        return "\n".join(lines)
+
+
+def _guards(tr: Trace) -> list:
+    """Checks that must hold for a later call to reuse this trace (state it read, by shape and kind)."""
+    def find(ref, leaves):
+        return leaves[ref] if isinstance(ref, int) else ref
+
+    guards = []
+    for kind, obj in tr.sources:
+        if kind == "data":
+            typ = obj._type
+            guards.append((lambda lv, o=obj, t=typ: o._type == t, f"{obj._name or 'a captured tensor'} changed type"))
+        elif kind == "grad":
+            typ = obj._grad._type
+            guards.append((lambda lv, o=obj, t=typ: o._grad is not None and o._grad._type == t,
+                           f"{obj._name or 'a parameter'}.grad changed"))
+    for p, was_none in tr.grad_seen.values():
+        guards.append((lambda lv, r=tr.ref(p), w=was_none: (find(r, lv)._grad is None) == w,
+                       f"{p._name or 'a parameter'}.grad is {'now set' if was_none else 'now None'}"))
+    return guards
+
+
+def _report(fn: CompiledFunction, e: Entry) -> None:
+    if debug.enabled("graph"):
+        debug.log("graph", "%s\n%s", e.title, fn.ir("traced"))
+        debug.log("graph", "%s", fn.ir("optimized"))
+    if debug.enabled("output_code"):
+        debug.log("output_code", "%s", e.program.source)
+    if debug.enabled("passes"):
+        debug.log("passes", "%s", fn.explain())
+    target = fn.dump or debug.dump_dir()
+    if target:
+        write_dump(fn, e, target)
+
+
+def write_dump(fn: CompiledFunction, e: Entry, target: str) -> None:
+    os.makedirs(target, exist_ok=True)
+    base = os.path.join(target, e.title.replace("#", "_"))
+    for i, s in enumerate(e.stages.stages):
+        with open(f"{base}.{i}.{s.name}.py", "w") as f:
+            f.write(format_graph(s.graph) + "\n")
+    for ph in ("forward", "backward"):
+        with open(f"{base}.{ph}.py", "w") as f:
+            f.write(format_graph(phase_view(e.stages["traced"], ph)) + "\n")
+    with open(f"{base}.kernels.py", "w") as f:
+        f.write(e.program.source)
+    with open(f"{base}.dot", "w") as f:
+        f.write(e.stages["optimized"].to_dot() + "\n")
+
+
+def compile(fn=None, *, backend: str = "auto", mesh=None, dump: str | None = None, **_ignored):
+    """Compile a step: `@tg.compile` or `tg.compile(fn, backend="numpy")`."""
+    if fn is None:
+        return lambda f: CompiledFunction(f, backend, mesh, dump)
+    return CompiledFunction(fn, backend, mesh, dump)
+
+
+def last_graphs(fn: CompiledFunction) -> dict[str, Graph]:
+    """Every stage of the latest compilation of `fn`, by name."""
+    return fn.graphs()

@@ -1,0 +1,22 @@
+"""User-facing errors: each names the op, the shapes and the user's file:line, and says what to do."""
+from __future__ import annotations
+
+
+class TracegradError(RuntimeError):
+    """Base class of tracegrad's frontend errors."""
+
+
+class ShapeError(TracegradError, TypeError):
+    """An op got shapes or dtypes it cannot take."""
+
+
+class DataDependentError(TracegradError):
+    """A traced value was used where Python needs a concrete one (if/while, int(), .item()).
+
+    Inside `@tg.compile` tensors are symbolic: the step is recorded once and replayed, so Python
+    cannot branch on their values. Use `tg.where(cond, a, b)`, or move the branch out of the step.
+    """
+
+
+class UnsupportedError(TracegradError, NotImplementedError):
+    """A name, dtype or argument that tracegrad does not support (yet)."""

@@ -1,0 +1,1 @@
+"""tracegrad.models: reference models (GPT, LLaMA-style, small CNN)."""

@@ -1,0 +1,1 @@
+"""tracegrad.nn: neural-network modules, init and functional ops."""

@@ -1,0 +1,1 @@
+"""tracegrad.optim: optimizers (SGD, Adam, AdamW) and LR schedulers."""

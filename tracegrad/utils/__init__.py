@@ -1,0 +1,1 @@
+"""tracegrad.utils: shared helpers for the frontend."""
