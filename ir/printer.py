@@ -7,13 +7,14 @@
         ...
         return t4
 
-`exec` it with `tracegrad.ir.printer.namespace(ops)` (dtype names, `inf`) and an `ops` object
-whose attributes run ops (the frontend's `tracegrad.ops`), after `from __future__ import
-annotations` so the signature's types stay unevaluated.
+`load(text, ops)` runs it, given an `ops` object whose attributes run ops (the frontend's
+`tracegrad.ops`). NOTE: the one liberty the text takes with Python is the 0-d type `f32[]`, kept
+because it reads best; `load` spells it `f32[()]` before executing.
 """
 from __future__ import annotations
 
 import math
+import re
 
 from .graph import Graph, Node
 from .types import DType, DTYPES
@@ -90,4 +91,11 @@ def namespace(ops) -> dict:
     """Names a dump refers to: `ops`, every dtype's short name, `inf`, `nan`."""
     ns = {d.short: d for d in DTYPES.values()}
     ns.update(ops=ops, inf=math.inf, nan=math.nan)
+    return ns
+
+
+def load(text: str, ops) -> dict:
+    """Execute a dump; returns its namespace (the function is under the graph's name)."""
+    ns = namespace(ops)
+    exec("from __future__ import annotations\n" + re.sub(r"\b(\w+)\[\]", r"\1[()]", text), ns)
     return ns

@@ -5,6 +5,7 @@ The IR takes one dtype per binary op, so promotion happens here, visibly, as `ca
 """
 from __future__ import annotations
 
+import builtins
 import math
 from collections import namedtuple
 
@@ -107,7 +108,7 @@ def axes_of(x, dim) -> tuple[int, ...]:
     if dim is None:
         return tuple(range(x.ndim))
     dims = (dim,) if isinstance(dim, int) else tuple(dim)
-    nd = max(x.ndim, 1)
+    nd = builtins.max(x.ndim, 1)
     for d in dims:
         if not -nd <= d < nd:
             raise IndexError(f"dimension {d} is out of range for a {x.ndim}-d tensor of shape {list(x.shape)}")
@@ -134,7 +135,7 @@ def var(x, dim=None, unbiased=None, keepdim: bool = False, *, correction=None):
     axes = axes_of(x, dim)
     n = math.prod(x.shape[a] for a in axes)
     xc = x - mean(x, axes, keepdim=True)
-    return sum(xc * xc, axes, keepdim=keepdim) * (1.0 / max(n - correction, 0) if n - correction > 0 else math.nan)
+    return sum(xc * xc, axes, keepdim=keepdim) * (1.0 / (n - correction) if n - correction > 0 else math.nan)
 
 
 def std(x, dim=None, unbiased=None, keepdim: bool = False, *, correction=None):

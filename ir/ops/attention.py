@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 
-from ..types import TensorType, bool_, float32
+from ..types import TensorType, bool_
 from .linalg import transpose_last
-from .nn import upcast
+from .nn import acc_dtype, upcast
 from .registry import decomposition, defop, fail, vjp
 
 ATTRS = dict(is_causal=False, scale=None)
@@ -38,7 +38,7 @@ def _check(ts, n_fixed):
 
 def _sdpa_infer(ts, is_causal, scale):
     q, k, v = _check(ts, 3)
-    return [q.with_(shape=q.shape[:-1] + (v.shape[-1],)), TensorType(q.shape[:-1], float32, q.device)]
+    return [q.with_(shape=q.shape[:-1] + (v.shape[-1],)), TensorType(q.shape[:-1], acc_dtype(q.dtype), q.device)]
 
 
 defop("scaled_dot_product_attention", "composite", _sdpa_infer, None, ATTRS, doc="(O, logsumexp)")

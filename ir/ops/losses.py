@@ -8,8 +8,8 @@ kernel never keeps fp32 probabilities of the whole vocabulary. With smoothing ep
 """
 from __future__ import annotations
 
-from ..types import TensorType, float32, int64
-from .nn import upcast
+from ..types import TensorType, int64
+from .nn import acc_dtype, upcast
 from .registry import decomposition, defop, fail, vjp
 
 ATTRS = dict(ignore_index=-100, label_smoothing=0.0, reduction="mean")
@@ -21,8 +21,9 @@ def _ce_infer(ts, ignore_index, label_smoothing, reduction):
         fail("cross_entropy", ts, "expected logits [N, V] and integer targets [N]")
     if reduction not in ("mean", "sum", "none"):
         fail("cross_entropy", ts, f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    loss = TensorType(() if reduction != "none" else x.shape[:1], float32, x.device)
-    return [loss, TensorType(x.shape[:1], float32, x.device)]
+    acc = acc_dtype(x.dtype)
+    loss = TensorType(() if reduction != "none" else x.shape[:1], acc, x.device)
+    return [loss, TensorType(x.shape[:1], acc, x.device)]
 
 
 defop("cross_entropy", "composite", _ce_infer, 2, ATTRS, doc="(loss, row logsumexp)")
@@ -43,7 +44,7 @@ def _valid(b, t, ignore_index):
 
 def _row_scale(b, gy, ok, reduction):
     """Per-row weight of dloss: gy/count (mean), gy (sum) or gy_i (none); zero on ignored rows."""
-    okf = b.cast_to(ok, float32)
+    okf = b.cast_to(ok, b.dtype(gy))
     if reduction == "none":
         return b.mul(gy, okf)
     if reduction == "mean":
@@ -67,7 +68,7 @@ def _ce(b, x, t, ignore_index, label_smoothing, reduction):
         return loss, lse
     total = b.sum(loss, axes=(0,))
     if reduction == "mean":
-        total = b.div(total, b.sum(b.cast_to(ok, float32), axes=(0,)))
+        total = b.div(total, b.sum(b.cast_to(ok, b.dtype(total)), axes=(0,)))
     return total, lse
 
 
@@ -77,7 +78,7 @@ def _ce_bwd(b, x, t, lse, gy, ignore_index, label_smoothing, reduction):
     p = b.exp(b.sub(upcast(b, x), b.reshape_to(lse, (n, 1))))
     ok, safe_t = _valid(b, t, ignore_index)
     hot = b.eq(b.iota(shape=(n, v), axis=1, device=b.type_of(x).device), b.reshape_to(b.cast_to(safe_t, int64), (n, 1)))
-    target = b.cast_to(hot, float32)
+    target = b.cast_to(hot, b.dtype(p))
     if label_smoothing:
         target = b.add(b.mul(target, 1.0 - label_smoothing), label_smoothing / v)
     dx = b.mul(b.sub(p, target), b.reshape_to(_row_scale(b, gy, ok, reduction), (n, 1)))

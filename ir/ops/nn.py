@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import math
 
-from ..types import bfloat16, float16, float32
+from ..types import bfloat16, float16, float32, float64
 from .registry import decomposition, defop, fail, vjp
 
 
 def upcast(b, x):
     return b.cast_to(x, float32) if b.dtype(x) in (float16, bfloat16) else x
+
+
+def acc_dtype(d):
+    """The dtype statistics are kept in: fp32, or fp64 for fp64 inputs."""
+    return d if d == float64 else float32
 
 
 def _float_infer(op):
