@@ -116,8 +116,8 @@ def _movement_of_full(n, prod):
 
 def _noop_movement(n, prod):
     x = n.inputs[0]
-    if n.op == "permute" and tuple(n.attrs["dims"]) == tuple(range(len(x.shape))):
-        return x
+    if n.op == "permute":   # same type is not enough: a square transpose keeps the type
+        return x if tuple(n.attrs["dims"]) == tuple(range(len(x.shape))) else None
     return x if _same_type(x, n.out) else None
 
 
