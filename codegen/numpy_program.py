@@ -9,6 +9,7 @@ with provenance comments, `del` where values die and `out=` where a dying buffer
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -43,11 +44,24 @@ class NumpyProgram:
         return tuple(o if isinstance(o, np.ndarray) else np.asarray(o) for o in self.fn(*args))
 
 
+class NaNError(FloatingPointError):
+    """TRACEGRAD_CHECK_NANS found a NaN; the message names the node that made it."""
+
+
+def _check_nan(x, where: str) -> None:
+    if np.isnan(np.asarray(x, dtype=np.float32)).any():
+        raise NaNError(f"first NaN produced by {where}")
+
+
 def _kib(n: int) -> str:
     return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.1f} MiB"
 
 
-def generate(graph: Graph, comm=None) -> NumpyProgram:
+def generate(graph: Graph, comm=None, check_nans: bool | None = None) -> NumpyProgram:
+    """The numpy program of `graph`; with `check_nans` (default: TRACEGRAD_CHECK_NANS=1) every float
+    result is checked and the first NaN raises, naming its node and the user's line."""
+    if check_nans is None:
+        check_nans = os.environ.get("TRACEGRAD_CHECK_NANS", "0") not in ("", "0")
     plan = plan_memory(graph, owns, can_write_inplace)
     title = graph.meta.get("title", graph.name)
     lines = [f"# tracegrad numpy | {title} | {len(graph.nodes)} ops | peak {_kib(plan.peak_bytes)} of intermediates",
@@ -67,11 +81,16 @@ def generate(graph: Graph, comm=None) -> NumpyProgram:
         note = ", ".join(str(t) for t in outs) + (f"  {n.tag}" if n.tag else "")
         code = f"{names} = {expr}" if n.outputs else expr
         lines.append(f"    {code:<56}  # {note}" if note else f"    {code}")
+        if check_nans:
+            for o in n.outputs:
+                if o.type.dtype.is_floating:
+                    lines.append(f"    check_nan({o.name}, {(o.name + ' = ' + n.op + ' at ' + str(n.prov or '?'))!r})")
         if i in plan.frees:
             lines.append(f"    del {', '.join(v.name for v in plan.frees[i])}")
     outs = ", ".join(v.name for v in graph.outputs)
     lines.append(f"    return ({outs}{',' if len(graph.outputs) == 1 else ''})")
     source = "\n".join(lines) + "\n"
     ns = namespace(comm)
+    ns["check_nan"] = _check_nan
     exec(compile(source, f"<tracegrad numpy {title}>", "exec"), ns)
     return NumpyProgram(source, ns[graph.name], plan)

@@ -142,3 +142,11 @@ def test_random_programs_compile_to_the_eager_result(steps):
     r = np.random.default_rng(1)
     x, y = (tg.tensor(r.standard_normal((3, 3)).astype(np.float32)) for _ in range(2))
     np.testing.assert_allclose(tg.compile(program)(x, y).numpy(), program(x, y).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_check_nans_names_the_first_bad_node(monkeypatch):
+    from tracegrad.codegen.numpy_program import NaNError
+    monkeypatch.setenv("TRACEGRAD_CHECK_NANS", "1")
+    step = tg.compile(lambda x: (x.log() * 2).sum())
+    with pytest.raises(NaNError, match="log at test_passes.py"):
+        step(tg.tensor([1.0, -1.0]))
