@@ -1,1 +1,19 @@
-"""tracegrad.nn: neural-network modules, init and functional ops."""
+"""tracegrad.nn: neural-network modules, init and functional ops, shaped like torch.nn.
+
+    import tracegrad.nn as nn
+    model = nn.Sequential(nn.Linear(4, 16), nn.GELU(), nn.Linear(16, 1))
+    print(model)                          # Sequential((0): Linear(in_features=4, ...) ...)
+"""
+from . import functional, init, utils
+from .containers import ModuleDict, ModuleList, Sequential
+from .conv import AdaptiveAvgPool2d, AvgPool2d, Conv2d, MaxPool2d
+from .layers import (GELU, CrossEntropyLoss, Dropout, Embedding, Flatten, Identity, L1Loss, LeakyReLU, Linear,
+                     LogSoftmax, MSELoss, NLLLoss, ReLU, Sigmoid, SiLU, Softmax, Tanh, Unflatten)
+from .module import Module, Parameter
+from .norm import BatchNorm1d, BatchNorm2d, LayerNorm, RMSNorm
+
+__all__ = ["Module", "Parameter", "Sequential", "ModuleList", "ModuleDict", "Linear", "Embedding", "LayerNorm",
+           "RMSNorm", "BatchNorm1d", "BatchNorm2d", "Dropout", "GELU", "SiLU", "ReLU", "LeakyReLU", "Tanh",
+           "Sigmoid", "Softmax", "LogSoftmax", "Identity", "Flatten", "Unflatten", "Conv2d", "MaxPool2d",
+           "AvgPool2d", "AdaptiveAvgPool2d", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss",
+           "functional", "init", "utils"]
