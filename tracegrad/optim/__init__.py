@@ -1,1 +1,11 @@
-"""tracegrad.optim: optimizers (SGD, Adam, AdamW) and LR schedulers."""
+"""tracegrad.optim: optimizers (SGD, Adam, AdamW) and LR schedulers, shaped like torch.optim.
+
+Steps work eagerly and inside `@tg.compile`; changing `group["lr"]` (or calling a scheduler's
+`step()`) between compiled calls takes effect without a retrace (see optimizer.py).
+"""
+from . import lr_scheduler
+from .adam import Adam, AdamW
+from .optimizer import Optimizer
+from .sgd import SGD
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "lr_scheduler"]
