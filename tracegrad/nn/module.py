@@ -1,4 +1,4 @@
-"""`Module` and `Parameter`, as in PyTorch.
+"""`Module`, the base class of layers, as in PyTorch (`Parameter` lives in parameter.py).
 
     class MLP(nn.Module):
         def __init__(self):
@@ -26,6 +26,7 @@ from ..creation import tensor as _tensor, zeros_like
 from ..errors import TracegradError
 from ..ir import types as _types
 from ..tensor import Tensor
+from .parameter import Parameter
 
 _IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 _version = [0]   # bumped whenever any module gains or loses a submodule (invalidates path caches)
@@ -33,29 +34,6 @@ _version = [0]   # bumped whenever any module gains or loses a submodule (invali
 
 def _bump() -> None:
     _version[0] += 1
-
-
-class Parameter(Tensor):
-    """A tensor that a `Module` registers as a parameter: `requires_grad=True` by default."""
-
-    def __init__(self, data=None, requires_grad: bool = True):
-        if data is None:
-            data = _tensor([])
-        elif not isinstance(data, Tensor):
-            data = _tensor(data)
-        if _trace.current() is not None or data._trace is not None:
-            raise TracegradError("nn.Parameter(...) inside @tg.compile: create parameters before the step")
-        self._data, self._type, self._grad, self._node, self._trace, self._name, self._base = \
-            data._data, data._type, None, None, None, "", None
-        self.requires_grad = False
-        if requires_grad:
-            self.requires_grad_(True)
-
-    def __repr__(self) -> str:
-        return "Parameter containing:\n" + super().__repr__()
-
-    def __reduce_ex__(self, proto):
-        return Parameter, (Tensor._from_array(self._data, self._type), self.requires_grad)
 
 
 class Module:
@@ -90,8 +68,14 @@ class Module:
             return self.forward(*args, **kwargs)
 
     def _call_as_root(self, roots, args, kwargs):
-        if _trace.current() is not None:
+        tr = _trace.current()
+        if tr is not None:
             self._name_tensors()
+            add_guard = getattr(tr, "add_guard", None)   # NOTE: needs Trace.add_guard (see the issue report)
+            if add_guard is not None:
+                flags = [(m, m.training) for m in self.modules()]
+                add_guard(lambda: all(m.training == t for m, t in flags),
+                          f"{type(self).__name__}.train()/eval() changed a module's training flag")
         roots.append(self)
         try:
             return self.forward(*args, **kwargs)
@@ -107,9 +91,14 @@ class Module:
         return cache[1]
 
     def _name_tensors(self) -> None:
-        """Name parameters and buffers after their path, for IR dumps: blocks.0.ln_1.weight -> blocks_0_ln_1_weight."""
+        """Name parameters and buffers after their path, for IR dumps: blocks.0.ln_1.weight ->
+        blocks_0_ln_1_weight. A tensor keeps the most qualified path it was seen under, so calling
+        a submodule on its own does not rename the model's weights to `weight`."""
         for name, t in itertools.chain(self.named_parameters(), self.named_buffers()):
-            t._name = name.replace(".", "_")
+            depth = name.count(".") + 1
+            if not t._name or depth >= t.__dict__.get("_path_depth", 0):
+                t._name = name.replace(".", "_")
+                t.__dict__["_path_depth"] = depth
 
     # -- attributes -------------------------------------------------------------------------
     def __setattr__(self, name: str, value) -> None:

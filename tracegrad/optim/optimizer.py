@@ -184,12 +184,14 @@ class Optimizer:
 
     def _state_for(self, p: Tensor, group) -> dict:
         state = self.state[p]
-        if not state:
+        fresh = not state
+        if fresh:
             with _trace.suspended(), no_grad():
                 state.update(self._init_state(p, group))
-                for k, v in state.items():
-                    if isinstance(v, Tensor):
-                        v._name = f"{p._name or 'param'}_{k}"
+        if fresh or _trace.current() is not None:   # names for IR dumps: blocks_0_fc_weight_exp_avg
+            for k, v in state.items():
+                if isinstance(v, Tensor):
+                    v._name = f"{p._name or 'param'}_{k}"
         return state
 
     def step(self, closure=None):
