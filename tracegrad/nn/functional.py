@@ -99,11 +99,15 @@ def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None, bi
     return apply("layer_norm", input, weight, bias, eps=float(eps))
 
 
+_EPS = {"float64": 2.220446049250313e-16, "float32": 1.1920928955078125e-07, "float16": 0.0009765625,
+        "bfloat16": 0.0078125}   # torch.finfo(dtype).eps
+
+
 def rms_norm(input: Tensor, normalized_shape, weight: Tensor | None = None, eps: float | None = None) -> Tensor:
     """x / sqrt(mean(x^2) + eps) * w; eps=None means the dtype's machine epsilon, as in PyTorch."""
     shape = _shape_arg(normalized_shape)
     if eps is None:
-        eps = float(np.finfo(input.dtype.np).eps)
+        eps = _EPS.get(input.dtype.name, _EPS["float32"])
     weight = weight if weight is not None else ones(*shape, dtype=input.dtype, device=input._type.device)
     return apply("rms_norm", input, weight, eps=float(eps))
 
