@@ -469,8 +469,6 @@ def test_batchnorm_running_stats_after_compiled_training():
     close(tg.compile(lambda x: m(x))(x), tm(tt(x)), atol=1e-5)
 
 
-@pytest.mark.xfail(reason="core: a compiled step has no guard on Python state such as module.training "
-                          "(nn.Module registers one through Trace.add_guard once the core has it)")
 def test_compiled_step_follows_train_eval_switch():
     d = nn.Dropout(0.5)
     f = tg.compile(lambda x: d(x))

@@ -306,7 +306,6 @@ def test_optimizer_api_errors_and_repr():
     assert p.grad is not None and float(p.grad.abs().sum()) == 0
 
 
-@pytest.mark.xfail(raises=AttributeError, reason="core: compile._guards reads p.grad after the step set it to None")
 def test_accumulate_eagerly_then_compiled_optimizer_step():
     """Gradients accumulated by eager backward() calls, then a compiled clip + step + zero_grad."""
     def run(compiled):

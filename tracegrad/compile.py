@@ -157,14 +157,25 @@ class CompiledFunction:
             out_leaves, out_spec = pytree.flatten(out, is_leaf=lambda x: isinstance(x, Tensor))
             tensors = [x for x in out_leaves if isinstance(x, Tensor)]
             graph, plan = tr.finish(tensors)
-            guards = _guards(tr)
+        guards = _guards(tr)   # after the trace put .grad attributes back as they were
         ms = (time.perf_counter() - t0) * 1e3
         stages = PassManager(title)
         graph = stages.record("traced", graph, ms)
+        backend = "triton" if self.backend == "triton" or (self.backend == "auto" and any(
+            v.type.device.startswith("cuda") for v in (*graph.inputs, *graph.outputs))) else "numpy"
         graph = stages.run("simplify", simplify, graph)
-        graph = stages.run("decompose", lambda g: decompose(g, frozenset()), graph)
-        graph = stages.run("optimized", simplify, graph)
-        program = self._codegen(graph)
+        if backend == "triton":   # composites with a kernel template stay whole; the rest is fused
+            from .codegen.triton_codegen import TEMPLATES, template_applies
+            from .ir.passes.fusion import decompose_unless, fuse
+            graph = stages.run("decompose", lambda g: decompose_unless(decompose(g, TEMPLATES), template_applies),
+                               graph)
+            graph = stages.run("optimized", simplify, graph)
+            debug.logger("fusion")   # TRACEGRAD_LOGS=fusion: every refused pair, with its reason
+            graph = stages.run("fused", fuse, graph)
+        else:
+            graph = stages.run("decompose", lambda g: decompose(g, frozenset()), graph)
+            graph = stages.run("optimized", simplify, graph)
+        program = self._codegen(graph, backend)
         entry = Entry(key, title, list(tr.sources), plan, guards, len(tensors), out_spec, out_leaves,
                       [v.type for v in graph.outputs], stages, program,
                       (time.perf_counter() - t0) * 1e3)
@@ -174,19 +185,25 @@ class CompiledFunction:
         _report(self, entry)
         return entry
 
-    def _codegen(self, graph: Graph):
+    def _codegen(self, graph: Graph, backend: str = "numpy"):
+        if backend == "triton":   # Triton kernels: compiled on CUDA buffers, interpreted on CPU ones
+            from .runtime.executor import TritonProgram
+            return TritonProgram(graph)
         from .codegen.numpy_program import generate
         return generate(graph)
 
     # -- inspecting -------------------------------------------------------------------------
     def ir(self, stage: str = "optimized", index: int = -1) -> str:
         """Text of one stage of the latest (or `index`-th) compiled signature:
-        traced, forward, backward, update, simplify, decompose, optimized, kernels."""
+        traced, forward, backward, update, simplify, decompose, optimized, fused (Triton), kernels."""
         if not self.entries:
             raise RuntimeError(f"{self.__name__} has not been compiled yet: call it once first")
         e = self.entries[index]
         if stage == "kernels":
             return e.program.source
+        if stage == "fused":
+            from .ir.passes.fusion import format_fused
+            return format_fused(e.stages["fused"])
         if stage in ("forward", "backward", "update"):
             return format_graph(phase_view(e.stages["traced"], stage))
         return format_graph(e.stages[stage])
@@ -204,6 +221,9 @@ class CompiledFunction:
         lines = [f"{e.title}: {len(g.nodes)} ops, compiled in {e.compile_ms:.1f} ms, called {e.calls} times"]
         for s in e.stages.stages:
             lines.append(f"  stage {s.name:<10} {len(s.graph.nodes):>5} ops  {s.ms:7.1f} ms")
+        if any(s.name == "fused" for s in e.stages.stages):
+            from .ir.passes.fusion import explain_kernels
+            lines += explain_kernels(e.stages["fused"])
         return "\n".join(lines)
 
 
@@ -224,7 +244,7 @@ def _guards(tr: Trace) -> list:
     for p, was_none in tr.grad_seen.values():
         guards.append((lambda lv, r=tr.ref(p), w=was_none: (find(r, lv)._grad is None) == w,
                        f"{p._name or 'a parameter'}.grad is {'now set' if was_none else 'now None'}"))
-    return guards
+    return guards + [(lambda lv, c=check: c(), why) for check, why in tr.extra_guards]
 
 
 def _report(fn: CompiledFunction, e: Entry) -> None:

@@ -19,7 +19,7 @@ def to(self, *args, dtype=None, device=None, non_blocking=False, copy=False):
     for a in args:
         if isinstance(a, Tensor):
             dtype, device = a.dtype, a.device
-        elif isinstance(a, str) and (a in ("cpu", "cuda") or a.startswith("cuda:")) or hasattr(a, "index"):
+        elif isinstance(a, str) and (a in ("cpu", "cuda") or a.startswith("cuda:")):
             device = a
         elif a is not None:
             dtype = a

@@ -50,6 +50,7 @@ class Trace:
         self.grad_seen: dict[int, tuple] = {}   # id(param) -> (param, .grad was None when first seen)
         self.restore: list[tuple] = []          # (obj, attr, old value) to put back at the end
         self.arg_index: dict[int, int] = {}     # id(argument tensor) -> its position among the leaves
+        self.extra_guards: list[tuple] = []     # (check() -> bool, why) on Python state the step read
         self.phase = "forward"
         self._prov = None
         self._tag = ""
@@ -147,6 +148,10 @@ class Trace:
         self.grad_seen.setdefault(id(p), (p, p._grad is None))
         if g is not None and g._trace is not self:
             self.grad_owner[id(g)] = p
+
+    def add_guard(self, check, why: str) -> None:
+        """A later call reuses this trace only while `check()` holds (e.g. a module's training flag)."""
+        self.extra_guards.append((check, why))
 
     def save(self, obj, attr: str) -> None:
         self.restore.append((obj, attr, getattr(obj, attr)))
