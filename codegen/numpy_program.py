@@ -54,6 +54,8 @@ def _check_nan(x, where: str) -> None:
 
 
 def _kib(n: int) -> str:
+    if n < 1 << 10:
+        return f"{n} bytes"
     return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.1f} MiB"
 
 
