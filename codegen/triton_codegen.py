@@ -1,0 +1,176 @@
+"""The Triton backend's code generator: a fused graph -> kernel sources + the host function that
+launches them in order.
+
+    # tracegrad triton | f#0 | 3 kernels | target interpret
+    def f(x, w, b):
+        x = contiguous(x)
+        # demo.py:7  y = layer_norm(x, w, b)
+        t3 = empty((4, 8), f32, x)
+        launch(k0_red_fused_layer_norm, (1,), x, w, b, t3, XBLOCK=4, RBLOCK=8, num_warps=2)
+        ...
+
+The host function calls names the runtime supplies (`launch`, `empty`, `contiguous`, the extern
+ops `matmul`, `cross_entropy`, ...); `runtime.executor` builds the namespace and runs it. Block
+sizes come from a small table keyed by problem size and target ("interpret": big blocks, few
+programs; "cuda": H100-sized blocks); the kernel source is the same for both targets.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..ir.graph import Graph, Node
+from ..ir.passes.fusion import classify, kernel_lines
+from ..ir.passes.memory import last_uses
+from .triton_kernel import PERSISTENT_MAX, KernelSource, next_pow2, write_kernel
+
+TEMPLATES = frozenset({"cross_entropy", "cross_entropy_bwd", "scaled_dot_product_attention",
+                       "scaled_dot_product_attention_bwd"})
+HEAD_DIMS = (16, 32, 64, 128)
+
+
+def template_applies(n: Node) -> bool:
+    """Whether a kept composite fits its template (else it is decomposed and fused)."""
+    if n.op not in TEMPLATES:
+        return False
+    if n.op.startswith("cross_entropy"):
+        return n.inputs[0].type.dtype.is_floating and (n.op == "cross_entropy" or n.attrs["reduction"] != "none")
+    q, k, v = (x.type for x in n.inputs[:3])
+    fixed = 3 if n.op == "scaled_dot_product_attention" else 6
+    return (len(n.inputs) == fixed and q.ndim in (3, 4) and q.shape[-1] in HEAD_DIMS and k.shape == v.shape
+            and q.dtype.name in ("float32", "float16", "bfloat16"))
+
+
+CONFIG = {"persistent_max": PERSISTENT_MAX, "loop_rblock": {"interpret": 1024, "cuda": None}}
+
+
+@dataclass
+class Generated:
+    host: str                                      # the host function's source
+    name: str                                      # its name
+    kernels: list[KernelSource] = field(default_factory=list)
+    notes: dict = field(default_factory=dict)      # kernel name -> provenance / origin comment lines
+    source: str = ""                               # everything, for `step.ir("kernels")`
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def launch_config(ks: KernelSource, target: str) -> tuple[tuple, dict]:
+    """(grid, meta) for a kernel on a target: the block-size table."""
+    cuda = target == "cuda"
+    if ks.parts:     # foreach
+        meta, grid = {}, 0
+        for k, n in enumerate(ks.parts):
+            xb = min(1024, max(128, next_pow2(n))) if cuda else min(4096, next_pow2(n))
+            meta[f"XBLOCK{k}"] = xb
+            grid += _cdiv(n, xb)
+        if cuda:
+            meta["num_warps"] = 4
+        return (grid,), meta
+    p = ks.plan
+    if p.kind == "pointwise":
+        xb = min(1024, max(128, next_pow2(p.xnumel))) if cuda else min(4096, next_pow2(p.xnumel))
+        meta = dict(XBLOCK=xb)
+        if cuda:
+            meta["num_warps"] = 4 if xb >= 512 else 2
+        return (_cdiv(p.xnumel, xb),), meta
+    if ks.persistent:
+        rb = next_pow2(p.rnumel)
+        budget = 4096 if not cuda else (1024 if rb <= 1024 else rb)
+        xb = max(1, min(next_pow2(p.xnumel), budget // rb, 64))
+    else:
+        itemsize = max(v.type.dtype.itemsize for v in ks.args)
+        rb = CONFIG["loop_rblock"][target] or (2048 if itemsize >= 4 else 4096)
+        rb = min(rb, next_pow2(p.rnumel))
+        xb = 1 if cuda else max(1, min(next_pow2(p.xnumel), 4096 // rb))
+    meta = dict(XBLOCK=xb, RBLOCK=rb)
+    if cuda:
+        meta["num_warps"] = max(2, min(16, xb * rb // 512)) if ks.persistent else 8
+    return (_cdiv(p.xnumel, xb),), meta
+
+
+def _tuple(t) -> str:
+    return f"({t[0]},)" if len(t) == 1 else f"({', '.join(map(str, t))})"
+
+
+EXTERN_CALLS = {
+    "matmul": "matmul({0}, {1})",
+    "index_add": "index_add({0}, {1}, {2}, {axis})",
+    "scatter_add": "scatter_add({0}, {1}, {2}, {axis})",
+    "reshape": "reshape({0}, {shape})",
+    "permute": "permute({0}, {dims})",
+    "expand": "expand({0}, {shape})",
+    "slice": "slice_({0}, {starts}, {stops}, {steps})",
+    "stop_gradient": "{0}",
+    "full": "full({shape}, {value!r}, {dtype}, {device!r})",
+    "iota": "iota({shape}, {axis}, {dtype}, {device!r})",
+}
+
+
+def _call(n: Node) -> str:
+    args = [v.name for v in n.inputs]
+    a = {k: (v.short if hasattr(v, "short") else v) for k, v in n.attrs.items()}
+    if n.op in EXTERN_CALLS:
+        return EXTERN_CALLS[n.op].format(*args, **a)
+    kw = ", ".join(f"{k}={v!r}" if not hasattr(n.attrs[k], "short") else f"{k}={v}" for k, v in a.items())
+    return f"extern({n.op!r}, [{', '.join(args)}]{', ' + kw if kw else ''})"
+
+
+def generate(graph: Graph, target: str = "interpret") -> Generated:
+    """Kernel sources and host function of a fused graph (see the module docstring)."""
+    title = graph.meta.get("title", graph.name)
+    notes = kernel_lines(graph)
+    last = last_uses(graph)
+    pinned = set(graph.inputs) | set(graph.outputs)
+    lines = [f"def {graph.name}({', '.join(v.name for v in graph.inputs)}):"]
+    for v in graph.inputs:
+        lines.append(f"    {v.name} = contiguous({v.name})")
+    kernels, prov_notes, prev = [], {}, None
+    for i, n in enumerate(graph.nodes):
+        if n.prov is not None and n.prov != prev:
+            lines.append(f"    # {n.prov}")
+            prev = n.prov
+        outs = ", ".join(o.name for o in n.outputs)
+        note = f"  # {notes[i]}" if i in notes else ""
+        if n.op == "kernel":
+            body = n.attrs["body"]
+            ks = write_kernel(n.attrs["name"], body, n.attrs["kind"], CONFIG["persistent_max"])
+            kernels.append(ks)
+            prov_notes[ks.name] = _origins(n)
+            for o in n.outputs:
+                lines.append(f"    {o.name} = empty({_tuple(o.shape) if o.shape else '()'}, {o.type.dtype.short}, "
+                             f"{o.type.device!r})")
+            grid, meta = launch_config(ks, target)
+            kw = ", ".join(f"{k}={v}" for k, v in meta.items())
+            lines.append(f"    launch({ks.name}, {grid}, {', '.join(v.name for v in ks.args)}, {kw}){note}")
+        elif classify(n) in ("view", "const") or n.op in EXTERN_CALLS:
+            lines.append(f"    {outs} = {_call(n)}{note}")
+        else:
+            lines.append(f"    {outs + ' = ' if outs else ''}{_call(n)}{note}")
+        dead = [v for v in dict.fromkeys(n.inputs + n.outputs) if last.get(v) == i and v not in pinned]
+        if dead:
+            lines.append(f"    del {', '.join(v.name for v in dead)}")
+    outs = ", ".join(v.name for v in graph.outputs)
+    lines.append(f"    return ({outs}{',' if len(graph.outputs) == 1 else ''})")
+    host = "\n".join(lines) + "\n"
+    header = (f"# tracegrad triton | {title} | {graph.meta.get('summary', '')} | target {target}\n")
+    parts = [header, host]
+    for ks in kernels:
+        parts.append("\n" + prov_notes[ks.name] + ks.source)
+    return Generated(host, graph.name, kernels, prov_notes, "\n".join(parts))
+
+
+def _origins(n: Node) -> str:
+    """Comment lines above a kernel: what it fuses and the user lines it came from."""
+    body = n.attrs["body"]
+    ops = [m for m in body.nodes]
+    lines = [f"# {n.attrs['name']}: {n.attrs['info']}, {len(ops)} ops",
+             f"#   reads  {', '.join(f'{v.name}: {v.type}' for v in body.inputs)}",
+             f"#   writes {', '.join(f'{v.name}: {v.type}' for v in body.outputs)}"]
+    seen = []
+    for m in ops:
+        if m.prov is not None and m.prov not in seen:
+            seen.append(m.prov)
+    lines += [f"#   {p}" for p in seen[:8]]
+    return "\n".join(lines) + "\n"

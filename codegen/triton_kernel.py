@@ -1,0 +1,411 @@
+"""Triton source for one fused kernel, by plain string building with an indenting buffer.
+
+A kernel node's body is walked from its outputs: each value is computed at the index its
+reader needs (see `ir.passes.fusion_plan`), movement ops only rewrite indices, and every value
+gets one `tmpN` per distinct index. Three shapes of kernel come out:
+
+    pointwise    xindex = program_id * XBLOCK + arange(XBLOCK); one lane per output element
+    reduction    lanes [XBLOCK, RBLOCK]: rows x row elements; persistent (the whole row in one
+                 block) when it fits, else one loop over row blocks per reduction and a last one
+                 that writes the row-shaped outputs (recomputing cheap producers, never storing)
+    foreach      independent pointwise parts, one `if pid < ...` branch each
+
+Half-precision inputs are loaded as they are and computed in fp32, rounded once per op like the
+numpy reference; reductions accumulate in fp32.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+from dataclasses import dataclass, field
+
+import triton
+
+from ..ir.graph import Graph, Node, Value
+from ..ir.ops.registry import ELEMENTWISE, get
+from ..ir.passes.fusion_index import Expr, Sym, depends_on, linearize
+from ..ir.passes.fusion_plan import (CONSTS, RANDOM, REDUCTIONS, VIEWS, KernelPlan, index_tags, is_reduction,
+                                     make_plan, node_reads, rng_state_out)
+from ..ir.types import DType, bool_, float32, float64, int64
+from . import rng
+from .triton_ops import HALF, LOWER, compute_dtype, literal, tl_dtype
+
+PERSISTENT_MAX = 16384     # rows up to this many elements stay in registers (one read of the input)
+
+
+class Buf:
+    """Lines of code at an indentation level."""
+
+    def __init__(self, level: int = 1):
+        self.lines: list[str] = []
+        self.level = level
+        self.prov = None
+
+    def line(self, text: str = "") -> None:
+        self.lines.append("    " * self.level + text if text else "")
+
+    @contextlib.contextmanager
+    def indent(self):
+        self.level += 1
+        try:
+            yield
+        finally:
+            self.level -= 1
+
+    def splice(self, other: "Buf") -> None:
+        self.lines.extend(other.lines)
+
+
+@dataclass
+class H:
+    """A value in the kernel: an expression (usually a `tmpN` name), its dtype, its constant if known."""
+    code: str
+    dtype: DType
+    const: object = None
+
+
+@dataclass
+class KernelSource:
+    name: str
+    source: str                          # the @triton.jit function
+    args: list[Value]                    # pointer arguments, in order
+    plan: KernelPlan | None
+    persistent: bool
+    parts: list = field(default_factory=list)    # foreach: (numel,) per part
+
+    @property
+    def key(self) -> str:
+        """Structure only: no comments, no name (kernels of identical layers share one compile)."""
+        body = [ln for ln in self.source.splitlines() if not ln.strip().startswith("#")]
+        return "\n".join(body).replace(self.name, "KERNEL")
+
+
+def next_pow2(n: int) -> int:
+    return triton.next_power_of_2(max(1, n))
+
+
+def _acc_dtype(d: DType) -> DType:
+    return float64 if d == float64 else float32 if d.is_floating else d
+
+
+def _min_literal(d: DType) -> str:
+    if d.is_floating:
+        return 'float("-inf")'
+    if d == bool_:
+        return "0"
+    return str(-(1 << (8 * d.itemsize - 1)) if d.kind == "int" else 0)
+
+
+class KernelWriter:
+    def __init__(self, body: Graph, plan: KernelPlan, args: dict[Value, str], counter, level: int = 1,
+                 persistent_max: int = PERSISTENT_MAX, xblock: str = "XBLOCK"):
+        self.body, self.plan, self.args, self.xblock = body, plan, args, xblock
+        self.prod = {o: n for n in body.nodes for o in n.outputs}
+        self.red = plan.kind == "reduction"
+        self.persistent = not self.red or next_pow2(plan.rnumel) <= persistent_max
+        self.outer = Buf(level)
+        self.loop: Buf | None = None
+        self.memo: dict = {}
+        self.loop_memo: dict = {}
+        self.tmp = counter
+        self.states: dict = {}
+
+    # -- buffers ----------------------------------------------------------------------------------
+    def buf(self, rdep: bool) -> Buf:
+        if rdep and not self.persistent:
+            assert self.loop is not None, "a row-dependent value outside a reduction loop"
+            return self.loop
+        return self.outer
+
+    def assign(self, expr: str, rdep: bool, node: Node | None = None, note: str = "") -> str:
+        b = self.buf(rdep)
+        if node is not None and node.prov is not None and node.prov != b.prov:
+            b.line(f"# {node.prov}")
+            b.prov = node.prov
+        name = f"tmp{next(self.tmp)}"
+        b.line(f"{name} = {expr}" + (f"  # {note}" if note else ""))
+        return name
+
+    # -- the walk ---------------------------------------------------------------------------------
+    def emit(self, v: Value, idx: tuple, cnd: tuple = ()) -> H:
+        rdep = self.red and (depends_on(idx, "r") or any("r" in c.e.tags() for c in cnd))
+        memo = self.loop_memo if rdep and not self.persistent else self.memo
+        key = (v, idx, cnd)
+        if key not in memo:
+            n = self.prod.get(v)
+            memo[key] = self.load(v, idx, cnd, rdep) if n is None else self.compute(n, v, idx, cnd, rdep)
+        return memo[key]
+
+    def mask(self, idx, cnd) -> str:
+        tags = index_tags(idx, cnd)
+        parts = [m for t, m in (("x", "xmask"), ("r", "rmask")) if t in tags] + [f"({c.code()})" for c in cnd]
+        return " & ".join(parts)
+
+    def load(self, v: Value, idx, cnd, rdep) -> H:
+        off = linearize(idx, v.shape)
+        ptr = self.args[v]
+        mask = self.mask(idx, cnd)
+        if not mask:
+            expr = f"tl.load({ptr} + ({off.code()}))" if off.code() != "0" else f"tl.load({ptr})"
+        else:
+            other = "0" if not v.dtype.is_floating else "0.0"
+            expr = f"tl.load({ptr} + ({off.code()}), {mask or 'None'}, other={other})"
+        return H(self.assign(expr, rdep, note=v.name), v.dtype)
+
+    def loaded(self, ix: Value, idx, cnd, size) -> Sym:
+        h = self.emit(ix, idx, cnd)
+        return Sym(h.code, size, index_tags(idx, cnd))
+
+    def compute(self, n: Node, v: Value, idx, cnd, rdep) -> H:
+        op, out = n.op, v.type.dtype
+        if op == "full":
+            return H(literal(n.attrs["value"], out), out, n.attrs["value"])
+        if op == "iota":
+            e = idx[n.attrs["axis"]]
+            return H(self.assign(f"({e.code()}) + tl.zeros([], {tl_dtype(out)})" if not e.is_const
+                                 else literal(e.c, out), rdep, n), out)
+        if op in RANDOM:
+            return self.random(n, v, idx, rdep)
+        if is_reduction(n):
+            return self.reduce(n, idx, cnd)
+        reads = node_reads(n, idx, cnd, self.plan, self.loaded)
+        if op in VIEWS:
+            return self.emit(*reads[0])
+        if op in REDUCTIONS:          # over one element: the element itself
+            h = self.emit(*reads[0])
+            return h if op != "argmax" else H(literal(0, int64), int64, 0)
+        if op in ("take", "gather"):
+            return self.emit(*reads[1])
+        if op == "pad":
+            sub, c = reads[0][1], reads[0][2][len(cnd):]
+            h = self.emit(reads[0][0], sub, reads[0][2])
+            cond = " & ".join(f"({x.code()})" for x in c)
+            if not cond:
+                return h
+            return H(self.assign(f"tl.where({cond}, {h.code}, {literal(n.attrs['value'], out)})", rdep, n), out)
+        if op == "concat":
+            hs = [(self.emit(*r), r[2][len(cnd):]) for r in reads]
+            expr = hs[-1][0].code
+            for h, c in reversed(hs[:-1]):
+                cond = " & ".join(f"({x.code()})" for x in c) or "True"
+                expr = f"tl.where({cond}, {h.code}, {expr})"
+            return H(self.assign(expr, rdep, n), out)
+        assert get(op).kind in ELEMENTWISE, op
+        args = [self.emit(*r) for r in reads]
+        return self.elementwise(n, args, out, rdep)
+
+    def elementwise(self, n: Node, args: list[H], out: DType, rdep: bool) -> H:
+        ins = [h.dtype for h in args]
+        cd = compute_dtype(n.op, ins)
+        codes = [h.code if cd is None or h.dtype == cd or h.const is not None else f"{h.code}.to({tl_dtype(cd)})"
+                 for h in args]
+        kw = {}
+        if n.op == "pow" and args[1].const is not None:
+            kw["exponent"] = args[1].const
+        expr = LOWER[n.op](codes, [cd or d for d in ins], out, **kw)
+        if cd is not None and out in HALF:
+            expr = f"({expr}).to({tl_dtype(out)})"
+        return H(self.assign(expr, rdep, n), out)
+
+    # -- reductions -------------------------------------------------------------------------------
+    def reduce(self, n: Node, idx, cnd) -> H:
+        (x, sub, c), = node_reads(n, idx, cnd, self.plan, self.loaded)
+        out = n.out.dtype
+        acc_t = _acc_dtype(x.dtype)
+        if self.persistent:
+            h = self.emit(x, sub, c)
+            return H(self.finish(n, [self.masked(n, h, acc_t, "xmask & rmask")], acc_t, out), out)
+        saved = self.loop, self.loop_memo
+        head = Buf(self.outer.level)
+        accs = self.acc_init(n, head, acc_t)
+        self.loop, self.loop_memo = Buf(self.outer.level + 2), {}
+        h = self.emit(x, sub, c)
+        self.acc_update(n, h, accs, acc_t)
+        loop = self.loop
+        self.loop, self.loop_memo = saved
+        self.outer.splice(head)
+        self.open_loop(self.outer)
+        self.outer.splice(loop)
+        return H(self.finish(n, accs, acc_t, out, looped=True), out)
+
+    def masked(self, n: Node, h: H, acc_t: DType, mask: str) -> str:
+        code = h.code if h.dtype == acc_t or n.op != "sum" else f"{h.code}.to({tl_dtype(acc_t)})"
+        fill = "0" if n.op == "sum" else _min_literal(h.dtype)
+        return self.assign(f"tl.where({mask}, {code}, {fill})", True, n)
+
+    def finish(self, n: Node, accs: list[str], acc_t: DType, out: DType, looped: bool = False) -> str:
+        a = accs[0]
+        if n.op == "sum":
+            expr = f"tl.sum({a}, 1)[:, None]"
+        elif n.op == "max":
+            expr = f"nan_max({a}, 1)[:, None]" if acc_t.is_floating else f"tl.max({a}, 1)[:, None]"
+        else:   # argmax: the first index holding the row's maximum
+            m = self.assign(f"tl.max({a}, 1)[:, None]", False, n)
+            where = accs[1] if looped else "rindex"
+            keep = f"({a} == {m})" + ("" if looped else " & rmask")
+            expr = f"tl.min(tl.where({keep}, {where}, 2147483647), 1)[:, None].to(tl.int64)"
+        if n.op == "sum" and out != acc_t:
+            expr = f"({expr}).to({tl_dtype(out)})"
+        return self.assign(expr, False, n)
+
+    def acc_init(self, n: Node, head: Buf, acc_t: DType) -> list[str]:
+        name = f"acc{next(self.tmp)}"
+        fill = "0" if n.op == "sum" else _min_literal(n.inputs[0].dtype)
+        head.line(f"{name} = tl.full([XBLOCK, RBLOCK], {fill}, {tl_dtype(acc_t if n.op == 'sum' else n.inputs[0].dtype)})")
+        if n.op != "argmax":
+            return [name]
+        head.line(f"{name}_i = tl.full([XBLOCK, RBLOCK], 2147483647, tl.int32)")
+        return [name, f"{name}_i"]
+
+    def acc_update(self, n: Node, h: H, accs: list[str], acc_t: DType) -> None:
+        v = self.masked(n, h, acc_t, "xmask & rmask")
+        a = accs[0]
+        if n.op == "sum":
+            self.loop.line(f"{a} = {a} + {v}")
+        elif n.op == "max":
+            nan = ", propagate_nan=tl.PropagateNan.ALL" if acc_t.is_floating else ""
+            self.loop.line(f"{a} = tl.maximum({a}, {v}{nan})")
+        else:
+            self.loop.line(f"take = {v} > {a}")
+            self.loop.line(f"{a} = tl.where(take, {v}, {a})")
+            self.loop.line(f"{accs[1]} = tl.where(take, rindex + tl.zeros([XBLOCK, RBLOCK], tl.int32), {accs[1]})")
+
+    def open_loop(self, b: Buf) -> None:
+        b.line(f"for roffset in range(0, {self.plan.rnumel}, RBLOCK):")
+        with b.indent():
+            b.line("rindex = roffset + tl.arange(0, RBLOCK)[None, :]")
+            b.line(f"rmask = rindex < {self.plan.rnumel}")
+
+    # -- random numbers ---------------------------------------------------------------------------
+    def state(self, s: Value) -> tuple[str, str]:
+        """(seed, offset) expressions of an RNG state value."""
+        if s in self.states:
+            return self.states[s]
+        n = self.prod.get(s)
+        if n is not None and n.op in RANDOM:
+            seed, off = self.state(n.inputs[0])
+            out = seed, f"({off} + {n.outputs[0].type.numel})"
+        else:
+            p = self.args[s]
+            out = (self.assign(f"tl.load({p})", False, note=f"{s.name} seed"),
+                   self.assign(f"tl.load({p} + 1)", False, note=f"{s.name} offset"))
+        self.states[s] = out
+        return out
+
+    def random(self, n: Node, v: Value, idx, rdep) -> H:
+        seed, off = self.state(n.inputs[0])
+        ctr = linearize(idx, v.shape)
+        c = f"{off} + ({ctr.code()})" if not ctr.is_const else f"{off} + {ctr.c}"
+        g = [(rng.GOLDEN * (s + 1)) & rng.MASK for s in range(3)]
+        if n.op == "rand_uniform":
+            expr = f"rng_uniform({seed}, {c}, {g[0]})"
+        else:
+            expr = f"rng_normal({seed}, {c}, {g[1]}, {g[2]})"
+        out = v.type.dtype
+        if out != float32:
+            expr = f"({expr}).to({tl_dtype(out)})"
+        return H(self.assign(expr, rdep, n), out)
+
+    def store_state(self, v: Value) -> None:
+        n = self.prod[v]
+        seed, off = self.state(n.inputs[0])
+        b = self.outer
+        b.line(f"if tl.program_id(0) == 0:  # {v.name}: the advanced RNG state")
+        with b.indent():
+            b.line("two = tl.arange(0, 2)")
+            b.line(f"tl.store({self.args[v]} + two, tl.where(two == 0, {seed}, {off} + {n.outputs[0].type.numel}))")
+
+    # -- the kernel -------------------------------------------------------------------------------
+    def header(self, pid: str = "tl.program_id(0)") -> None:
+        b, p = self.outer, self.plan
+        wide = max([v.type.numel for v in list(self.body.inputs) + list(self.body.outputs)] + [p.xnumel * p.rnumel])
+        pid = f"{pid}.to(tl.int64)" if wide >= 2 ** 31 else pid
+        if not self.red:
+            b.line(f"xindex = {pid} * {self.xblock} + tl.arange(0, {self.xblock})")
+            b.line(f"xmask = xindex < {p.xnumel}")
+            return
+        b.line(f"xindex = {pid} * XBLOCK + tl.arange(0, XBLOCK)[:, None]")
+        b.line(f"xmask = xindex < {p.xnumel}")
+        if self.persistent:
+            b.line("rindex = tl.arange(0, RBLOCK)[None, :]")
+            b.line(f"rmask = rindex < {p.rnumel}")
+
+    def store(self, v: Value, idx, h: H) -> None:
+        off = linearize(idx, v.shape)
+        rdep = self.red and depends_on(idx, "r")
+        b = self.buf(rdep)
+        tags = off.tags()
+        code = off.code()
+        # NOTE: the pointer block spans every lane (a row output of one row still has XBLOCK lanes)
+        if "x" not in tags:
+            code += " + 0 * xindex"
+        if rdep and "r" not in tags:
+            code += " + 0 * rindex"
+        mask = "xmask & rmask" if rdep else "xmask"
+        val = h.code
+        if v.dtype == bool_ and h.const is not None:
+            val = "1" if h.const else "0"
+        b.line(f"tl.store({self.args[v]} + ({code}), {val}, {mask})  # {v.name}")
+
+    def write(self) -> Buf:
+        self.header()
+        later = []
+        for v in self.body.outputs:
+            if rng_state_out(self.prod[v], v):
+                continue
+            idx, row = self.plan.store_index(v)
+            if self.red and not self.persistent and not row:
+                later.append((v, idx))
+                continue
+            self.store(v, idx, self.emit(v, idx))
+        if later:
+            self.open_loop(self.outer)
+            self.loop, self.loop_memo = Buf(self.outer.level + 1), {}
+            for v, idx in later:
+                self.store(v, idx, self.emit(v, idx))
+            self.outer.splice(self.loop)
+            self.loop = None
+        for v in self.body.outputs:
+            if rng_state_out(self.prod[v], v):
+                self.store_state(v)
+        return self.outer
+
+
+def write_kernel(name: str, body: Graph, kind: str, persistent_max: int = PERSISTENT_MAX) -> KernelSource:
+    """The Triton source of one kernel node's body."""
+    args = list(body.inputs) + list(body.outputs)
+    names = {v: f"in_ptr{i}" for i, v in enumerate(body.inputs)}
+    names.update({v: f"out_ptr{i}" for i, v in enumerate(body.outputs)})
+    counter = itertools.count()
+    if kind == "foreach":
+        parts = body.meta["parts"]
+        lines = Buf(1)
+        lines.line("pid = tl.program_id(0)")
+        start = "0"
+        numels = []
+        for k, part in enumerate(parts):
+            plan = make_plan(part)
+            numels.append(plan.xnumel)
+            blocks = f"(({plan.xnumel} + XBLOCK{k} - 1) // XBLOCK{k})"
+            end = f"{start} + {blocks}" if start != "0" else blocks
+            lines.line(f"{'if' if k == 0 else 'elif'} pid < {end}:")
+            w = KernelWriter(part, plan, names, counter, level=2, xblock=f"XBLOCK{k}")
+            w.header(pid=f"(pid - ({start}))" if start != "0" else "pid")
+            for v in part.outputs:
+                idx, _ = plan.store_index(v)
+                w.store(v, idx, w.emit(v, idx))
+            lines.splice(w.outer)
+            start = end
+        consts = ", ".join(f"XBLOCK{k}: tl.constexpr" for k in range(len(parts)))
+        src = _function(name, args, names, consts, lines)
+        return KernelSource(name, src, args, None, True, numels)
+    plan = make_plan(body)
+    w = KernelWriter(body, plan, names, counter, persistent_max=persistent_max)
+    code = w.write()
+    consts = "XBLOCK: tl.constexpr" + (", RBLOCK: tl.constexpr" if plan.kind == "reduction" else "")
+    return KernelSource(name, _function(name, args, names, consts, code), args, plan, w.persistent)
+
+
+def _function(name, args, names, consts, code: Buf) -> str:
+    sig = ", ".join([names[v] for v in args] + [consts])
+    return "\n".join(["@triton.jit", f"def {name}({sig}):"] + code.lines) + "\n"

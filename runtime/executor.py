@@ -1,0 +1,217 @@
+"""Runs a fused graph as Triton kernels: `TritonProgram(graph)` is callable on input arrays and
+returns output arrays, like `codegen.numpy_program.NumpyProgram`.
+
+On CPU arrays the generated kernels run under Triton's interpreter on numpy buffers (the CI
+path); on CUDA arrays (CuPy, bf16 as `TypedArray`) they run compiled on the arrays' GPU, on
+CuPy's current stream, without PyTorch. Between kernels the host function calls the extern ops
+below: matmul (numpy, or on CUDA cuBLAS through CuPy or the Triton template, whichever measured
+faster for the shape), the attention and cross-entropy templates, scatters, collectives, views.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from ..codegen import kernel_cache, numpy_backend, numpy_kernels
+from ..codegen.triton_codegen import Generated, generate
+from ..ir.graph import Graph
+from ..ir.types import DTYPES, TensorType, bfloat16, dtype as to_dtype
+from . import devices
+from .triton_host import BF16, TypedArray, launch
+
+
+def target_of(graph: Graph) -> str:
+    devs = {v.type.device for v in list(graph.inputs) + list(graph.outputs)}
+    return "cuda" if any(d.startswith("cuda") for d in devs) else "interpret"
+
+
+class TritonProgram:
+    """A compiled step: `program(*arrays) -> tuple of arrays`; `.source` shows host code and kernels."""
+
+    def __init__(self, graph: Graph, comm=None, target: str | None = None):
+        self.graph = graph
+        self.target = target or target_of(graph)
+        self.generated: Generated = generate(graph, self.target)
+        self.source = self.generated.source
+        ns = Externs(self.target, comm).namespace()
+        for ks in self.generated.kernels:
+            ns[ks.name] = kernel_cache.load(ks.source, ks.name, ks.key)
+        title = graph.meta.get("title", graph.name)
+        exec(compile(self.generated.host, f"<tracegrad triton {title}>", "exec"), ns)
+        self.fn = ns[graph.name]
+
+    def __call__(self, *arrays):
+        return tuple(np.asarray(o) if isinstance(o, np.generic) else o for o in self.fn(*arrays))
+
+
+def _map(fn, x):
+    """Apply a view function to an array, keeping a TypedArray's dtype tag."""
+    return TypedArray(fn(x.array), x.dtype) if type(x) is TypedArray else fn(x)
+
+
+class Externs:
+    """The names a generated host function calls, for one target."""
+
+    def __init__(self, target: str, comm=None):
+        self.cuda = target == "cuda"
+        self.comm = comm or numpy_kernels.SingleProcess()
+        self.matmul_choice: dict = {}
+
+    def namespace(self) -> dict:
+        ns = {d.short: d for d in DTYPES.values()}
+        for name in ("empty", "contiguous", "reshape", "permute", "expand", "slice_", "full", "iota", "matmul",
+                     "index_add", "scatter_add", "extern"):
+            ns[name] = getattr(self, name)
+        ns["launch"] = launch
+        ns["comm"] = self.comm
+        return ns
+
+    # -- buffers and views ----------------------------------------------------------------------
+    def empty(self, shape, dt, device):
+        return devices.empty(shape, dt, device if self.cuda else "cpu")
+
+    def contiguous(self, x):
+        if type(x) is TypedArray:
+            return x if x.array.flags.c_contiguous else TypedArray(x.array.copy(), x.dtype)
+        if isinstance(x, np.ndarray):
+            return x if x.flags.c_contiguous and x.flags.aligned else np.ascontiguousarray(x)
+        return x if x.flags.c_contiguous else x.copy()
+
+    def reshape(self, x, shape):
+        return _map(lambda a: a.reshape(shape), x)
+
+    def permute(self, x, dims):
+        return _map(lambda a: a.transpose(dims), x)
+
+    def expand(self, x, shape):
+        xp = self._xp(x)
+        return _map(lambda a: xp.broadcast_to(a, shape), x)
+
+    def slice_(self, x, starts, stops, steps):
+        return _map(lambda a: a[tuple(slice(lo, hi, st) for lo, hi, st in zip(starts, stops, steps))], x)
+
+    def full(self, shape, value, dt, device):
+        if not self.cuda:
+            return np.full(shape, value, dtype=dt.np)
+        return devices.run_op(device, "full", [], dict(shape=shape, value=value, dtype=dt, device=device))[0]
+
+    def iota(self, shape, axis, dt, device):
+        if not self.cuda:
+            return numpy_kernels.iota(shape, axis, dt.np)
+        return devices.run_op(device, "iota", [], dict(shape=shape, axis=axis, dtype=dt, device=device))[0]
+
+    def _xp(self, x):
+        if devices.is_cuda_array(x):
+            import cupy
+            return cupy
+        return np
+
+    # -- extern ops -----------------------------------------------------------------------------
+    def run(self, op, arrays, **attrs):
+        """One op outside the generated kernels: numpy on the CPU, CuPy on CUDA."""
+        if not self.cuda:
+            return numpy_backend.run_op(op, list(arrays), attrs)
+        dev = next((f"cuda:{a.device.id}" for a in arrays if devices.is_cuda_array(a)), "cuda:0")
+        return devices.run_op(dev, op, list(arrays), attrs)
+
+    def matmul(self, a, b):
+        if not self.cuda:
+            return self.run("matmul", [a, b])[0]
+        return self._cuda_matmul(a, b)
+
+    def index_add(self, x, idx, src, axis):
+        return self.run("index_add", [x, idx, src], axis=axis)[0]
+
+    def scatter_add(self, x, idx, src, axis):
+        return self.run("scatter_add", [x, idx, src], axis=axis)[0]
+
+    def extern(self, op, arrays, **attrs):
+        attrs = {k: (DTYPES[v.name] if hasattr(v, "short") else v) for k, v in attrs.items()}
+        fn = getattr(self, "t_" + op, None)
+        if fn is not None:
+            out = fn(*arrays, **attrs)
+            if out is not None:
+                return out
+        if op in ("all_reduce", "all_gather", "reduce_scatter", "broadcast"):
+            out = getattr(self.comm, op)(arrays[0], *attrs.values())
+            return out
+        if op == "send":
+            return self.comm.send(arrays[0], attrs["peer"], attrs["group"])
+        if op == "recv":
+            return self.comm.recv(attrs["shape"], attrs["dtype"].np, attrs["device"], attrs["peer"], attrs["group"])
+        outs = self.run(op, arrays, **attrs)
+        return outs[0] if len(outs) == 1 else outs
+
+    # -- templates --------------------------------------------------------------------------------
+    def t_cross_entropy(self, x, t, ignore_index, label_smoothing, reduction):
+        from ..codegen.templates import cross_entropy as ce
+        rows, lse = ce.cross_entropy_forward(x, t, ignore_index, label_smoothing)
+        if reduction == "none":
+            return rows, lse
+        xp = self._xp(rows)
+        total = rows.sum()
+        if reduction == "mean":
+            total = total / (t != ignore_index).sum()
+        return xp.asarray(total, dtype=np.float32), lse
+
+    def t_cross_entropy_bwd(self, x, t, lse, gy, ignore_index, label_smoothing, reduction):
+        if reduction == "none":
+            return None
+        from ..codegen.templates import cross_entropy as ce
+        return ce.cross_entropy_backward(x, t, lse, gy, ignore_index, label_smoothing, reduction)
+
+    def t_scaled_dot_product_attention(self, q, k, v, *mask, is_causal, scale):
+        if mask or not _attention_ok(q, k, v):
+            return None
+        from ..codegen.templates import attention
+        q4, k4, v4 = (_as4d(a) for a in (q, k, v))
+        o, lse = attention.attention_forward(q4, k4, v4, is_causal, scale)
+        return self.reshape(o, q.shape[:-1] + (v.shape[-1],)), self.reshape(lse, q.shape[:-1])
+
+    def t_scaled_dot_product_attention_bwd(self, q, k, v, o, lse, do, *mask, is_causal, scale):
+        if mask or not _attention_ok(q, k, v):
+            return None
+        from ..codegen.templates import attention
+        args = [_as4d(a) for a in (q, k, v, o)] + [_as4d(lse, 3), _as4d(do)]
+        dq, dk, dv = attention.attention_backward(*args, is_causal, scale)
+        return self.reshape(dq, q.shape), self.reshape(dk, k.shape), self.reshape(dv, v.shape)
+
+    # -- matmul on CUDA: cuBLAS or the Triton template, by measuring -------------------------------
+    def _cuda_matmul(self, a, b):
+        import cupy
+        from ..codegen.templates import matmul as mm
+        bf16 = type(a) is TypedArray
+        key = (tuple(a.shape), tuple(b.shape), str(a.dtype))
+        fits = a.ndim in (2, 3) and b.ndim in (2, 3) and (a.ndim == 2 or b.ndim == 2 or a.shape[0] == b.shape[0])
+        choice = self.matmul_choice.get(key) or MATMUL_CHOICE.get(key)
+        if choice is None:
+            choice = "cublas" if not fits else ("template" if bf16 else _measure(
+                lambda: cupy.matmul(a, b), lambda: mm.matmul(a, b)))
+            MATMUL_CHOICE[key] = self.matmul_choice[key] = choice
+        if choice == "template":
+            return mm.matmul(a, b)
+        if bf16:   # cuBLAS through CuPy has no bf16: widen, multiply, round (only for shapes the template lacks)
+            return devices.round_bf16(cupy.matmul(devices.widen(a), devices.widen(b)))
+        return cupy.matmul(a, b)
+
+
+MATMUL_CHOICE: dict = {}     # (shapes, dtype) -> "cublas" | "template", measured once per process
+
+
+def _measure(*fns) -> str:
+    from .triton_host import cupy_do_bench
+    times = [cupy_do_bench(f, warmup=5, rep=20) for f in fns]
+    return ("cublas", "template")[int(np.argmin(times))]
+
+
+def _attention_ok(q, k, v) -> bool:
+    return (q.ndim in (3, 4) and q.shape[-1] in (16, 32, 64, 128) and tuple(k.shape) == tuple(v.shape)
+            and q.dtype == k.dtype == v.dtype)
+
+
+def _as4d(x, nd=4):
+    if x.ndim == nd:
+        return x
+    return _map(lambda a: a.reshape(a.shape[:1] + (1,) + a.shape[1:]), x)
