@@ -136,9 +136,11 @@ def main(argv=None):
     def eval_step(x, y):
         return model(x, y)[1]
 
+    if args.dump_ir:    # every compiled step writes its stages there: train, eval and the sampler's decode step
+        os.environ["TRACEGRAD_DUMP"] = args.dump_ir
     if not args.no_compile:
-        train_step = tg.compile(train_step, dump=args.dump_ir)
-        eval_step = tg.compile(eval_step, dump=args.dump_ir)
+        train_step = tg.compile(train_step)
+        eval_step = tg.compile(eval_step)
 
     def batch():
         xs, ys = zip(*(ds.get_batch_numpy("train") for _ in range(accum)))

@@ -104,3 +104,10 @@ def test_token_dataset_batches_and_resume(tmp_path):
     np.testing.assert_array_equal(fresh.get_batch_numpy("train")[0], nxt[0])
     assert ds.tokenizer().decode(tok.encode("fox")) == "fox"
     assert 0 < ds.unigram_loss() < np.log(tok.vocab_size) + 1
+
+
+def test_worker_init_fn_gets_worker_ids():
+    seen = []
+    loader = DataLoader(Squares(), batch_size=2, num_workers=3, worker_init_fn=seen.append)
+    assert len(list(loader)) == 12
+    assert sorted(seen) == list(range(len(seen))) and 1 <= len(seen) <= 3

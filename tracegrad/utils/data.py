@@ -13,6 +13,7 @@ Workers are threads, not processes: collation is mostly numpy, which releases th
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import queue
 import threading
@@ -212,12 +213,12 @@ class DataLoader:
     def _iter_threads(self, batches: list[list[int]]):
         # NOTE: futures are consumed in submission order, so the batch order is the sampler's order.
         pending: queue.Queue = queue.Queue()
-        local = threading.local()
+        local, ids = threading.local(), itertools.count()
 
         def work(indices):
-            if self.worker_init_fn is not None and not getattr(local, "ready", False):
-                local.ready = True
-                self.worker_init_fn(threading.get_ident() % self.num_workers)
+            if self.worker_init_fn is not None and not hasattr(local, "id"):
+                local.id = next(ids)           # worker ids 0..num_workers-1, as in PyTorch
+                self.worker_init_fn(local.id)
             return self._fetch(indices)
 
         with ThreadPoolExecutor(self.num_workers, thread_name_prefix="tracegrad-loader") as pool:
