@@ -1,39 +1,45 @@
 """Launch Triton kernels without PyTorch: numpy arrays under Triton's
 interpreter on the CPU, CuPy arrays compiled on CUDA.
 
-    from tracegrad.runtime.triton_host import launch, bf16_array
+    from tracegrad.codegen.triton_host import launch, bf16_array
     launch(add_kernel, (triton.cdiv(n, 1024),), x, y, out, n, BLOCK=1024)
 
 `launch` looks at the array arguments: numpy arrays run the kernel under the
 interpreter, CuPy arrays (or `TypedArray` wrappers) run it compiled on the
-GPU of those arrays, on CuPy's current stream.  Which of the two a
-`@triton.jit` function is gets fixed by TRITON_INTERPRET when it is decorated;
-`make_kernel(fn, interpret)` rebuilds the other one from the same Python
-function, so one process can choose per call.
+GPU of those arrays, on CuPy's current stream.  Whether `@triton.jit` makes a
+compiled or an interpreted kernel is fixed by TRITON_INTERPRET at decoration
+time (for triton.language's own helpers too), so kernels are decorated with
+it unset and `make_kernel(fn, interpret=True)` makes the interpreted twin:
+one process chooses per call.
 
-What Triton needs from us, read from its source (3.6 and 3.9):
+What Triton needs, read from its source (3.6, the GPU machines', and 3.9):
 
-* interpreter (`runtime/interpreter.py`, GridExecutor): every argument with a
-  `data_ptr` goes through `untyped_storage().cpu()`, `new_empty(0,
-  device='cpu').set_(storage, offset, size, stride)` and, after the grid ran,
-  `copy_` back.  `_HostTensor` answers those for a numpy array with the array
-  itself, so no copy is made.  The pointer type comes from
-  `canonicalize_dtype(str(arg.dtype))`: numpy's names ("float32",
-  "bfloat16" from ml_dtypes, "bool") are already the ones Triton knows.
-  Both versions compute `tl.dot` on bf16 blocks as a matmul of the raw uint16
-  bits; `_patch_interpreter` widens bf16 operands to fp32 first.
-* CUDA (`backends/nvidia/driver.py`): 3.6's CudaDriver takes device, stream
-  and capability from torch (and reports no active driver without torch);
-  3.9's falls back to the CUDA default stream when torch is not imported.
-  `use_cupy_driver()` installs a CudaDriver whose hooks ask CuPy, for both.
-  Arguments need `data_ptr()` and `dtype`, which CuPy arrays lack; `TypedArray`
-  supplies them and, for bf16 (which CuPy has not), carries a uint16 buffer
-  that Triton sees as `*bf16`.
+* Interpreter (runtime/interpreter.py).  GridExecutor sends every argument
+  with a `data_ptr` through `untyped_storage().cpu()`, `new_empty(0,
+  device='cpu').set_(storage, offset, size, stride)` and `copy_` back after
+  the grid; `_HostTensor` answers those for a numpy array with the array
+  itself (no copies).  The pointer type is `canonicalize_dtype(str(dtype))`:
+  numpy's names ("float32", ml_dtypes' "bfloat16") are Triton's.  Fixed here:
+  tl.dot multiplies bf16 blocks as raw uint16 bits and `.to(tl.bfloat16)`
+  truncates (both versions); 3.6's `range` over tensor bounds fails with
+  numpy 2; a @jit helper called inside a kernel leaves tl patched, which
+  breaks later compiles (`_interpreting`).
+* CUDA (backends/nvidia/driver.py).  3.6's CudaDriver asks torch for device,
+  stream and capability and reports no active driver without torch; 3.9's
+  falls back to the CUDA default stream when torch is not imported.
+  `use_cupy_driver()` installs, for both, a CudaDriver whose hooks ask CuPy.
+  Arguments need `data_ptr()` and `dtype` (CuPy arrays have neither);
+  `TypedArray` supplies them, and for bf16, which CuPy lacks, carries a
+  uint16 buffer that Triton sees as `*bf16`.
+
+NOTE: Triton's C++ argument specializer imports torch when it is installed,
+so torch may be loaded all the same; it is never needed.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 import types
 
 import ml_dtypes
@@ -79,17 +85,41 @@ def _interpreted(fn):
     return InterpretedFunction(fn)
 
 
+class _RestoreLater:
+    def restore(self):
+        pass
+
+
+# The interpreter patches triton.language globally while it runs: one
+# interpreted launch at a time (ranks run as threads in tests).
+_INTERPRETER_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def _interpreting():
-    """Inside an interpreted kernel, calls of @triton.jit helpers (ours and
-    triton.language's: tl.zeros, tl.sigmoid, ...) run interpreted too;
-    outside one, JITFunction.__call__ refuses to run."""
-    call = JITFunction.__call__
+    """Run interpreted kernels, then leave triton.language as it was.
+
+    Inside an interpreted kernel, calls of @triton.jit helpers (ours and
+    triton.language's: tl.zeros, tl.cdiv, ...) must run interpreted too;
+    outside one, JITFunction.__call__ refuses to run.  The interpreter patches
+    tl, tl.core and tl.tensor for every grid and every helper call, but undoes
+    only the grid's patches (a helper's linger and break compiling later), so
+    each patch scope is kept here and undone, last first, when the launch ends."""
+    from triton.runtime import interpreter
+    call, patch_lang, scopes = JITFunction.__call__, interpreter._patch_lang, []
+
+    def patch_lang_restore_later(fn):
+        scopes.append(patch_lang(fn))
+        return _RestoreLater()
+
     JITFunction.__call__ = lambda self, *args, **kwargs: _interpreted(self.fn)(*args, **kwargs)
+    interpreter._patch_lang = patch_lang_restore_later
     try:
         yield
     finally:
-        JITFunction.__call__ = call
+        JITFunction.__call__, interpreter._patch_lang = call, patch_lang
+        for scope in reversed(scopes):
+            scope.restore()
 
 
 # --------------------------------------------------------------------------
@@ -169,9 +199,9 @@ class TypedArray:
     __slots__ = ("array", "dtype")
 
     def __init__(self, array, dtype=None):
-        self.array = array
-        self.dtype = np.dtype(array.dtype if dtype is None else dtype)
-        assert self.dtype.itemsize == array.dtype.itemsize, (self.dtype, array.dtype)
+        self.array, self.dtype = array, array.dtype if dtype is None else np.dtype(dtype)
+        if self.dtype.itemsize != array.dtype.itemsize:
+            raise TypeError(f"TypedArray: {self.dtype} does not fit {array.dtype} elements")
 
     def data_ptr(self) -> int:
         return self.array.data.ptr
@@ -272,8 +302,11 @@ def use_cupy_driver():
 # Arrays of either module, and the launch itself
 # --------------------------------------------------------------------------
 
+# NOTE: these run on every launch: the Python overhead of the compiled path
+# (Triton 3.6's own is 25-45 us a launch) shows in the time of short kernels.
+
 def is_cuda(x) -> bool:
-    return isinstance(x, TypedArray) or type(x).__module__.startswith("cupy")
+    return type(x) is TypedArray or type(x).__module__.startswith("cupy")
 
 
 def dtype_of(x) -> np.dtype:
@@ -282,7 +315,14 @@ def dtype_of(x) -> np.dtype:
 
 def strides_of(x) -> tuple:
     """Strides in elements (numpy and CuPy count bytes)."""
-    return tuple(s // dtype_of(x).itemsize for s in x.strides)
+    itemsize = x.dtype.itemsize
+    return tuple([s // itemsize for s in x.strides])
+
+
+def _on(device):
+    """`with device:` for a CuPy device, a no-op when it is the current one."""
+    import cupy
+    return contextlib.nullcontext() if device.id == cupy.cuda.runtime.getDevice() else device
 
 
 def empty(shape, dtype, like):
@@ -291,7 +331,7 @@ def empty(shape, dtype, like):
     if not is_cuda(like):
         return np.empty(shape, dtype)
     import cupy
-    with like.device:
+    with _on(like.device):
         if dtype == BF16:
             return TypedArray(cupy.empty(shape, np.uint16), BF16)
         return cupy.empty(shape, dtype)
@@ -306,16 +346,23 @@ def to_numpy(x) -> np.ndarray:
 def launch(kernel, grid, *args, **meta):
     """Run `kernel[grid](*args, **meta)`: interpreted when no argument is a
     CUDA array, compiled on the arrays' GPU otherwise."""
-    args = [a.item() if isinstance(a, np.generic) else a for a in args]
-    cuda = [a for a in args if is_cuda(a)]
-    if not cuda:
+    host, device, converted = False, None, []
+    for a in args:
+        if isinstance(a, np.ndarray):
+            host, a = True, _HostTensor(a)
+        elif type(a) is TypedArray:
+            device = a.array.device if device is None else device
+        elif type(a).__module__.startswith("cupy"):
+            device, a = a.device if device is None else device, TypedArray(a)
+        elif isinstance(a, np.generic):
+            a = a.item()
+        converted.append(a)
+    if device is None:
         _patch_interpreter()
-        args = [_HostTensor(a) if isinstance(a, np.ndarray) else a for a in args]
-        with _interpreting():
-            return make_kernel(kernel, interpret=True)[grid](*args, **meta)
-    if any(isinstance(a, np.ndarray) for a in args):
+        with _INTERPRETER_LOCK, _interpreting():
+            return make_kernel(kernel, interpret=True)[grid](*converted, **meta)
+    if host:
         raise TypeError("launch: numpy and CUDA arrays mixed in one kernel call")
     use_cupy_driver()
-    args = [a if isinstance(a, TypedArray) or not is_cuda(a) else TypedArray(a) for a in args]
-    with cuda[0].device:
-        return make_kernel(kernel, interpret=False)[grid](*args, **meta)
+    with _on(device):
+        return make_kernel(kernel, interpret=False)[grid](*converted, **meta)

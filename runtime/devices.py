@@ -16,7 +16,7 @@ from ..codegen import numpy_backend, rng
 from ..ir.builder import Builder
 from ..ir.ops import get
 from ..ir.types import TensorType, bfloat16, dtype as to_dtype, float32
-from .triton_host import BF16, TypedArray
+from ..codegen.triton_host import BF16, TypedArray
 
 
 def _cupy():

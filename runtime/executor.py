@@ -19,7 +19,7 @@ from ..codegen.triton_codegen import Generated, generate
 from ..ir.graph import Graph
 from ..ir.types import DTYPES, TensorType, bfloat16, dtype as to_dtype
 from . import devices
-from .triton_host import BF16, TypedArray, launch
+from ..codegen.triton_host import BF16, TypedArray, launch
 
 
 def target_of(graph: Graph) -> str:
@@ -60,13 +60,16 @@ class Externs:
         self.matmul_choice: dict = {}
 
     def namespace(self) -> dict:
-        ns = {d.short: d for d in DTYPES.values()}
-        for name in ("empty", "contiguous", "reshape", "permute", "expand", "slice_", "full", "iota", "matmul",
-                     "index_add", "scatter_add", "extern"):
-            ns[name] = getattr(self, name)
-        ns["launch"] = launch
-        ns["comm"] = self.comm
-        return ns
+        """`rt` (this object) and the names literals in the host code need."""
+        return {"rt": self, "inf": math.inf, "nan": math.nan}
+
+    launch = staticmethod(launch)
+
+    def __getattr__(self, name):    # dtypes by their short names: rt.f32, rt.bf16
+        d = _SHORT.get(name)
+        if d is None:
+            raise AttributeError(name)
+        return d
 
     # -- buffers and views ----------------------------------------------------------------------
     def empty(self, shape, dt, device):
@@ -197,11 +200,12 @@ class Externs:
         return cupy.matmul(a, b)
 
 
+_SHORT = {d.short: d for d in DTYPES.values()}
 MATMUL_CHOICE: dict = {}     # (shapes, dtype) -> "cublas" | "template", measured once per process
 
 
 def _measure(*fns) -> str:
-    from .triton_host import cupy_do_bench
+    from ..codegen.triton_host import cupy_do_bench
     times = [cupy_do_bench(f, warmup=5, rep=20) for f in fns]
     return ("cublas", "template")[int(np.argmin(times))]
 

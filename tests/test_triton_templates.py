@@ -15,7 +15,7 @@ pytest.importorskip("triton")
 ml_dtypes = pytest.importorskip("ml_dtypes")
 
 from tracegrad.codegen.templates import attention, cross_entropy, matmul  # noqa: E402
-from tracegrad.runtime import triton_host  # noqa: E402
+from tracegrad.codegen import triton_host  # noqa: E402
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 TOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float16): 5e-3, BF16: 1e-2}
@@ -163,7 +163,7 @@ def test_matmul_rejects_bad_shapes():
 
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-@pytest.mark.parametrize("T_Q,T_K,D", [(37, 37, 16), (24, 41, 32)])
+@pytest.mark.parametrize("T_Q,T_K,D", [(37, 37, 16), (24, 41, 32), (32, 48, 16)])  # last: no masks
 def test_attention(causal, T_Q, T_K, D):
     check_attention(False, 2, 2, T_Q, T_K, D, np.float32, causal)
 
@@ -203,6 +203,20 @@ def test_cross_entropy_matches_torch():
     np.testing.assert_allclose(grad, xt.grad.numpy(), atol=1e-6)
 
 
+def test_interpreter_leaves_triton_language_as_it_was():
+    # The interpreter patches tl for each helper call; launch() must undo all
+    # of it, or kernels compiled later in the same process break.
+    import triton.language as tl
+    spaces = [tl, tl.core, tl.math, tl.tensor, tl.dtype]
+    snapshot = lambda: [{k: v for k, v in vars(o).items() if not k.startswith("__")} for o in spaces]
+    before = snapshot()
+    q = np.ones((1, 1, 20, 16), np.float32)
+    attention.attention_forward(q, q, q, causal=True)  # kernel with @triton.jit helpers
+    for space, old, new in zip(spaces, before, snapshot()):
+        changed = [k for k in old.keys() | new.keys() if old.get(k) is not new.get(k)]
+        assert not changed, f"{space.__name__}: left patched: {changed[:5]}"
+
+
 def test_make_kernel_both_kinds():
     from triton.runtime.interpreter import InterpretedFunction
     from triton.runtime.jit import JITFunction
@@ -228,12 +242,17 @@ class TestOnCuda:
     @pytest.mark.parametrize("D", [64, 128])
     def test_attention(self, causal, D):
         check_attention(True, 2, 3, 300, 300, D, BF16, causal)
+        check_attention(True, 2, 2, 256, 256, D, BF16, causal)  # blocks tile T: no masks
         check_attention(True, 1, 2, 129, 129, D, np.float32, causal, transposed=True)
 
     @pytest.mark.parametrize("eps", [0.0, 0.1], ids=["hard", "smoothed"])
     def test_cross_entropy(self, eps):
         check_cross_entropy(True, 256, 50304, BF16, eps)
         check_cross_entropy(True, 64, 1000, np.float32, eps, inplace=True)
+
+    def test_interpreted_then_compiled(self):
+        check_attention(False, 1, 1, 20, 20, 16, np.float32, causal=True)  # numpy: interpreted
+        check_attention(True, 1, 1, 20, 20, 16, np.float32, causal=True)   # CuPy: compiled
 
     def test_runs_on_cupys_current_stream(self):
         import cupy

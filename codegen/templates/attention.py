@@ -22,9 +22,17 @@ import numpy as np
 import triton
 import triton.language as tl
 
-from tracegrad.runtime.triton_host import dtype_of, empty, is_cuda, launch, strides_of
+from tracegrad.codegen.triton_host import dtype_of, empty, is_cuda, launch, strides_of
 
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)  # exp(x) == exp2(x * LOG2E)
+
+
+@triton.jit
+def _load(ptrs, mask, EVEN: tl.constexpr):
+    """Load a block, masked only where the sequence does not fill it (EVEN=False)."""
+    if EVEN:
+        return tl.load(ptrs)
+    return tl.load(ptrs, mask=mask, other=0.0)
 
 
 # ---------------------------------------------------------------------------
@@ -36,21 +44,21 @@ LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)  # exp(x) == exp2(x * LOG
 # ---------------------------------------------------------------------------
 @triton.jit
 def _fwd_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d,
-                qk_scale, lo, hi, T_K, MASK_DIAG: tl.constexpr, BLOCK_N: tl.constexpr,
-                PRECISION: tl.constexpr):
+                qk_scale, lo, hi, T_K, MASK_DIAG: tl.constexpr, EVEN_N: tl.constexpr,
+                BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + tl.arange(0, BLOCK_N)
-        kt = tl.load(k_base + cols[None, :] * stride_kt + offs_d[:, None], mask=cols[None, :] < T_K, other=0.0)
+        kt = _load(k_base + cols[None, :] * stride_kt + offs_d[:, None], cols[None, :] < T_K, EVEN_N)
         s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale
-        keep = cols[None, :] < T_K
         if MASK_DIAG:
-            keep = keep & (offs_m[:, None] >= cols[None, :])
-        s = tl.where(keep, s, float("-inf"))
+            s = tl.where(offs_m[:, None] >= cols[None, :], s, float("-inf"))
+        if not EVEN_N:
+            s = tl.where(cols[None, :] < T_K, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         p = tl.exp2(s - m_new[:, None])
         alpha = tl.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_base + cols[:, None] * stride_vt + offs_d[None, :], mask=cols[:, None] < T_K, other=0.0)
+        v = _load(v_base + cols[:, None] * stride_vt + offs_d[None, :], cols[:, None] < T_K, EVEN_N)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
         m_i = m_new
     return acc, l_i, m_i
@@ -60,8 +68,8 @@ def _fwd_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, 
 def _attn_fwd(Q, K, V, O, L, sm_scale,
               stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
               stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot,
-              H, T_Q, T_K, CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
-              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+              H, T_Q, T_K, CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+              BLOCK_N: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
     start_m = tl.program_id(0) * BLOCK_M
     bh = tl.program_id(1).to(tl.int64)
     b, h = bh // H, bh % H
@@ -75,18 +83,17 @@ def _attn_fwd(Q, K, V, O, L, sm_scale,
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    # Causal: key blocks wholly left of this row block need no mask; only the
+    # ones from `diag` (a multiple of BLOCK_N) to the diagonal do.
+    diag = T_K
     if CAUSAL:
-        # Key blocks wholly left of this row block need no causal mask; only
-        # the ones from `diag` (a multiple of BLOCK_N) to the diagonal do.
         diag = tl.minimum(start_m // BLOCK_N * BLOCK_N, T_K)
-        acc, l_i, m_i = _fwd_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d,
-                                    qk_scale, 0, diag, T_K, False, BLOCK_N, PRECISION)
+    acc, l_i, m_i = _fwd_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d,
+                                qk_scale, 0, diag, T_K, False, EVEN_N, BLOCK_N, PRECISION)
+    if CAUSAL:
         acc, l_i, m_i = _fwd_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d,
                                     qk_scale, diag, tl.minimum(start_m + BLOCK_M, T_K), T_K, True,
-                                    BLOCK_N, PRECISION)
-    else:
-        acc, l_i, m_i = _fwd_blocks(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d,
-                                    qk_scale, 0, T_K, T_K, False, BLOCK_N, PRECISION)
+                                    EVEN_N, BLOCK_N, PRECISION)
     rows = offs_m < T_Q
     o_ptrs = O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :]
     tl.store(o_ptrs, (acc / l_i[:, None]).to(O.dtype.element_ty), mask=rows[:, None])
@@ -121,18 +128,18 @@ def _attn_bwd_delta(O, DO, Delta, stride_ob, stride_oh, stride_ot, stride_db, st
 
 @triton.jit
 def _dkdv_blocks(dk, dv, k, v, q_base, do_base, L, Delta, stride_qt, stride_dt, offs_n, offs_d,
-                 qk_scale, lo, hi, T_Q, MASK_DIAG: tl.constexpr, BLOCK_M: tl.constexpr,
-                 PRECISION: tl.constexpr):
+                 qk_scale, lo, hi, T_Q, MASK_DIAG: tl.constexpr, EVEN_M: tl.constexpr,
+                 BLOCK_M: tl.constexpr, PRECISION: tl.constexpr):
     for start_m in range(lo, hi, BLOCK_M):
         rows = start_m + tl.arange(0, BLOCK_M)
-        qt = tl.load(q_base + rows[None, :] * stride_qt + offs_d[:, None], mask=rows[None, :] < T_Q, other=0.0)
-        lse = tl.load(L + rows, mask=rows < T_Q, other=0.0)
+        qt = _load(q_base + rows[None, :] * stride_qt + offs_d[:, None], rows[None, :] < T_Q, EVEN_M)
+        lse = _load(L + rows, rows < T_Q, EVEN_M)
         pt = tl.exp2(tl.dot(k, qt, input_precision=PRECISION) * qk_scale - lse[None, :] * LOG2E)
         if MASK_DIAG:
             pt = tl.where(rows[None, :] >= offs_n[:, None], pt, 0.0)
-        do = tl.load(do_base + rows[:, None] * stride_dt + offs_d[None, :], mask=rows[:, None] < T_Q, other=0.0)
+        do = _load(do_base + rows[:, None] * stride_dt + offs_d[None, :], rows[:, None] < T_Q, EVEN_M)
         dv += tl.dot(pt.to(do.dtype), do, input_precision=PRECISION)
-        delta = tl.load(Delta + rows, mask=rows < T_Q, other=0.0)
+        delta = _load(Delta + rows, rows < T_Q, EVEN_M)
         dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)
         dst = pt * (dpt - delta[None, :])
         dk += tl.dot(dst.to(qt.dtype), tl.trans(qt), input_precision=PRECISION)
@@ -144,7 +151,7 @@ def _attn_bwd_dkdv(Q, K, V, DO, L, Delta, DK, DV, sm_scale,
                    stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
                    stride_vb, stride_vh, stride_vt, stride_db, stride_dh, stride_dt,
                    stride_gb, stride_gh, stride_gt, H, T_Q, T_K, CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, PRECISION: tl.constexpr):
     start_n = tl.program_id(0) * BLOCK_N
     bh = tl.program_id(1).to(tl.int64)
     b, h = bh // H, bh % H
@@ -161,17 +168,16 @@ def _attn_bwd_dkdv(Q, K, V, DO, L, Delta, DK, DV, sm_scale,
     qk_scale = sm_scale * LOG2E
     dk = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], tl.float32)
+    # Causal: queries before start_n see none of these keys, the query blocks
+    # up to diag_end cross the diagonal and need the mask, later ones see all.
+    diag_end = 0
     if CAUSAL:
-        # Queries before start_n see none of these keys; the query blocks up
-        # to diag_end cross the diagonal and need the mask; later ones see all.
         diag_end = start_n + tl.cdiv(BLOCK_N, BLOCK_M) * BLOCK_M
         dk, dv = _dkdv_blocks(dk, dv, k, v, q_base, do_base, L, Delta, stride_qt, stride_dt, offs_n, offs_d,
-                              qk_scale, start_n, tl.minimum(diag_end, T_Q), T_Q, True, BLOCK_M, PRECISION)
-        dk, dv = _dkdv_blocks(dk, dv, k, v, q_base, do_base, L, Delta, stride_qt, stride_dt, offs_n, offs_d,
-                              qk_scale, diag_end, T_Q, T_Q, False, BLOCK_M, PRECISION)
-    else:
-        dk, dv = _dkdv_blocks(dk, dv, k, v, q_base, do_base, L, Delta, stride_qt, stride_dt, offs_n, offs_d,
-                              qk_scale, 0, T_Q, T_Q, False, BLOCK_M, PRECISION)
+                              qk_scale, start_n, tl.minimum(diag_end, T_Q), T_Q, True, EVEN_M, BLOCK_M,
+                              PRECISION)
+    dk, dv = _dkdv_blocks(dk, dv, k, v, q_base, do_base, L, Delta, stride_qt, stride_dt, offs_n, offs_d,
+                          qk_scale, diag_end, T_Q, T_Q, False, EVEN_M, BLOCK_M, PRECISION)
     g_ptrs = b * stride_gb + h * stride_gh + offs_n[:, None] * stride_gt + offs_d[None, :]  # dK, dV
     tl.store(DK + g_ptrs, (dk * sm_scale).to(DK.dtype.element_ty), mask=cols)
     tl.store(DV + g_ptrs, dv.to(DV.dtype.element_ty), mask=cols)
@@ -179,12 +185,12 @@ def _attn_bwd_dkdv(Q, K, V, DO, L, Delta, DK, DV, sm_scale,
 
 @triton.jit
 def _dq_blocks(dq, q, do, lse, delta, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d,
-               qk_scale, lo, hi, T_K, MASK_DIAG: tl.constexpr, BLOCK_N: tl.constexpr,
-               PRECISION: tl.constexpr):
+               qk_scale, lo, hi, T_K, MASK_DIAG: tl.constexpr, EVEN_N: tl.constexpr,
+               BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + tl.arange(0, BLOCK_N)
-        kt = tl.load(k_base + cols[None, :] * stride_kt + offs_d[:, None], mask=cols[None, :] < T_K, other=0.0)
-        vt = tl.load(v_base + cols[None, :] * stride_vt + offs_d[:, None], mask=cols[None, :] < T_K, other=0.0)
+        kt = _load(k_base + cols[None, :] * stride_kt + offs_d[:, None], cols[None, :] < T_K, EVEN_N)
+        vt = _load(v_base + cols[None, :] * stride_vt + offs_d[:, None], cols[None, :] < T_K, EVEN_N)
         p = tl.exp2(tl.dot(q, kt, input_precision=PRECISION) * qk_scale - lse[:, None] * LOG2E)
         if MASK_DIAG:
             p = tl.where(offs_m[:, None] >= cols[None, :], p, 0.0)
@@ -199,7 +205,7 @@ def _attn_bwd_dq(Q, K, V, DO, L, Delta, DQ, sm_scale,
                  stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
                  stride_vb, stride_vh, stride_vt, stride_db, stride_dh, stride_dt,
                  stride_gb, stride_gh, stride_gt, H, T_Q, T_K, CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_N: tl.constexpr, PRECISION: tl.constexpr):
     start_m = tl.program_id(0) * BLOCK_M
     bh = tl.program_id(1).to(tl.int64)
     b, h = bh // H, bh % H
@@ -216,15 +222,15 @@ def _attn_bwd_dq(Q, K, V, DO, L, Delta, DQ, sm_scale,
     v_base = V + b * stride_vb + h * stride_vh
     qk_scale = sm_scale * LOG2E
     dq = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    diag = T_K  # as in the forward
     if CAUSAL:
         diag = tl.minimum(start_m // BLOCK_N * BLOCK_N, T_K)
+    dq = _dq_blocks(dq, q, do, lse, delta, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d,
+                    qk_scale, 0, diag, T_K, False, EVEN_N, BLOCK_N, PRECISION)
+    if CAUSAL:
         dq = _dq_blocks(dq, q, do, lse, delta, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d,
-                        qk_scale, 0, diag, T_K, False, BLOCK_N, PRECISION)
-        dq = _dq_blocks(dq, q, do, lse, delta, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d,
-                        qk_scale, diag, tl.minimum(start_m + BLOCK_M, T_K), T_K, True, BLOCK_N, PRECISION)
-    else:
-        dq = _dq_blocks(dq, q, do, lse, delta, k_base, v_base, stride_kt, stride_vt, offs_m, offs_d,
-                        qk_scale, 0, T_K, T_K, False, BLOCK_N, PRECISION)
+                        qk_scale, diag, tl.minimum(start_m + BLOCK_M, T_K), T_K, True, EVEN_N, BLOCK_N,
+                        PRECISION)
     dq_ptrs = DQ + b * stride_gb + h * stride_gh + offs_m[:, None] * stride_gt + offs_d[None, :]
     tl.store(dq_ptrs, (dq * sm_scale).to(DQ.dtype.element_ty), mask=rows[:, None])
 
@@ -234,6 +240,7 @@ def _attn_bwd_dq(Q, K, V, DO, L, Delta, DQ, sm_scale,
 # ---------------------------------------------------------------------------
 
 def _check(q, k, v):
+    """Validate q, k, v; return their (batch, head, time) strides."""
     if q.ndim != 4 or k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
         raise ValueError(f"attention: want q [B, H, Tq, D], k and v [B, H, Tk, D]; "
                          f"got {list(q.shape)}, {list(k.shape)}, {list(v.shape)}")
@@ -241,9 +248,17 @@ def _check(q, k, v):
         raise ValueError(f"attention: head dim {q.shape[3]} is not one of 16, 32, 64, 128")
     if not dtype_of(q) == dtype_of(k) == dtype_of(v):
         raise TypeError(f"attention: dtypes differ: {dtype_of(q)}, {dtype_of(k)}, {dtype_of(v)}")
-    for x in (q, k, v):
-        if strides_of(x)[3] != 1:
-            raise ValueError("attention: the head dim must be contiguous (stride 1)")
+    return _strides_bht(q, k, v)
+
+
+def _strides_bht(*xs):
+    out = []
+    for x in xs:
+        s = strides_of(x)
+        if s[3] != 1:
+            raise ValueError("attention: the head dim of q, k, v, o and do must be contiguous (stride 1)")
+        out += s[:3]
+    return out
 
 
 def pick_blocks(kind: str, head_dim: int, itemsize: int, cuda: bool) -> dict:
@@ -255,8 +270,8 @@ def pick_blocks(kind: str, head_dim: int, itemsize: int, cuda: bool) -> dict:
     if kind == "fwd":
         return dict(BLOCK_M=128, BLOCK_N=32 if itemsize == 4 else 64, num_warps=warps, num_stages=3)
     if kind == "dkdv":
-        return dict(BLOCK_M=32, BLOCK_N=64 if wide else 128, num_warps=warps, num_stages=2 if wide else 3)
-    return dict(BLOCK_M=64 if wide else 128, BLOCK_N=32, num_warps=warps, num_stages=2 if wide else 3)
+        return dict(BLOCK_M=32 if wide else 64, BLOCK_N=64, num_warps=warps, num_stages=2 if wide else 3)
+    return dict(BLOCK_M=64, BLOCK_N=32, num_warps=warps, num_stages=2 if wide else 3)
 
 
 def _common(q, k, causal, scale, blocks):
@@ -264,20 +279,26 @@ def _common(q, k, causal, scale, blocks):
     dtype = dtype_of(q)
     meta = dict(CAUSAL=bool(causal), HEAD_DIM=D, PRECISION=None if dtype.itemsize == 2 else "ieee")
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
-    pick = lambda kind: blocks or pick_blocks(kind, D, dtype.itemsize, is_cuda(q))
-    return B, H, T_Q, k.shape[2], D, meta, scale, pick
+    T_K = k.shape[2]
+
+    def pick(kind):  # block sizes, and whether they tile the sequence exactly (no masks needed)
+        b = dict(blocks or pick_blocks(kind, D, dtype.itemsize, is_cuda(q)))
+        if kind == "dkdv":
+            return dict(b, EVEN_M=T_Q % b["BLOCK_M"] == 0)
+        return dict(b, EVEN_N=T_K % b["BLOCK_N"] == 0)
+    return B, H, T_Q, T_K, D, meta, scale, pick
 
 
 def attention_forward(q, k, v, causal: bool = False, scale: float | None = None, blocks: dict | None = None):
     """O [B, H, Tq, D] in q's dtype and L [B, H, Tq] fp32 (natural-log
     logsumexp of the scaled, masked scores).  scale defaults to 1/sqrt(D)."""
-    _check(q, k, v)
+    qkv_strides = _check(q, k, v)
     B, H, T_Q, T_K, D, meta, scale, pick = _common(q, k, causal, scale, blocks)
     o = empty((B, H, T_Q, D), dtype_of(q), like=q)
     lse = empty((B, H, T_Q), np.float32, like=q)
     grid = lambda m: (triton.cdiv(T_Q, m["BLOCK_M"]), B * H)
-    launch(_attn_fwd, grid, q, k, v, o, lse, scale, *strides_of(q)[:3], *strides_of(k)[:3],
-           *strides_of(v)[:3], *strides_of(o)[:3], H, T_Q, T_K, **meta, **pick("fwd"))
+    launch(_attn_fwd, grid, q, k, v, o, lse, scale, *qkv_strides, *_strides_bht(o), H, T_Q, T_K,
+           **meta, **pick("fwd"))
     return o, lse
 
 
@@ -286,22 +307,19 @@ def attention_backward(q, k, v, o, lse, do, causal: bool = False, scale: float |
     """dQ, dK, dV (dtypes of q, k, v) from the forward's O and L and the
     output gradient dO.  `delta` = rowsum(dO * O) fp32 [B, H, Tq] is computed
     when not given."""
-    _check(q, k, v)
+    qkv_do = _check(q, k, v) + _strides_bht(do)
     B, H, T_Q, T_K, D, meta, scale, pick = _common(q, k, causal, scale, blocks)
-    if strides_of(do)[3] != 1 or strides_of(o)[3] != 1:
-        raise ValueError("attention: o and do need a contiguous head dim")
     if delta is None:
         delta = empty((B, H, T_Q), np.float32, like=q)
-        launch(_attn_bwd_delta, (triton.cdiv(T_Q, 64), B * H), o, do, delta, *strides_of(o)[:3],
-               *strides_of(do)[:3], H, T_Q, HEAD_DIM=D, BLOCK_M=64)
+        launch(_attn_bwd_delta, (triton.cdiv(T_Q, 64), B * H), o, do, delta, *_strides_bht(o, do),
+               H, T_Q, HEAD_DIM=D, BLOCK_M=64)
     dq = empty(q.shape, dtype_of(q), like=q)
     dk = empty(k.shape, dtype_of(k), like=q)
     dv = empty(v.shape, dtype_of(v), like=q)  # fresh and contiguous: dk's strides
-    strides = lambda *xs: [s for x in xs for s in strides_of(x)[:3]]
     launch(_attn_bwd_dkdv, lambda m: (triton.cdiv(T_K, m["BLOCK_N"]), B * H),
-           q, k, v, do, lse, delta, dk, dv, scale, *strides(q, k, v, do, dk), H, T_Q, T_K,
+           q, k, v, do, lse, delta, dk, dv, scale, *qkv_do, *_strides_bht(dk), H, T_Q, T_K,
            **meta, **pick("dkdv"))
     launch(_attn_bwd_dq, lambda m: (triton.cdiv(T_Q, m["BLOCK_M"]), B * H),
-           q, k, v, do, lse, delta, dq, scale, *strides(q, k, v, do, dq), H, T_Q, T_K,
+           q, k, v, do, lse, delta, dq, scale, *qkv_do, *_strides_bht(dq), H, T_Q, T_K,
            **meta, **pick("dq"))
     return dq, dk, dv

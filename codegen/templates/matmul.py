@@ -15,7 +15,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from tracegrad.runtime.triton_host import cupy_do_bench, dtype_of, empty, is_cuda, launch, strides_of
+from tracegrad.codegen.triton_host import cupy_do_bench, dtype_of, empty, is_cuda, launch, strides_of
 
 ACTIVATIONS = ("none", "relu", "gelu_tanh", "silu")
 
