@@ -3,14 +3,14 @@ launches them in order.
 
     # tracegrad triton | f#0 | 3 kernels | target interpret
     def f(x, w, b):
-        x = contiguous(x)
+        x = rt.contiguous(x)
         # demo.py:7  y = layer_norm(x, w, b)
-        t3 = empty((4, 8), f32, x)
-        launch(k0_red_fused_layer_norm, (1,), x, w, b, t3, XBLOCK=4, RBLOCK=8, num_warps=2)
+        t3 = rt.empty((4, 8), rt.f32, 'cpu')
+        rt.launch(k0_red_fused_layer_norm, (1,), x, w, b, t3, XBLOCK=4, RBLOCK=8)
         ...
 
-The host function calls names the runtime supplies (`launch`, `empty`, `contiguous`, the extern
-ops `matmul`, `cross_entropy`, ...); `runtime.executor` builds the namespace and runs it. Block
+The host function calls what the runtime supplies as `rt` (`rt.launch`, `rt.empty`, the extern ops
+`rt.matmul`, `rt.extern("cross_entropy", ...)`, dtypes `rt.f32`); `runtime.executor` runs it. Block
 sizes come from a small table keyed by problem size and target ("interpret": big blocks, few
 programs; "cuda": H100-sized blocks); the kernel source is the same for both targets.
 """
@@ -95,16 +95,16 @@ def _tuple(t) -> str:
 
 
 EXTERN_CALLS = {
-    "matmul": "matmul({0}, {1})",
-    "index_add": "index_add({0}, {1}, {2}, {axis})",
-    "scatter_add": "scatter_add({0}, {1}, {2}, {axis})",
-    "reshape": "reshape({0}, {shape})",
-    "permute": "permute({0}, {dims})",
-    "expand": "expand({0}, {shape})",
-    "slice": "slice_({0}, {starts}, {stops}, {steps})",
+    "matmul": "rt.matmul({0}, {1})",
+    "index_add": "rt.index_add({0}, {1}, {2}, {axis})",
+    "scatter_add": "rt.scatter_add({0}, {1}, {2}, {axis})",
+    "reshape": "rt.reshape({0}, {shape})",
+    "permute": "rt.permute({0}, {dims})",
+    "expand": "rt.expand({0}, {shape})",
+    "slice": "rt.slice_({0}, {starts}, {stops}, {steps})",
     "stop_gradient": "{0}",
-    "full": "full({shape}, {value!r}, {dtype}, {device!r})",
-    "iota": "iota({shape}, {axis}, {dtype}, {device!r})",
+    "full": "rt.full({shape}, {value!r}, rt.{dtype}, {device!r})",
+    "iota": "rt.iota({shape}, {axis}, rt.{dtype}, {device!r})",
 }
 
 
@@ -113,8 +113,8 @@ def _call(n: Node) -> str:
     a = {k: (v.short if hasattr(v, "short") else v) for k, v in n.attrs.items()}
     if n.op in EXTERN_CALLS:
         return EXTERN_CALLS[n.op].format(*args, **a)
-    kw = ", ".join(f"{k}={v!r}" if not hasattr(n.attrs[k], "short") else f"{k}={v}" for k, v in a.items())
-    return f"extern({n.op!r}, [{', '.join(args)}]{', ' + kw if kw else ''})"
+    kw = ", ".join(f"{k}={v!r}" if not hasattr(n.attrs[k], "short") else f"{k}=rt.{v}" for k, v in a.items())
+    return f"rt.extern({n.op!r}, [{', '.join(args)}]{', ' + kw if kw else ''})"
 
 
 def generate(graph: Graph, target: str = "interpret") -> Generated:
@@ -125,7 +125,7 @@ def generate(graph: Graph, target: str = "interpret") -> Generated:
     pinned = set(graph.inputs) | set(graph.outputs)
     lines = [f"def {graph.name}({', '.join(v.name for v in graph.inputs)}):"]
     for v in graph.inputs:
-        lines.append(f"    {v.name} = contiguous({v.name})")
+        lines.append(f"    {v.name} = rt.contiguous({v.name})")
     kernels, prov_notes, prev = [], {}, None
     for i, n in enumerate(graph.nodes):
         if n.prov is not None and n.prov != prev:
@@ -139,11 +139,11 @@ def generate(graph: Graph, target: str = "interpret") -> Generated:
             kernels.append(ks)
             prov_notes[ks.name] = _origins(n)
             for o in n.outputs:
-                lines.append(f"    {o.name} = empty({_tuple(o.shape) if o.shape else '()'}, {o.type.dtype.short}, "
+                lines.append(f"    {o.name} = rt.empty({_tuple(o.shape) if o.shape else '()'}, rt.{o.type.dtype.short}, "
                              f"{o.type.device!r})")
             grid, meta = launch_config(ks, target)
             kw = ", ".join(f"{k}={v}" for k, v in meta.items())
-            lines.append(f"    launch({ks.name}, {grid}, {', '.join(v.name for v in ks.args)}, {kw}){note}")
+            lines.append(f"    rt.launch({ks.name}, {grid}, {', '.join(v.name for v in ks.args)}, {kw}){note}")
         elif classify(n) in ("view", "const") or n.op in EXTERN_CALLS:
             lines.append(f"    {outs} = {_call(n)}{note}")
         else:

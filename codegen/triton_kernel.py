@@ -148,8 +148,12 @@ class KernelWriter:
         if not mask:
             expr = f"tl.load({ptr} + ({off.code()}))" if off.code() != "0" else f"tl.load({ptr})"
         else:
+            code, have, want = off.code(), off.tags(), index_tags(idx, cnd)
+            for t, var in (("x", "xindex"), ("r", "rindex")):
+                if t in want and t not in have:    # a lane condition on an address that does not vary
+                    code += f" + 0 * {var}"
             other = "0" if not v.dtype.is_floating else "0.0"
-            expr = f"tl.load({ptr} + ({off.code()}), {mask or 'None'}, other={other})"
+            expr = f"tl.load({ptr} + ({code}), {mask}, other={other})"
         return H(self.assign(expr, rdep, note=v.name), v.dtype)
 
     def loaded(self, ix: Value, idx, cnd, size) -> Sym:
@@ -218,7 +222,7 @@ class KernelWriter:
         saved = self.loop, self.loop_memo
         head = Buf(self.outer.level)
         accs = self.acc_init(n, head, acc_t)
-        self.loop, self.loop_memo = Buf(self.outer.level + 2), {}
+        self.loop, self.loop_memo = Buf(self.outer.level + 1), {}
         h = self.emit(x, sub, c)
         self.acc_update(n, h, accs, acc_t)
         loop = self.loop
@@ -229,8 +233,9 @@ class KernelWriter:
         return H(self.finish(n, accs, acc_t, out, looped=True), out)
 
     def masked(self, n: Node, h: H, acc_t: DType, mask: str) -> str:
-        code = h.code if h.dtype == acc_t or n.op != "sum" else f"{h.code}.to({tl_dtype(acc_t)})"
-        fill = "0" if n.op == "sum" else _min_literal(h.dtype)
+        # NOTE: half values are widened for max too (exact): the interpreter compares raw bf16 bits
+        code = h.code if h.dtype == acc_t or h.const is not None else f"{h.code}.to({tl_dtype(acc_t)})"
+        fill = "0" if n.op == "sum" else _min_literal(acc_t)
         return self.assign(f"tl.where({mask}, {code}, {fill})", True, n)
 
     def finish(self, n: Node, accs: list[str], acc_t: DType, out: DType, looped: bool = False) -> str:
@@ -244,14 +249,14 @@ class KernelWriter:
             where = accs[1] if looped else "rindex"
             keep = f"({a} == {m})" + ("" if looped else " & rmask")
             expr = f"tl.min(tl.where({keep}, {where}, 2147483647), 1)[:, None].to(tl.int64)"
-        if n.op == "sum" and out != acc_t:
+        if n.op != "argmax" and out != acc_t:
             expr = f"({expr}).to({tl_dtype(out)})"
         return self.assign(expr, False, n)
 
     def acc_init(self, n: Node, head: Buf, acc_t: DType) -> list[str]:
         name = f"acc{next(self.tmp)}"
-        fill = "0" if n.op == "sum" else _min_literal(n.inputs[0].dtype)
-        head.line(f"{name} = tl.full([XBLOCK, RBLOCK], {fill}, {tl_dtype(acc_t if n.op == 'sum' else n.inputs[0].dtype)})")
+        fill = "0" if n.op == "sum" else _min_literal(acc_t)
+        head.line(f"{name} = tl.full([XBLOCK, RBLOCK], {fill}, {tl_dtype(acc_t)})")
         if n.op != "argmax":
             return [name]
         head.line(f"{name}_i = tl.full([XBLOCK, RBLOCK], 2147483647, tl.int32)")
@@ -358,13 +363,13 @@ class KernelWriter:
                 later.append((v, idx))
                 continue
             self.store(v, idx, self.emit(v, idx))
-        if later:
-            self.open_loop(self.outer)
+        if later:    # NOTE: the body first: the reductions it needs emit their own loops before it
             self.loop, self.loop_memo = Buf(self.outer.level + 1), {}
             for v, idx in later:
                 self.store(v, idx, self.emit(v, idx))
-            self.outer.splice(self.loop)
-            self.loop = None
+            body, self.loop = self.loop, None
+            self.open_loop(self.outer)
+            self.outer.splice(body)
         for v in self.body.outputs:
             if rng_state_out(self.prod[v], v):
                 self.store_state(v)

@@ -34,10 +34,11 @@ def literal(value, d: DType) -> str:
 
 
 def compute_dtype(op: str, ins: list[DType]) -> DType | None:
-    """The dtype an op computes in: fp32 for half inputs of math ops, else the input dtype."""
+    """The dtype an op computes in: fp32 for half inputs (even neg and comparisons: Triton's
+    interpreter applies those to the raw 16 bits), else the input dtype."""
     if op in ("where", "cast") or not ins:
         return None
-    return float32 if ins[0] in HALF and op not in COMPARE + ("neg", "abs", "maximum", "minimum") else None
+    return float32 if ins[0] in HALF else None
 
 
 def _un(fn):

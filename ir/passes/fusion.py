@@ -40,6 +40,7 @@ MAX_NODES = 400        # ops in one kernel
 MAX_ARGS = 64          # buffers one kernel reads and writes
 FOREACH_PARTS = 8      # groups packed into one foreach launch
 SPLIT_AT = 1 << 16     # full reductions longer than this run in two stages
+FEW_ROWS, BIG_ROWS = 128, 1 << 16   # elementwise work joins a reduction only where it keeps programs busy
 
 
 @dataclass
@@ -181,9 +182,12 @@ class Fuser:
             (_, x, r), (_, n) = (a.sig, b.sig) if a.sig[0] == "r" else (b.sig, a.sig)
             if n not in (x * r, x):
                 return False, f"{n} elements fit neither the {x} rows nor the {x * r} elements of the reduction"
+            if n == x * r and x < FEW_ROWS and n > BIG_ROWS:
+                return False, f"{n} elements of elementwise work would run on {x} rows (too few programs)"
         if len(a.members) + len(b.members) > MAX_NODES:
             return False, f"the kernel would have more than {MAX_NODES} ops"
-        via = self.cycle_via(a.gid, b.gid) or self.cycle_via(b.gid, a.gid)
+        via = self.cycle_via(a.gid, b.gid)
+        via = via if via is not None else self.cycle_via(b.gid, a.gid)
         if via is not None:
             return False, f"fusing would create a cycle through {self.name(via)}"
         members = sorted(a.members + b.members)
@@ -214,10 +218,20 @@ class Fuser:
     # -- priority -------------------------------------------------------------------------------
     def score_fusion(self, a: Group, b: Group, vertical: bool, shared: int) -> tuple:
         """Higher first: a reduction's epilogue (the rows it broadcasts back), other producer-consumer
-        pairs, then same-input pairs; within each, the bytes that stay on chip, then nearness."""
+        pairs, then same-input pairs, and last anything joining a reduction over outer axes (column
+        sums, e.g. bias gradients: they should not pull in work the row kernels want); within each,
+        the bytes that stay on chip, then nearness."""
         dist = abs(b.members[0] - a.members[-1])
         epilogue = vertical and a.kind == "reduction" and b.kind == "pointwise" and b.sig[1] == a.sig[1] * a.sig[2]
-        return (2 if epilogue else 1 if vertical else 0, shared, -dist)
+        column = self.is_column(a) or self.is_column(b)
+        return (0 if column else 3 if epilogue else 2 if vertical else 1, shared, -dist)
+
+    def is_column(self, g: Group) -> bool:
+        if g.kind != "reduction":
+            return False
+        n = next(self.nodes[m] for m in g.members if is_reduction(self.nodes[m]))
+        axes = n.attrs["axes"] if n.op != "argmax" else (n.attrs["axis"],)
+        return n.inputs[0].type.ndim - 1 not in axes
 
     def inputs_of(self, gid: int) -> tuple:
         if gid not in self._inputs:
@@ -245,6 +259,14 @@ class Fuser:
             for a, b in zip(gs, gs[1:]):
                 if not self.dag.has_edge(a, b) and not self.dag.has_edge(b, a):
                     out.append((self.score_fusion(self.groups[a], self.groups[b], False, v.type.nbytes), a, b))
+        by_sig: dict[tuple, list[int]] = {}    # independent work of one shape (dw and db of a norm)
+        for g in sorted(self.groups.values(), key=lambda g: g.members[0]):
+            if g.kind == "reduction":
+                by_sig.setdefault((g.sig, self.nodes[g.members[0]].phase), []).append(g.gid)
+        for gs in by_sig.values():
+            for a, b in zip(gs, gs[1:]):
+                if not self.dag.has_edge(a, b) and not self.dag.has_edge(b, a):
+                    out.append((self.score_fusion(self.groups[a], self.groups[b], False, 0), a, b))
         out.sort(key=lambda t: t[0], reverse=True)
         return out
 
@@ -417,9 +439,10 @@ def _emit(f: Fuser, graph: Graph, n_ops: int) -> Graph:
     dag = nx.DiGraph()
     dag.add_nodes_from(own)
     for key, idx in reads.items():
+        made = {o for i in idx for o in nodes[i].outputs}
         for i in idx:
             for v in nodes[i].inputs:
-                if maker.get(v, key) != key:
+                if v not in made and maker.get(v, key) != key:
                     dag.add_edge(maker[v], key)
     out_nodes, k = [], 0
     for key in nx.lexicographical_topological_sort(dag, key=lambda key: own[key][0]):

@@ -17,6 +17,7 @@ splitting and re-merging axes gives back the plain flat index:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Union
 
@@ -118,6 +119,10 @@ class Expr:
         single = rest.single()
         if single is not None and isinstance(single.base, Sym) and (single.mod is None or single.mod % k == 0):
             return qe + _atom(single.base, single.div * k, None if single.mod is None else single.mod // k)
+        split = rest._split(k)
+        if split is not None:    # (g e' + s) // (g k') == e' // k' when 0 <= s < g
+            g, big, _ = split
+            return qe + big.floordiv(k // g)
         return qe + _atom(rest, k)
 
     def mod(self, k: int) -> "Expr":
@@ -128,7 +133,22 @@ class Expr:
         single = rest.single()
         if single is not None and isinstance(single.base, Sym) and (single.mod is None or single.mod % k == 0):
             return _atom(single.base, single.div, k)
+        split = rest._split(k)
+        if split is not None:    # (g e' + s) % (g k') == g (e' % k') + s when 0 <= s < g
+            g, big, small = split
+            return big.mod(k // g) * g + small
         return _atom(rest, 1, k)
+
+    def _split(self, k: int):
+        """(g, e', s) with self == g e' + s, g | k, g > 1 and 0 <= s < g, if there is one."""
+        for g in sorted({math.gcd(c, k) for _, c in self.terms} - {1, k}, reverse=True):
+            big = Expr.make(self.c - self.c % g, {a: c // g for a, c in self.terms if c % g == 0})
+            big = Expr.make(big.c // g, dict(big.terms))
+            small = Expr.make(self.c % g, {a: c for a, c in self.terms if c % g})
+            lo, hi = small.bounds()
+            if 0 <= lo and hi < g:
+                return g, big, small
+        return None
 
     # -- queries -----------------------------------------------------------------------------
     def single(self) -> Atom | None:
