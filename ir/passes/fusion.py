@@ -40,6 +40,7 @@ MAX_NODES = 400        # ops in one kernel
 MAX_ARGS = 64          # buffers one kernel reads and writes
 FOREACH_PARTS = 8      # groups packed into one foreach launch
 SPLIT_AT = 1 << 16     # full reductions longer than this run in two stages
+SMALL, BROADCAST = 1 << 16, 4   # elementwise results this small, read broadcast 4x wider, are recomputed
 FEW_ROWS, BIG_ROWS = 128, 1 << 16   # elementwise work joins a reduction only where it keeps programs busy
 
 
@@ -90,6 +91,9 @@ class Fuser:
             for v in n.inputs:
                 self.users.setdefault(v, []).append(i)
         self.outputs = set(graph.outputs)
+        for i in reversed(range(len(self.nodes))):   # consumers first: a chain of broadcasts is recomputed whole
+            if self.cls[i] == "pointwise" and self.broadcast_only(i):
+                self.cls[i] = "scalar"
         self.groups: dict[int, Group] = {}
         self.group_of: dict[int, int] = {}
         buffers = self.scalars_needed_as_buffers()
@@ -108,6 +112,28 @@ class Fuser:
                         self.dag.add_edge(s, i)
         self.refused: set = set()
         self._inputs: dict[int, tuple] = {}
+
+    def broadcast_only(self, i: int) -> bool:
+        """A small elementwise node (a bias cast, a norm's weight math) whose every reader broadcasts it
+        over at least BROADCAST times more elements: cheaper to recompute in each reader than to launch."""
+        n = self.nodes[i]
+        if n.op in INDEXED + RANDOM or len(n.outputs) != 1 or n.out in self.outputs or n.out.type.numel > SMALL:
+            return False
+        stack, seen = [n.out], set()
+        while stack:
+            v = stack.pop()
+            for u in self.users.get(v, ()):
+                if u in seen:
+                    continue
+                seen.add(u)
+                if self.cls[u] == "view":
+                    if self.nodes[u].out in self.outputs:
+                        return False
+                    stack.append(self.nodes[u].out)
+                elif self.cls[u] in ("extern", "const") or (self.cls[u] != "scalar" and max(
+                        o.type.numel for o in self.nodes[u].outputs) < BROADCAST * n.out.type.numel):
+                    return False
+        return True
 
     def scalars_needed_as_buffers(self) -> set[int]:
         """0-d math that a graph output or an extern kernel reads (through views): it needs a kernel."""

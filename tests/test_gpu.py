@@ -1,0 +1,191 @@
+"""The Triton backend compiled on a CUDA GPU (marker `gpu`: skipped without one).
+
+    python -m pytest tests/test_gpu.py -m gpu
+
+- eager ops on CUDA tensors (CuPy, bf16 as uint16 + a dtype tag) equal the CPU's;
+- the op table through `tg.compile` on CUDA tensors equals the numpy backend (fp32 to 1e-4);
+- flash attention forward and backward equal the decomposed attention;
+- random numbers are bit-exact with the CPU's;
+- a GPT-2-small training step on CUDA equals the numpy backend (fp32 to 1e-4, bf16 autocast to 1e-2).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import tracegrad as tg
+
+sys.path.insert(0, os.path.dirname(__file__))
+from op_table import CASES, FORWARD_ONLY  # noqa: E402
+
+pytestmark = [pytest.mark.gpu, pytest.mark.filterwarnings("ignore::RuntimeWarning")]
+
+
+def _attrs(case):
+    from tracegrad.ir import types
+    return {k: types.dtype(v) if k == "dtype" else v for k, v in case.attrs.items()}
+
+
+def _f32(arrays):
+    return [a.astype(np.float32) if a.dtype == np.float64 else a for a in arrays]
+
+
+def rel_err(got, want) -> float:
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    if got.size == 0:
+        return 0.0
+    return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30))
+
+
+# -- buffers and eager ops --------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int64", "bool"])
+def test_tensors_move_to_cuda_and_back(dtype):
+    x = tg.tensor(np.arange(12).reshape(3, 4) % 5).to(getattr(tg, dtype if dtype != "bool" else "bool"))
+    y = x.to("cuda")
+    assert y.device == "cuda:0" and y.dtype == x.dtype
+    np.testing.assert_array_equal(y.to("cpu").numpy(), x.numpy())
+
+
+@pytest.mark.parametrize("case", CASES + FORWARD_ONLY, ids=lambda c: c.id)
+def test_eager_op_on_cuda_matches_cpu(case):
+    arrays = _f32(case.make(np.random.default_rng(0)))
+    cpu = getattr(tg.ops, case.op)(*[tg.tensor(a) for a in arrays], **_attrs(case))
+    gpu = getattr(tg.ops, case.op)(*[tg.tensor(a).to("cuda") for a in arrays], **_attrs(case))
+    cpu, gpu = (o if isinstance(o, tuple) else (o,) for o in (cpu, gpu))
+    for c, g in zip(cpu, gpu):
+        assert g.device == "cuda:0" and g.dtype == c.dtype and g.shape == c.shape
+        assert rel_err(g.numpy(), c.numpy()) < 1e-5, case.id
+
+
+def test_eager_bf16_on_cuda_rounds_like_cpu():
+    x = np.random.default_rng(1).uniform(-3, 3, (64, 33)).astype(np.float32)
+    for fn in (lambda t: t.exp() * t, lambda t: t.softmax(-1), lambda t: (t @ t.T).sum(-1)):
+        cpu = fn(tg.tensor(x).to(tg.bfloat16)).float().numpy()
+        gpu = fn(tg.tensor(x).to(tg.bfloat16).to("cuda")).float().numpy()
+        assert rel_err(gpu, cpu) < 1e-2
+
+
+# -- compiled ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", CASES + FORWARD_ONLY, ids=lambda c: c.id)
+def test_op_table_compiled_on_cuda_matches_numpy(case):
+    arrays = _f32(case.make(np.random.default_rng(1)))
+
+    def step(*xs):
+        out = getattr(tg.ops, case.op)(*xs, **_attrs(case))
+        outs = out if isinstance(out, tuple) else (out,)
+        return tuple(outs[i] for i in case.outputs)
+    want = tg.compile(step, backend="numpy")(*[tg.tensor(a) for a in arrays])
+    got = tg.compile(step)(*[tg.tensor(a).to("cuda") for a in arrays])      # "auto": Triton on CUDA
+    for w, g in zip(want, got):
+        assert g.device == "cuda:0" and g.dtype == w.dtype and g.shape == w.shape
+        assert rel_err(g.numpy(), w.numpy()) < 1e-4, case.id
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("shape", [(64, 1000), (8, 20000), (3, 7)])
+def test_fused_norms_and_softmax_on_cuda(dtype, shape):
+    import tracegrad.nn.functional as F
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w, b = rng.standard_normal(shape[-1:]).astype(np.float32), rng.standard_normal(shape[-1:]).astype(np.float32)
+    d = getattr(tg, dtype)
+
+    def step(x, w, b):
+        return (x.softmax(-1), F.layer_norm(x, shape[-1:], w, b), F.rms_norm(x, shape[-1:], w))
+    args = [tg.tensor(a).to(d) for a in (x, w, b)]
+    want = tg.compile(step, backend="numpy")(*args)
+    got = tg.compile(step)(*[a.to("cuda") for a in args])
+    for wv, g in zip(want, got):
+        assert rel_err(g.float().numpy(), wv.float().numpy()) < (1e-4 if dtype == "float32" else 1e-2)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_flash_attention_matches_decomposed(causal, head_dim, dtype):
+    import tracegrad.nn.functional as F
+    rng = np.random.default_rng(3)
+    q, k, v, do = (rng.standard_normal((2, 3, 100, head_dim)).astype(np.float32) for _ in range(4))
+    d = getattr(tg, dtype)
+
+    def step(q, k, v, do):
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        o.backward(do)
+        return o, q.grad, k.grad, v.grad
+
+    def run(backend, device):
+        ts = [tg.tensor(a).to(d).to(device) for a in (q, k, v, do)]
+        for t in ts[:3]:
+            t.requires_grad_()
+        step_ = tg.compile(step, backend=backend)
+        return [t.float().numpy() for t in step_(*ts)], step_
+    want, _ = run("numpy", "cpu")             # the decomposition, on the CPU
+    got, compiled = run("auto", "cuda")       # the flash templates, on the GPU
+    fused = compiled.graphs()["fused"]
+    assert {"scaled_dot_product_attention", "scaled_dot_product_attention_bwd"} <= {n.op for n in fused.nodes}
+    for name, g, w in zip(("o", "dq", "dk", "dv"), got, want):
+        assert rel_err(g, w) < (1e-4 if dtype == "float32" else 2e-2), name
+
+
+def test_random_numbers_on_cuda_equal_the_cpu():
+    tg.manual_seed(11)
+    cpu = tg.rand(1000, 7), tg.randn(333)
+    tg.manual_seed(11)
+    gpu = tg.rand(1000, 7, device="cuda"), tg.randn(333, device="cuda")
+    np.testing.assert_array_equal(gpu[0].numpy(), cpu[0].numpy())
+    assert rel_err(gpu[1].numpy(), cpu[1].numpy()) < 1e-5
+
+
+@pytest.mark.xfail(reason="core: the global RNG state lives on the CPU and dropout/rand move it with .to(device) "
+                          "inside the trace, which tg.compile refuses (UnsupportedError); needs per-device states",
+                   strict=False)
+def test_dropout_in_a_compiled_step_on_cuda_matches_numpy():
+    """The RNG state is lifted into the step; the kernel computes the counter hash itself."""
+    import tracegrad.nn.functional as F
+    x = np.random.default_rng(4).standard_normal((37, 50)).astype(np.float32)
+
+    def step(x):
+        return F.dropout(x, 0.3, training=True) * 2
+    tg.manual_seed(5)
+    want = tg.compile(step, backend="numpy")(tg.tensor(x))
+    tg.manual_seed(5)
+    got = tg.compile(step)(tg.tensor(x).to("cuda"))
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+# -- a GPT-2-small training step -------------------------------------------------------------------------------
+def _gpt_run(device, backend, amp, steps=2, B=2, T=64):
+    from tracegrad.models.gpt import GPT, GPTConfig
+    tg.manual_seed(0)
+    model = GPT(GPTConfig(block_size=T, vocab_size=50304, n_layer=12, n_head=12, n_embd=768, dropout=0.0))
+    model.to(device)
+    opt = model.configure_optimizers(weight_decay=0.1, learning_rate=3e-4)
+
+    @tg.compile(backend=backend)
+    def train_step(x, y):
+        with tg.autocast(amp, enabled=amp is not None):
+            _, loss = model(x, y)
+        loss.backward()
+        tg.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad()
+        return loss
+    rng = np.random.default_rng(0)
+    x = tg.tensor(rng.integers(0, 50257, (B, T))).to(device)
+    y = tg.tensor(rng.integers(0, 50257, (B, T))).to(device)
+    losses = [train_step(x, y).item() for _ in range(steps)]
+    w = model.transformer.h[0].mlp.c_fc.weight.numpy()
+    return losses, w, train_step
+
+
+@pytest.mark.parametrize("amp, tol", [(None, 1e-4), ("bfloat16", 1e-2)], ids=["fp32", "bf16"])
+def test_gpt2_small_training_step_on_cuda_matches_numpy(amp, tol):
+    amp = getattr(tg, amp) if amp else None
+    want_losses, want_w, _ = _gpt_run("cpu", "numpy", amp)
+    got_losses, got_w, step = _gpt_run("cuda", "auto", amp)
+    np.testing.assert_allclose(got_losses, want_losses, rtol=tol)
+    assert rel_err(got_w, want_w) < tol
+    assert step.graphs()["fused"].meta["kernels"] > 0
