@@ -48,8 +48,8 @@ def main(argv=None):
         print(f"--- sample {i} ---\n{tok.decode(row)}")
     step = decode_step_fn(model)
     print(f"--- {args.num_samples} x {args.max_new_tokens} tokens in {dt:.1f} s "
-          f"({args.num_samples * args.max_new_tokens / dt:,.0f} tokens/s); decode step traced {len(step.entries)} time(s), "
-          f"run {sum(e.calls for e in step.entries)} times")
+          f"({args.num_samples * args.max_new_tokens / dt:,.0f} tokens/s); decode step traced "
+          f"{len(step.entries)} time(s), run {sum(e.calls for e in step.entries)} times")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ from tracegrad.utils.tokenizers import BPETokenizer, CharTokenizer
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     a("--data", default=None, help="a UTF-8 text file (default: Python's pydoc_data.topics)")
     a("--out", default="out/train_gpt", help="output folder")
@@ -47,7 +48,8 @@ def parse_args(argv=None):
     a("--n-head", type=int, default=4)
     a("--n-embd", type=int, default=128)
     a("--dropout", type=float, default=0.0)
-    a("--attention", default="sdpa", choices=["sdpa", "masked"], help="F.scaled_dot_product_attention or masked_fill+softmax")
+    a("--attention", default="sdpa", choices=["sdpa", "masked"],
+      help="F.scaled_dot_product_attention or masked_fill + softmax")
     a("--gelu", default="tanh", choices=["tanh", "none"], help="GELU approximation (tanh: GPT-2's, faster than erf)")
     a("--lr", type=float, default=2e-3)
     a("--min-lr", type=float, default=2e-4)
@@ -86,7 +88,8 @@ def prepare_data(args, text):
         prepare_token_files(text, tok, folder, val_fraction=0.1)
         with open(stamp, "w") as f:
             f.write(key)
-        print(f"tokenized with a {args.tokenizer} tokenizer ({tok.vocab_size} tokens) in {time.perf_counter() - t0:.1f} s")
+        print(f"tokenized with a {args.tokenizer} tokenizer ({tok.vocab_size} tokens) "
+              f"in {time.perf_counter() - t0:.1f} s")
     return TokenDataset(folder, args.block_size, args.batch_size, seed=args.seed)
 
 
@@ -99,7 +102,8 @@ def main(argv=None):
     ds = prepare_data(args, text)
     tok = ds.tokenizer()
     n_train, n_val = ds.meta["n_tokens"]["train"], ds.meta["n_tokens"]["val"]
-    print(f"corpus: {source}, {len(text):,} characters -> {n_train:,} train / {n_val:,} val tokens, vocab {tok.vocab_size}")
+    print(f"corpus: {source}, {len(text):,} characters -> {n_train:,} train / {n_val:,} val tokens, "
+          f"vocab {tok.vocab_size}")
 
     tg.manual_seed(args.seed)
     config = GPTConfig(block_size=args.block_size, vocab_size=tok.vocab_size, n_layer=args.n_layer, n_head=args.n_head,

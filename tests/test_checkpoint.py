@@ -57,7 +57,8 @@ def worker(data_dir, mode, n, ckpt, out):
 
 
 def _spawn(*args):
-    code = f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); import test_checkpoint as t; t.worker(*sys.argv[1:3], int(sys.argv[3]), *sys.argv[4:])"
+    code = (f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); import test_checkpoint as t; "
+            "t.worker(*sys.argv[1:3], int(sys.argv[3]), *sys.argv[4:])")
     subprocess.run([sys.executable, "-c", code, *map(str, args)], check=True, timeout=300)
 
 
