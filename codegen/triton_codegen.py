@@ -133,7 +133,9 @@ def generate(graph: Graph, target: str = "interpret") -> Generated:
             prev = n.prov
         outs = ", ".join(o.name for o in n.outputs)
         note = f"  # {notes[i]}" if i in notes else ""
-        if n.op == "kernel":
+        if n.op == "kernel" and n.attrs["kind"] == "template":
+            lines += _template_call(n, note)
+        elif n.op == "kernel":
             body = n.attrs["body"]
             ks = write_kernel(n.attrs["name"], body, n.attrs["kind"], CONFIG["persistent_max"])
             kernels.append(ks)
@@ -159,6 +161,28 @@ def generate(graph: Graph, target: str = "interpret") -> Generated:
     for ks in kernels:
         parts.append("\n" + prov_notes[ks.name] + ks.source)
     return Generated(host, graph.name, kernels, prov_notes, "\n".join(parts))
+
+
+def _template_call(n: Node, note: str) -> list[str]:
+    """Host lines for a matmul template with its epilogue: the operands' views, then one call."""
+    body, t = n.attrs["body"], n.attrs["body"].meta["template"]
+    prod = {o: m for m in body.nodes for o in m.outputs}
+    lines, done = [], set(body.inputs)
+
+    def operand(v):
+        if v is None:
+            return "None"
+        if v not in done:
+            m = prod[v]
+            operand(m.inputs[0])
+            lines.append(f"    {v.name} = {_call(m)}")
+            done.add(v)
+        return v.name
+    a, b, bias, res = (operand(t[k]) for k in ("a", "b", "bias", "residual"))
+    y = t["out"]
+    lines.append(f"    {y.name} = rt.matmul_epilogue({a}, {b}, {bias}, {t['activation']!r}, {res}, "
+                 f"{_tuple(y.shape)}){note}")
+    return lines
 
 
 def _origins(n: Node) -> str:

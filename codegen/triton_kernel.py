@@ -23,8 +23,8 @@ import triton
 
 from ..ir.graph import Graph, Node, Value
 from ..ir.ops.registry import ELEMENTWISE, get
-from ..ir.passes.fusion_index import Expr, Sym, depends_on, linearize
-from ..ir.passes.fusion_plan import (CONSTS, RANDOM, REDUCTIONS, VIEWS, KernelPlan, index_tags, is_reduction,
+from ..ir.passes.fusion_index import Sym, depends_on, linearize
+from ..ir.passes.fusion_plan import (RANDOM, REDUCTIONS, VIEWS, KernelPlan, index_tags, is_reduction,
                                      make_plan, node_reads, rng_state_out)
 from ..ir.types import DType, bool_, float32, float64, int64
 from . import rng

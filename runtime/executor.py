@@ -10,16 +10,15 @@ faster for the shape), the attention and cross-entropy templates, scatters, coll
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 
 from ..codegen import kernel_cache, numpy_backend, numpy_kernels
 from ..codegen.triton_codegen import Generated, generate
 from ..ir.graph import Graph
-from ..ir.types import DTYPES, TensorType, bfloat16, dtype as to_dtype
+from ..ir.types import DTYPES
 from . import devices
-from ..codegen.triton_host import BF16, TypedArray, launch
+from ..codegen.triton_host import TypedArray, launch
 
 
 def target_of(graph: Graph) -> str:
@@ -123,6 +122,18 @@ class Externs:
         if not self.cuda:
             return self.run("matmul", [a, b])[0]
         return self._cuda_matmul(a, b)
+
+    def matmul_epilogue(self, a, b, bias, activation, residual, out_shape):
+        """act(a @ b + bias) + residual through the matmul template (interpreted on the CPU)."""
+        from ..codegen.templates import matmul as mm
+        n = b.shape[-1]
+        if bias is not None:
+            bias = self.contiguous(self.reshape(bias, (n,)))
+        if residual is not None:
+            m_shape = tuple(max(a.shape[0] if a.ndim == 3 else 1, b.shape[0] if b.ndim == 3 else 1)
+                            for _ in range(int(a.ndim == 3 or b.ndim == 3))) + (a.shape[-2], n)
+            residual = self.reshape(residual, m_shape)
+        return self.reshape(mm.matmul(a, b, bias=bias, activation=activation, residual=residual), out_shape)
 
     def index_add(self, x, idx, src, axis):
         return self.run("index_add", [x, idx, src], axis=axis)[0]

@@ -27,7 +27,7 @@ import tracegrad as tg  # noqa: E402
 from tracegrad.codegen import kernel_cache, numpy_program, triton_codegen  # noqa: E402
 from tracegrad.ir import GraphBuilder, TensorType  # noqa: E402
 from tracegrad.ir.passes.fusion import fuse, format_fused  # noqa: E402
-from tracegrad.ir.types import bfloat16, bool_, float32, int64  # noqa: E402
+from tracegrad.ir.types import bfloat16, float32, int64  # noqa: E402
 from tracegrad.runtime.executor import TritonProgram  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))

@@ -23,23 +23,24 @@ recomputed.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 
 import networkx as nx
 
 from ..graph import Graph, Node, Value
 from ..ops.kernel import Body
-from ..ops.registry import ELEMENTWISE, get
-from .fusion_plan import (CONSTS, INDEXED, RANDOM, VIEWS, Refuse, check_group, is_pointwise, is_reduction,
-                          rnumel_of, rng_state_out)
+from .fusion_emit import decompose_unless, emit, split_reductions
+from .fusion_plan import (INDEXED, RANDOM, Refuse, check_group, classify, is_reduction, rnumel_of)
+
+from .fusion_text import explain_kernels, format_fused, kernel_lines  # noqa: F401  (the pass's text form)
 
 log = logging.getLogger("tracegrad.fusion")
+
+__all__ = ["fuse", "Fuser", "Group", "decompose_unless", "format_fused", "explain_kernels", "kernel_lines", "classify"]
 
 MAX_NODES = 400        # ops in one kernel
 MAX_ARGS = 64          # buffers one kernel reads and writes
 FOREACH_PARTS = 8      # groups packed into one foreach launch
-SPLIT_AT = 1 << 16     # full reductions longer than this run in two stages
 SMALL, BROADCAST = 1 << 16, 4   # elementwise results this small, read broadcast 4x wider, are recomputed
 FEW_ROWS, BIG_ROWS = 128, 1 << 16   # elementwise work joins a reduction only where it keeps programs busy
 
@@ -51,21 +52,7 @@ class Group:
     kind: str                           # "pointwise" | "reduction" | "extern"
     sig: tuple                          # ("p", numel) | ("r", rows, row length) | ("e",)
     parts: list = field(default_factory=list)   # foreach: member lists of the packed groups
-
-
-def classify(n: Node) -> str:
-    """view / const / scalar (recomputed by each reader) or pointwise / reduction / extern."""
-    if n.op in VIEWS:
-        return "view"
-    if n.op in CONSTS:
-        return "const"
-    if is_pointwise(n):
-        if n.op not in INDEXED + RANDOM and len(n.outputs) == 1 and n.out.type.numel <= 1:
-            return "scalar"
-        return "pointwise"
-    if is_reduction(n):
-        return "reduction"
-    return "extern"
+    template: dict | None = None                # template: the matmul epilogue's arguments
 
 
 def _sig(n: Node, cls: str) -> tuple:
@@ -187,9 +174,22 @@ class Fuser:
         ins = list(dict.fromkeys(v for n in nodes for v in n.inputs if v not in made))
         if outputs is None:
             mine = set(members)
-            outputs = [o for m in sorted(members) for o in self.nodes[m].outputs
-                       if o in self.outputs or any(u not in mine for u in self.users.get(o, ()))]
+            outputs = [o for m in sorted(members) for o in self.nodes[m].outputs if self.read_outside(o, mine)]
         return Body("kernel", tuple(ins), tuple(nodes), tuple(outputs))
+
+    def read_outside(self, v: Value, members: set) -> bool:
+        """Whether anything but these members (seeing through recomputed views and scalars) reads v."""
+        stack = [v]
+        while stack:
+            u = stack.pop()
+            if u in self.outputs:
+                return True
+            for i in self.users.get(u, ()):
+                if self.cls[i] in ("view", "const", "scalar") and i not in members:
+                    stack.extend(self.nodes[i].outputs)
+                elif i not in members:
+                    return True
+        return False
 
     # -- legality -------------------------------------------------------------------------------
     def can_fuse(self, a: Group, b: Group) -> tuple[bool, str]:
@@ -341,6 +341,49 @@ class Fuser:
                 break
         assert nx.is_directed_acyclic_graph(self.dag), "fusion made a cycle"
 
+    def fuse_epilogues(self) -> None:
+        """Matmuls whose one reader is an epilogue the template can apply (bias, activation,
+        residual) become one template launch with it."""
+        from .fusion_epilogue import match
+        for gid in [g.gid for g in self.groups.values() if g.kind == "extern" and self.nodes[g.gid].op == "matmul"]:
+            m = self.nodes[gid].out
+            readers = self._readers(m)
+            if len(readers) != 1 or self._escapes(m):
+                continue
+            g = self.groups[readers.pop()]
+            if g.kind != "pointwise" or g.parts:
+                continue
+            spec = match(self.nodes[gid], self.body(g.members))
+            if spec is None:
+                self.refuse(self.groups[gid], g, "its reader is not a bias/activation/residual epilogue")
+                continue
+            self.merge(gid, g.gid)
+            self.groups[gid].kind = "template"
+            self.groups[gid].template = spec
+            log.debug("matmul %s takes its epilogue (%s)", m.name, spec["activation"])
+
+    def _readers(self, v: Value) -> set:
+        """Groups that read `v`, directly or through views and recomputed scalars."""
+        out, stack = set(), [v]
+        while stack:
+            u = stack.pop()
+            for i in self.users.get(u, ()):
+                if i in self.group_of:
+                    out.add(self.group_of[i])
+                else:
+                    stack.extend(self.nodes[i].outputs)
+        return out
+
+    def _escapes(self, v: Value) -> bool:
+        """Whether v (or a view of it) is a graph output."""
+        stack = [v]
+        while stack:
+            u = stack.pop()
+            if u in self.outputs:
+                return True
+            stack.extend(self.nodes[i].out for i in self.users.get(u, ()) if self.cls[i] == "view")
+        return False
+
     def pack_foreach(self) -> None:
         """Pack independent groups of the optimizer update into few launches."""
         order = list(nx.lexicographical_topological_sort(self.dag, key=lambda g: min(self.groups[g].members)))
@@ -366,213 +409,13 @@ class Fuser:
         log.debug("foreach kernel of %d groups", len(gids))
 
 
-def split_reductions(graph: Graph) -> Graph:
-    """sum/max of a long vector to one value -> two stages (rows of a block, then the rows), so the
-    work spreads over many programs. Graph -> Graph; numpy-exact up to summation order."""
-    from ..builder import GraphBuilder
-    b = GraphBuilder.continuing(graph, phase="forward")
-    changed = False
-    for n in graph.nodes:
-        rows = n.out.type.numel if n.op in ("sum", "max") else 0
-        total = rnumel_of(n) if rows == 1 else 0
-        split = next((s for s in (1024, 512, 256, 128) if total >= SPLIT_AT and total % s == 0), None)
-        if split is None:
-            b.add_node(n)
-            continue
-        changed = True
-        b.phase = n.phase
-        with b.scope(n, n.tag):
-            flat = b.reshape_to(n.inputs[0], (split, total // split))
-            part = b.emit(n.op, [flat], dict(axes=(1,), keepdim=False))[0]
-            whole = b.emit(n.op, [part], dict(axes=(0,), keepdim=False))[0]
-        out = b.reshape_to(whole, n.out.shape) if n.out.shape != () else whole
-        last = b.nodes[-1]
-        b.nodes[-1] = last.with_(outputs=tuple(n.out if o is out else o for o in last.outputs))
-    return b.finish(graph.outputs, meta=graph.meta) if changed else graph
-
-
-def decompose_unless(graph: Graph, supported) -> Graph:
-    """Decompose the composites for which `supported(node)` is false (a template cannot take that
-    shape, mask or dtype); the others stay for their templates. Graph -> Graph."""
-    from ..builder import GraphBuilder
-    from .decompose import _rename
-    if all(not get(n.op).is_composite or supported(n) for n in graph.nodes):
-        return graph
-    b = GraphBuilder.continuing(graph)
-    env: dict[Value, Value] = {}
-    for n in graph.nodes:
-        if any(v in env for v in n.inputs):
-            n = n.with_(inputs=tuple(env.get(v, v) for v in n.inputs))
-        opdef = get(n.op)
-        if not opdef.is_composite or supported(n):
-            b.add_node(n)
-            continue
-        start = len(b.nodes)
-        b.phase = n.phase
-        with b.scope(n, n.tag or f"decompose({n.op})"):
-            outs = opdef.decompose(b, *n.inputs, **n.attrs)
-        _rename(b, start, outs if isinstance(outs, tuple) else (outs,), n.outputs, env)
-    return decompose_unless(b.finish([env.get(v, v) for v in graph.outputs], meta=graph.meta), supported)
-
-
-def kernel_name(nodes, kind: str, k: int) -> str:
-    """`k3_red_fused_sub_exp_sum_div`: kind and the ops (or the composites they came from)."""
-    names = []
-    for n in nodes:
-        tag = n.tag
-        origin = tag[len("decompose("):-1] if tag.startswith("decompose(") else n.op
-        if tag.startswith("vjp("):
-            origin = tag[4:tag.index(")")] + "_bwd"
-        if n.op in VIEWS + CONSTS and not tag:
-            continue
-        if origin not in names:
-            names.append(origin)
-    short = {"pointwise": "poi", "reduction": "red", "foreach": "foreach", "template": "tpl"}[kind]
-    return f"k{k}_{short}_fused_{'_'.join(names[:5]) or 'copy'}"
-
-
 def fuse(graph: Graph, foreach: bool = True) -> Graph:
     """Graph -> Graph of kernel nodes, extern nodes and host views (see the module docstring)."""
     n_ops = len(graph.nodes)
     graph = split_reductions(graph)
     f = Fuser(graph)
     f.run()
+    f.fuse_epilogues()
     if foreach:
         f.pack_foreach()
-    return _emit(f, graph, n_ops)
-
-
-def _emit(f: Fuser, graph: Graph, n_ops: int) -> Graph:
-    nodes = f.nodes
-    # views and constants someone outside the kernels needs as a buffer run on the host
-    host: set[int] = set()
-    stack = list(graph.outputs) + [v for g in f.groups.values() if g.kind == "extern" for v in nodes[g.gid].inputs]
-    while stack:
-        i = f.prod.get(stack.pop())
-        if i is not None and f.cls[i] in ("view", "const") and i not in host:
-            host.add(i)
-            stack.extend(nodes[i].inputs)
-    own = {("g", g.gid): list(g.members) for g in f.groups.values()}
-    own.update({("h", i): [i] for i in host})
-    reads = {key: [i for i in ms] + (f.dups(ms) if key[0] == "g" and f.groups[key[1]].kind != "extern" else [])
-             for key, ms in own.items()}
-    needed = set(graph.outputs)
-    for key, idx in reads.items():
-        made = {o for i in idx for o in nodes[i].outputs}
-        needed.update(v for i in idx for v in nodes[i].inputs if v not in made)
-    # order: a topological sort of the launches by the values they exchange
-    maker = {o: key for key, ms in own.items() for i in ms for o in nodes[i].outputs}
-    dag = nx.DiGraph()
-    dag.add_nodes_from(own)
-    for key, idx in reads.items():
-        made = {o for i in idx for o in nodes[i].outputs}
-        for i in idx:
-            for v in nodes[i].inputs:
-                if v not in made and maker.get(v, key) != key:
-                    dag.add_edge(maker[v], key)
-    out_nodes, k = [], 0
-    for key in nx.lexicographical_topological_sort(dag, key=lambda key: own[key][0]):
-        if key[0] == "h":
-            out_nodes.append(nodes[key[1]])
-            continue
-        g = f.groups[key[1]]
-        if g.kind == "extern":
-            out_nodes.append(nodes[g.gid])
-            k += 1
-            continue
-        outs = [o for i in g.members for o in nodes[i].outputs if o in needed]
-        if not outs:
-            continue
-        body = f.body(g.members, outs)
-        if g.parts:   # foreach: each part writes what anyone outside it reads
-            body = body.with_(meta={"parts": [f.body(p, [o for o in outs if f.prod[o] in set(p)]) for p in g.parts]})
-        out_nodes.append(_kernel_node(body, g.kind, k, f, g))
-        k += 1
-    return Graph(graph.name, graph.inputs, tuple(out_nodes), graph.outputs,
-                 {**graph.meta, "summary": f"{n_ops} ops -> {k} kernels", "kernels": k})
-
-
-def _kernel_node(body: Body, kind: str, k: int, f: Fuser, g: Group) -> Node:
-    own = [f.nodes[i] for i in g.members]
-    name = kernel_name(own, kind, k)
-    if kind == "reduction":
-        red = next(n for n in own if is_reduction(n))
-        info = f"reduction {red.inputs[0].type.numel} -> {red.out.type.numel}"
-    elif kind == "foreach":
-        info = f"foreach {len(g.parts)} x pointwise"
-    else:
-        info = f"pointwise {max(v.type.numel for v in body.outputs)}"
-    return Node("kernel", body.inputs, body.outputs, dict(body=body, name=name, kind=kind, info=info),
-                own[0].prov, "", own[0].phase)
-
-
-# -- text -------------------------------------------------------------------------------------------
-def kernel_lines(graph: Graph) -> dict[int, str]:
-    """`# k3 ...` notes for the nodes of a fused graph that launch something."""
-    notes, k = {}, 0
-    for i, n in enumerate(graph.nodes):
-        if n.op == "kernel":
-            notes[i] = f"k{k} {n.attrs['info']}"
-            k += 1
-        elif classify(n) == "extern":
-            notes[i] = f"k{k} {'template' if get(n.op).is_composite else 'extern'} {n.op}"
-            k += 1
-    return notes
-
-
-def format_fused(graph: Graph) -> str:
-    """The fused graph as STYLE.md item 4 shows it: one line per kernel, named by kind and origin."""
-    from ..printer import format_graph, format_node
-    notes = kernel_lines(graph)
-    pos = {id(n): i for i, n in enumerate(graph.nodes)}
-
-    def line(n: Node) -> str:
-        if n.op == "kernel":
-            outs = n.outputs
-            lhs = f"{outs[0].name}: {outs[0].type}" if len(outs) == 1 else ", ".join(o.name for o in outs)
-            text = f"{lhs} = {n.attrs['name']}({', '.join(v.name for v in n.inputs)})"
-        else:
-            text = format_node(n).split("  # ")[0]
-        note = notes.get(pos[id(n)])
-        return f"{text:<48}  # {note}" if note else text
-    return format_graph(graph, body=line)
-
-
-def flops(n: Node) -> int:
-    """A rough count of floating-point operations (matmul 2MNK, attention 4 T S D per head, else one
-    per element per op)."""
-    if n.op == "kernel":
-        return sum(flops(m) for m in n.attrs["body"].nodes)
-    if n.op == "matmul":
-        a, b = n.inputs
-        return 2 * n.out.type.numel * a.shape[-1]
-    if n.op.startswith("scaled_dot_product_attention"):
-        q, k = n.inputs[0].type, n.inputs[1].type
-        return (4 if n.op.endswith("attention") else 10) * q.numel * k.shape[-2]
-    if n.op in VIEWS + CONSTS:
-        return 0
-    kind = get(n.op).kind
-    if kind in ELEMENTWISE or kind in ("reduce", "composite"):
-        return max(v.type.numel for v in list(n.inputs) + list(n.outputs))
-    return 0
-
-
-def explain_kernels(graph: Graph) -> list[str]:
-    """One entry per launch of a fused graph: name, kind, ops, provenance, bytes moved, flops."""
-    notes = kernel_lines(graph)
-    lines = [f"  kernels: {graph.meta.get('kernels', len(notes))} launches"]
-    for i, n in enumerate(graph.nodes):
-        if i not in notes:
-            continue
-        nbytes = sum(v.type.nbytes for v in set(n.inputs) | set(n.outputs))
-        if n.op == "kernel":
-            body = n.attrs["body"]
-            ops = [m.op for m in body.nodes if m.op not in VIEWS]
-            head = f"{n.attrs['name']}  ({len(ops)} ops: {', '.join(dict.fromkeys(ops))})"
-            provs = list(dict.fromkeys(m.prov for m in body.nodes if m.prov is not None))
-        else:
-            head, provs = f"{n.op}", [n.prov] if n.prov else []
-        lines.append(f"  {notes[i]:<36} {head}")
-        lines.append(f"      {nbytes:,} bytes, {flops(n):,} flop; writes {', '.join(o.name for o in n.outputs)}")
-        lines += [f"      {p}" for p in provs[:4]]
-    return lines
+    return emit(f, graph, n_ops)

@@ -47,6 +47,21 @@ def is_pointwise(n: Node) -> bool:
             or (n.op in REDUCTIONS and not is_reduction(n)))
 
 
+def classify(n: Node) -> str:
+    """view / const / scalar (recomputed by each reader) or pointwise / reduction / extern."""
+    if n.op in VIEWS:
+        return "view"
+    if n.op in CONSTS:
+        return "const"
+    if is_pointwise(n):
+        if n.op not in INDEXED + RANDOM and len(n.outputs) == 1 and n.out.type.numel <= 1:
+            return "scalar"
+        return "pointwise"
+    if is_reduction(n):
+        return "reduction"
+    return "extern"
+
+
 def rng_state_out(n: Node, v: Value) -> bool:
     return n.op in RANDOM and v is n.outputs[1]
 
