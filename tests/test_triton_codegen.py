@@ -7,6 +7,8 @@ buffers and must agree with the numpy backend (the reference).
 - The op table, through `tg.compile(..., backend="triton")` on CPU tensors.
 - bf16 kernels, random numbers (bit-exact with the counter-based RNG), the kernel cache, and a
   small GPT training step.
+- The CUDA runtime's host logic (buffers, bf16 as uint16, eager ops through the numpy lowerings)
+  on a numpy stand-in for CuPy; the real thing is tests/test_gpu.py (marker gpu).
 
 Repro: python -m pytest tests/test_triton_codegen.py -k <name>   (a failing Hypothesis example
 prints the graph it built, and `@reproduce_failure` to paste).
@@ -395,3 +397,108 @@ def test_gpt_training_step_matches_numpy(head_dim):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6, err_msg=k)    # AdamW amplifies noise
     fused = step.graphs()["fused"]
     assert fused.meta["kernels"] < len(step.graphs()["optimized"].nodes) / 3
+
+
+# -- the CUDA runtime's host logic, on a numpy stand-in for CuPy --------------------------------------------
+class _FakeCupyArray(np.ndarray):
+    """Enough of cupy.ndarray for runtime.devices: .get(), .device, .data.ptr; lives in a 'cupy' module."""
+
+    def get(self):
+        return np.array(self).view(np.ndarray)
+
+    @property
+    def device(self):
+        return _FakeDevice(0)
+
+    @property
+    def data(self):
+        import types
+        return types.SimpleNamespace(ptr=self.ctypes.data)
+
+
+_FakeCupyArray.__module__ = "cupy._core.core"
+
+
+class _FakeDevice:
+    def __init__(self, i=0):
+        self.id, self.compute_capability = i, "90"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _fake_cupy():
+    import types
+    from scipy import special
+
+    def wrap(x):
+        return x.view(_FakeCupyArray) if isinstance(x, np.ndarray) and not isinstance(x, _FakeCupyArray) else (
+            np.asarray(x).view(_FakeCupyArray) if isinstance(x, np.generic) else x)
+
+    def fn(f):
+        def call(*args, **kwargs):
+            out = f(*args, **kwargs)
+            return tuple(wrap(o) for o in out) if isinstance(out, (tuple, list)) and f is not np.broadcast_shapes \
+                else wrap(out)
+        return call
+
+    class Module(types.ModuleType):
+        def __getattr__(self, name):
+            attr = getattr(np, name)
+            return fn(attr) if callable(attr) and not isinstance(attr, type) else attr
+    cp = Module("cupy")
+    cp.ndarray = _FakeCupyArray
+    cp.asarray = fn(lambda x, dtype=None: np.array(x, dtype=dtype))
+    cp.array = fn(lambda x, dtype=None, copy=True: np.array(x, dtype=dtype, copy=copy))
+    cp.cuda = types.SimpleNamespace(Device=_FakeDevice, runtime=types.SimpleNamespace(
+        getDeviceCount=lambda: 1, getDevice=lambda: 0, setDevice=lambda i: None))
+    cupyx = types.ModuleType("cupyx")
+    cupyx.scatter_add = lambda a, idx, v: np.add.at(a, idx, v)
+    cupyx.scipy = types.ModuleType("cupyx.scipy")
+    cupyx.scipy.special = types.SimpleNamespace(erf=fn(special.erf), expit=fn(special.expit))
+    return {"cupy": cp, "cupyx": cupyx, "cupyx.scipy": cupyx.scipy, "cupyx.scipy.special": cupyx.scipy.special}
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    from tracegrad.runtime import devices
+    for name, mod in _fake_cupy().items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    devices._namespace.cache_clear()
+    devices._kernel.cache_clear()
+    yield devices
+    devices._namespace.cache_clear()
+    devices._kernel.cache_clear()
+
+
+@pytest.mark.parametrize("case", CASES + FORWARD_ONLY, ids=lambda c: c.id)
+def test_eager_cuda_ops_on_a_cupy_stand_in(fake_cuda, case):
+    arrays = [a.astype(np.float32) if a.dtype == np.float64 else a for a in case.make(np.random.default_rng(5))]
+    cpu = getattr(tg.ops, case.op)(*[tg.tensor(a) for a in arrays], **_attrs(case))
+    gpu = getattr(tg.ops, case.op)(*[tg.tensor(a).to("cuda") for a in arrays], **_attrs(case))
+    for c, g in zip(cpu if isinstance(cpu, tuple) else (cpu,), gpu if isinstance(gpu, tuple) else (gpu,)):
+        assert g.device == "cuda:0" and type(g._data).__module__.startswith("cupy"), case.id
+        np.testing.assert_allclose(g.numpy(), c.numpy(), rtol=1e-6, atol=1e-7, err_msg=case.id)
+
+
+def test_bf16_on_a_cupy_stand_in_is_uint16_and_rounds_like_ml_dtypes(fake_cuda):
+    from tracegrad.codegen.triton_host import TypedArray
+    x = np.random.default_rng(6).uniform(-3, 3, (16, 33)).astype(np.float32)
+    x[0, :4] = [np.nan, np.inf, -np.inf, 1.0 + 2 ** -8]      # a tie: rounds to even
+    t = tg.tensor(x).to(tg.bfloat16).to("cuda")
+    assert isinstance(t._data, TypedArray) and t._data.array.dtype == np.uint16
+    for fn in (lambda t: t.exp() * t, lambda t: t.softmax(-1), lambda t: t.float() * 3, lambda t: (t @ t.T).sum(-1)):
+        want = fn(tg.tensor(x).to(tg.bfloat16)).float().numpy()
+        got = fn(t).float().numpy()
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
+    r = fake_cuda.round_bf16(_fake_cupy()["cupy"].asarray(x))
+    np.testing.assert_array_equal(r.get().view(np.uint16), x.astype(ml_dtypes_bf16()).view(np.uint16))
+
+
+def ml_dtypes_bf16():
+    import ml_dtypes
+    return ml_dtypes.bfloat16
