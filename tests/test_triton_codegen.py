@@ -72,7 +72,7 @@ def assert_agree(graph, arrays, rtol=2e-5, atol=1e-6):
 
 
 # -- random graphs -------------------------------------------------------------------------------------
-UNARY = ["neg", "tanh", "sigmoid", "sin", "cos", "abs", "erf", "exp_neg_abs", "sqrt_abs", "floor"]
+UNARY = ["neg", "tanh", "sigmoid", "sin", "cos", "abs", "erf", "exp_neg_abs", "sqrt_abs", "floor", "via_bf16"]
 BINARY = ["add", "sub", "mul", "maximum", "minimum", "safe_div", "where_gt", "mod_pos"]
 
 
@@ -105,6 +105,8 @@ class RandomGraph:
             return b.exp(b.neg(b.abs(x)))
         if op == "sqrt_abs":
             return b.sqrt(b.abs(x))
+        if op == "via_bf16":     # bf16 math rounds once per op, in both backends
+            return b.cast_to(b.mul(b.cast_to(x, bfloat16), b.cast_to(x, bfloat16)), float32)
         return getattr(b, op)(x)
 
     def binary(self, x, y):

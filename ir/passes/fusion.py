@@ -40,7 +40,7 @@ __all__ = ["fuse", "Fuser", "Group", "decompose_unless", "format_fused", "explai
 
 MAX_NODES = 400        # ops in one kernel
 MAX_ARGS = 64          # buffers one kernel reads and writes
-FOREACH_PARTS = 8      # groups packed into one foreach launch
+FOREACH_PARTS, FOREACH_ARGS = 16, 160   # groups and buffers in one foreach launch
 SMALL, BROADCAST = 1 << 16, 4   # elementwise results this small, read broadcast 4x wider, are recomputed
 FEW_ROWS, BIG_ROWS = 128, 1 << 16   # elementwise work joins a reduction only where it keeps programs busy
 
@@ -388,17 +388,22 @@ class Fuser:
         """Pack independent groups of the optimizer update into few launches."""
         order = list(nx.lexicographical_topological_sort(self.dag, key=lambda g: min(self.groups[g].members)))
         bucket: list[int] = []
+        ins: set = set()
+        outs = 0
         for g in order + [None]:
             grp = self.groups.get(g) if g is not None else None
             ok = (grp is not None and grp.kind == "pointwise" and not grp.parts
                   and all(self.nodes[m].phase == "update" for m in grp.members))
-            if ok and bucket and len(bucket) < FOREACH_PARTS and not any(
-                    nx.has_path(self.dag, h, g) for h in bucket):
+            body = self.body(grp.members) if ok else None
+            if ok and bucket and len(bucket) < FOREACH_PARTS and not any(nx.has_path(self.dag, h, g) for h in bucket) \
+                    and len(ins | set(body.inputs)) + outs + len(body.outputs) <= FOREACH_ARGS:
                 bucket.append(g)
+                ins |= set(body.inputs)
+                outs += len(body.outputs)
                 continue
             if len(bucket) > 1:
                 self._pack(bucket)
-            bucket = [g] if ok else []
+            bucket, ins, outs = ([g], set(body.inputs), len(body.outputs)) if ok else ([], set(), 0)
 
     def _pack(self, gids: list[int]) -> None:
         first = self.groups[gids[0]]
