@@ -227,6 +227,10 @@ def _attention_ok(q, k, v) -> bool:
 
 
 def _as4d(x, nd=4):
+    """[B, T, D] -> [B, 1, T, D] (lse: [B, T] -> [B, 1, T]); the last axis made contiguous, as the
+    attention template wants."""
+    if x.strides[-1] != x.dtype.itemsize:
+        x = _map(lambda a: a.copy(), x)
     if x.ndim == nd:
         return x
     return _map(lambda a: a.reshape(a.shape[:1] + (1,) + a.shape[1:]), x)

@@ -79,6 +79,16 @@ def test_rms_norm_is_one_kernel():
     assert launches(g) == ["reduction"]
 
 
+def test_rms_norm_backward_is_a_row_kernel_and_a_column_kernel():
+    x, w = rnd(6, 32, grad=True), rnd(32, grad=True)
+
+    def step(x, w):
+        (F.rms_norm(x, (32,), w) * rnd(6, 32, seed=2)).sum().backward()
+        return x.grad, w.grad
+    g, _ = fused(step, x, w)
+    assert launches(g) == ["reduction", "reduction"]
+
+
 def test_gelu_mlp_epilogues():
     x, w1, b1, w2, b2 = rnd(2, 8, 32), rnd(64, 32), rnd(64), rnd(32, 64), rnd(32)
     # GPT-2's GELU (tanh form): each matmul takes its epilogue in the template, one launch per linear

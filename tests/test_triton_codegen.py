@@ -305,6 +305,24 @@ def test_random_ops_are_bit_exact_with_the_counter_rng():
     np.testing.assert_array_equal(got[2], want[2])
 
 
+def test_long_rows_loop_and_short_rows_stay_in_registers():
+    def graph(n):
+        b = GraphBuilder(f"rows{n}")
+        x = b.input("x", TensorType((3, n), float32))
+        m = b.max(x, axes=(1,), keepdim=True)
+        e = b.exp(b.sub(x, m))
+        return b.finish([b.div(e, b.sum(e, axes=(1,), keepdim=True)), b.argmax(x, axis=1)])
+    rng = np.random.default_rng(7)
+    for n, looped_ in ((100, False), (20000, True)):
+        g = graph(n)
+        prog = TritonProgram(fuse(g))
+        assert ("for roffset in range(0, %d, RBLOCK)" % n in prog.source) == looped_
+        x = rng.standard_normal((3, n)).astype(np.float32)
+        want, got = numpy_program.generate(g)(x), prog(x)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-9)
+        np.testing.assert_array_equal(got[1], want[1])
+
+
 def test_kernels_are_cached_by_structure_and_on_disk(tmp_path, monkeypatch):
     monkeypatch.setenv("TRACEGRAD_CACHE_DIR", str(tmp_path))
     kernel_cache.clear_memory()
