@@ -9,6 +9,8 @@ buffers and must agree with the numpy backend (the reference).
   small GPT training step.
 - The CUDA runtime's host logic (buffers, bf16 as uint16, eager ops through the numpy lowerings)
   on a numpy stand-in for CuPy; the real thing is tests/test_gpu.py (marker gpu).
+- The generated kernels compiled for sm_90 ahead of time (Triton's compiler and ptxas, no GPU),
+  with the CUDA block sizes: what the interpreter would let through.
 
 Repro: python -m pytest tests/test_triton_codegen.py -k <name>   (a failing Hypothesis example
 prints the graph it built, and `@reproduce_failure` to paste).
@@ -22,7 +24,7 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("triton")
+triton = pytest.importorskip("triton")
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 import tracegrad as tg  # noqa: E402
@@ -522,3 +524,65 @@ def test_bf16_on_a_cupy_stand_in_is_uint16_and_rounds_like_ml_dtypes(fake_cuda):
 def ml_dtypes_bf16():
     import ml_dtypes
     return ml_dtypes.bfloat16
+
+
+# -- the same kernels, compiled for an H100 ahead of time (no GPU needed) -------------------------------------
+_TL = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float64": "fp64", "int64": "i64", "int32": "i32",
+       "bool": "i1", "int8": "i8", "uint8": "u8", "int16": "i16", "uint32": "u32"}
+
+
+def compile_for_sm90(fused_graph) -> int:
+    """Compile every generated kernel of a fused graph to a cubin for sm_90 with the block sizes the
+    CUDA table picks: catches what the interpreter lets through (types, layouts, constexprs)."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    gen = triton_codegen.generate(fused_graph, "cuda")
+    for ks in gen.kernels:
+        fn = kernel_cache.load(ks.source, ks.name, ks.key)
+        _, meta = triton_codegen.launch_config(ks, "cuda")
+        consts = {k: v for k, v in meta.items() if k not in ("num_warps", "num_stages")}
+        sig = {name: "*" + _TL[v.type.dtype.name] for name, v in zip(fn.arg_names, ks.args)}
+        sig.update({k: "constexpr" for k in consts})
+        src = ASTSource(fn, sig, constexprs={(fn.arg_names.index(k),): v for k, v in consts.items()})
+        triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=meta.get("num_warps", 4)))
+    return len(gen.kernels)
+
+
+def _big_graphs():
+    from tracegrad.ir.passes import decompose, simplify
+    for dt in (float32, bfloat16):     # the benchmark's shapes: persistent rows of 8192
+        b = GraphBuilder("rows")
+        x, w, bias = (b.input(n, TensorType(s, dt)) for n, s in (("x", (16384, 8192)), ("w", (8192,)), ("b", (8192,))))
+        yield simplify(decompose(b.finish([b.softmax(x, axis=1), b.layer_norm(x, w, bias, eps=1e-5),
+                                           b.rms_norm(x, w, eps=1e-6)])))
+    b = GraphBuilder("ce")             # cross-entropy over GPT-2's vocabulary: looped rows, a gather
+    x, t = b.input("x", TensorType((16384, 50304), bfloat16)), b.input("t", TensorType((16384,), int64))
+    loss, lse = b.cross_entropy(x, t)
+    yield simplify(decompose(b.finish([loss, b.cross_entropy_bwd(x, t, lse, b.full((), 1.0, float32))])))
+    b = GraphBuilder("dropout")        # the RNG inside a kernel, and the state it writes back
+    s, x = b.input("s", TensorType((2,), int64)), b.input("x", TensorType((4096, 1024), bfloat16))
+    u, s2 = b.rand_uniform(s, shape=(4096, 1024), dtype=float32)
+    yield b.finish([b.where(b.ge(u, 0.1), x, b.full((), 0.0, bfloat16)), s2])
+    b = GraphBuilder("wide")           # more than 2**31 elements: 64-bit indices
+    x = b.input("x", TensorType((70000, 32768), bfloat16))
+    yield b.finish([b.sum(b.cast_to(x, float32), axes=(1,))])
+
+
+def test_generated_kernels_compile_for_sm90():
+    pytest.importorskip("triton.backends.nvidia")
+    import triton  # noqa: F401
+    n = sum(compile_for_sm90(fuse(g)) for g in _big_graphs())
+    params = {k: tg.nn.Parameter(tg.tensor(v)) for k, v in _gpt_step_params(np.random.default_rng(0), C=32).items()}
+    opt = tg.optim.AdamW(list(params.values()), lr=1e-2)
+
+    @tg.compile(backend="triton")
+    def step(idx, tgt):
+        with tg.autocast(tg.bfloat16):
+            loss = _gpt(params, idx, tgt)
+        loss.backward()
+        opt.step()
+        return loss
+    idx = tg.tensor(np.arange(16).reshape(2, 8) % 17)
+    step(idx, idx)
+    n += compile_for_sm90(step.graphs()["fused"])
+    assert n > 30
