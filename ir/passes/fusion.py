@@ -260,7 +260,7 @@ class Fuser:
         return n.inputs[0].type.ndim - 1 not in axes
 
     def inputs_of(self, gid: int) -> tuple:
-        if gid not in self._inputs:
+        if gid not in self._inputs or gid not in self.groups:
             self._inputs[gid] = self.body(self.groups[gid].members).inputs
         return self._inputs[gid]
 
@@ -385,17 +385,28 @@ class Fuser:
         return False
 
     def pack_foreach(self) -> None:
-        """Pack independent groups of the optimizer update into few launches."""
-        order = list(nx.lexicographical_topological_sort(self.dag, key=lambda g: min(self.groups[g].members)))
+        """Pack independent pointwise groups into few launches: the optimizer update of all parameters,
+        and the prologue (groups that read only graph inputs, e.g. autocast's casts of the weights)."""
+        def pointwise(g):
+            grp = self.groups.get(g)
+            return grp is not None and grp.kind == "pointwise" and not grp.parts
+        order = list(nx.lexicographical_topological_sort(self.dag, key=lambda g: self.groups[g].members[0]))
+        prologue = [g for g in order if pointwise(g) and all(v not in self.prod for v in self.inputs_of(g))]
+        self._pack_runs(prologue, independent=True)
+        order = list(nx.lexicographical_topological_sort(self.dag, key=lambda g: self.groups[g].members[0]))
+        update = [g if pointwise(g) and all(self.nodes[m].phase == "update" for m in self.groups[g].members)
+                  else None for g in order]
+        self._pack_runs(update, independent=False)
+
+    def _pack_runs(self, gids: list, independent: bool) -> None:
+        """Pack consecutive groups (None breaks a run) while they are independent and fit one launch."""
         bucket: list[int] = []
         ins: set = set()
         outs = 0
-        for g in order + [None]:
-            grp = self.groups.get(g) if g is not None else None
-            ok = (grp is not None and grp.kind == "pointwise" and not grp.parts
-                  and all(self.nodes[m].phase == "update" for m in grp.members))
-            body = self.body(grp.members) if ok else None
-            if ok and bucket and len(bucket) < FOREACH_PARTS and not any(nx.has_path(self.dag, h, g) for h in bucket) \
+        for g in gids + [None]:
+            body = self.body(self.groups[g].members) if g is not None else None
+            if g is not None and bucket and len(bucket) < FOREACH_PARTS \
+                    and (independent or not any(nx.has_path(self.dag, h, g) for h in bucket)) \
                     and len(ins | set(body.inputs)) + outs + len(body.outputs) <= FOREACH_ARGS:
                 bucket.append(g)
                 ins |= set(body.inputs)
@@ -403,7 +414,7 @@ class Fuser:
                 continue
             if len(bucket) > 1:
                 self._pack(bucket)
-            bucket, ins, outs = ([g], set(body.inputs), len(body.outputs)) if ok else ([], set(), 0)
+            bucket, ins, outs = ([g], set(body.inputs), len(body.outputs)) if g is not None else ([], set(), 0)
 
     def _pack(self, gids: list[int]) -> None:
         first = self.groups[gids[0]]

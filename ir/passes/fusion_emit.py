@@ -124,9 +124,15 @@ def emit(f, graph: Graph, n_ops: int) -> Graph:
         body = f.body(g.members, outs)
         if g.template:
             body = body.with_(meta={"template": g.template})
-        if g.parts:   # foreach: each part writes what anyone outside it reads
-            body = body.with_(meta={"parts": [f.body(p, [o for o in outs if f.prod[o] in set(p)]) for p in g.parts]})
-        out_nodes.append(_kernel_node(body, g.kind, k, f, g))
+        kind = g.kind
+        if g.parts:   # foreach: each part writes what anyone outside it reads (a part nobody reads is dropped)
+            parts = [f.body(p, [o for o in outs if f.prod[o] in set(p)]) for p in g.parts]
+            parts = [p for p in parts if p.outputs]
+            if len(parts) > 1:
+                body = body.with_(meta={"parts": parts})
+            else:
+                kind = "pointwise"
+        out_nodes.append(_kernel_node(body, kind, k, f, g))
         k += 1
     return Graph(graph.name, graph.inputs, tuple(out_nodes), graph.outputs,
                  {**graph.meta, "summary": f"{n_ops} ops -> {k} kernels", "kernels": k})
@@ -139,7 +145,7 @@ def _kernel_node(body: Body, kind: str, k: int, f, g) -> Node:
         red = next(n for n in own if is_reduction(n))
         info = f"reduction {red.inputs[0].type.numel} -> {red.out.type.numel}"
     elif kind == "foreach":
-        info = f"foreach {len(g.parts)} x pointwise"
+        info = f"foreach {len(body.meta['parts'])} x pointwise"
     elif kind == "template":
         t = g.template
         info = "template matmul" + ("+bias" if t["bias"] is not None else "") + (
