@@ -2,12 +2,17 @@
 
 Each node starts in a group of its own, except the cheap ones every kernel can recompute where
 it reads them: views (reshape, permute, expand, slice: index arithmetic), constants (full,
-iota) and 0-d elementwise math (bias corrections, clip coefficients). Then, best pair first:
+iota), 0-d elementwise math (bias corrections, clip coefficients) and small operands read
+broadcast (a bias's autocast). Then, best pair first:
 
 - **vertical**: a producer into its consumer (elementwise chains; elementwise into a reduction
   and the elementwise epilogue after it: softmax, the norms, cross-entropy become one kernel);
-- **horizontal**: two groups that read the same buffer over the same iteration space;
-- **foreach**: independent groups of the optimizer update packed into a few launches.
+- **horizontal**: two groups that read the same buffer over the same iteration space, and
+  independent reductions of one shape (a norm's dw and db);
+- **epilogues**: a matmul whose only reader applies bias / activation / residual becomes one
+  matmul-template launch with it (`fusion_epilogue`);
+- **foreach**: independent groups (the optimizer update of all parameters, the prologue of
+  weight casts) packed into a few launches.
 
 Legality (`can_fuse`) is kept apart from priority (`score_fusion`), like Inductor's scheduler.
 A pair is refused when a group is an extern kernel (matmul, templates, scatters, collectives),
@@ -30,8 +35,7 @@ import networkx as nx
 from ..graph import Graph, Node, Value
 from ..ops.kernel import Body
 from .fusion_emit import decompose_unless, emit, split_reductions
-from .fusion_plan import (INDEXED, RANDOM, Refuse, check_group, classify, is_reduction, rnumel_of)
-
+from .fusion_plan import INDEXED, RANDOM, Refuse, check_group, classify, is_reduction, rnumel_of
 from .fusion_text import explain_kernels, format_fused, kernel_lines  # noqa: F401  (the pass's text form)
 
 log = logging.getLogger("tracegrad.fusion")
