@@ -123,7 +123,9 @@ class _CupyKernels:
 
     def scatter_add(self, x, idx, src, axis):
         out = x.copy()
-        where = list(self.cp.indices(idx.shape, sparse=True))
+        # CuPy's indices() has no sparse=; open grids from arange broadcast the same way
+        where = [self.cp.arange(n).reshape([-1 if a == d else 1 for a in range(idx.ndim)])
+                 for d, n in enumerate(idx.shape)]
         where[axis] = idx
         self.cupyx.scatter_add(out, tuple(where), src)
         return out
