@@ -139,9 +139,6 @@ def test_random_numbers_on_cuda_equal_the_cpu():
     assert rel_err(gpu[1].numpy(), cpu[1].numpy()) < 1e-5
 
 
-@pytest.mark.xfail(reason="core: the global RNG state lives on the CPU and dropout/rand move it with .to(device) "
-                          "inside the trace, which tg.compile refuses (UnsupportedError); needs per-device states",
-                   strict=False)
 def test_dropout_in_a_compiled_step_on_cuda_matches_numpy():
     """The RNG state is lifted into the step; the kernel computes the counter hash itself."""
     import tracegrad.nn.functional as F

@@ -17,12 +17,27 @@ class Generator:
         from .tensor import Tensor
         self.state = Tensor._from_array(np.array([seed, 0], dtype=np.int64), TensorType((2,), int64))
         self.state._name = "rng"
+        self.device_states: dict[str, object] = {}   # one state per CUDA device, as PyTorch keeps
 
     def manual_seed(self, seed: int) -> "Generator":
         from . import trace
         with trace.suspended():
             self.state._data = np.array([int(seed), 0], dtype=np.int64)
+            for dev, st in self.device_states.items():
+                st._assign(self.state.to(dev))
         return self
+
+    def state_for(self, device: str):
+        """The state tensor that draws on `device` read and advance (made eagerly the first time)."""
+        if device == "cpu":
+            return self.state
+        if device not in self.device_states:
+            from . import trace
+            with trace.suspended():
+                st = self.state.detach().to(device)
+            st._name = f"rng_{device.replace(':', '')}"
+            self.device_states[device] = st
+        return self.device_states[device]
 
     def initial_seed(self) -> int:
         return int(np.asarray(self.state._data)[0])
@@ -35,12 +50,9 @@ class Generator:
 
     def draw(self, op: str, shape, dtype, device):
         from .creation import get_default_dtype, normalize_device
-        state = self.state
-        dev = normalize_device(device)
-        if dev != state._type.device:
-            state = state.to(dev)
+        state = self.state_for(normalize_device(device))
         sample, nxt = apply(op, state, shape=tuple(shape), dtype=to_dtype(dtype or get_default_dtype()))
-        self.state._assign(nxt.to("cpu") if dev != "cpu" else nxt)
+        state._assign(nxt)
         return sample
 
 

@@ -153,12 +153,9 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
         return input
     if p == 1.0:
         return input * 0.0
-    gen = default_generator
-    state, dev = gen.state, input._type.device
-    if dev != state._type.device:
-        state = state.to(dev)
+    state = default_generator.state_for(input._type.device)
     y, nxt = apply("dropout", input, state, p=float(p))
-    gen.state._assign(nxt.to("cpu") if dev != "cpu" else nxt)
+    state._assign(nxt)
     return y
 
 
