@@ -16,6 +16,7 @@ from .ir.builder import Builder
 from .ir.errors import OpTypeError
 from .ir.ops import get
 from . import provenance
+from .trace import current as _current_trace
 
 _state = threading.local()
 
@@ -43,14 +44,8 @@ class TapeNode:
         self.freed = False
 
 
-def _current_trace():
-    from .trace import current
-    return current()
-
-
 def apply(op: str, *inputs, **attrs):
     """Run or record `op` on tensors; returns a Tensor, or a tuple for multi-output ops."""
-    from .tensor import Tensor
     opdef = get(op)
     attrs = opdef.normalize_attrs(attrs)
     types = [t._type for t in inputs]
@@ -66,10 +61,10 @@ def apply(op: str, *inputs, **attrs):
     tr = _current_trace()
     if tr is not None:
         values, prov = tr.emit(op, inputs, attrs)
-        outs = tuple(Tensor._from_value(v, tr) for v in values)
+        outs = tuple(_tensor()._from_value(v, tr) for v in values)
     else:
         prov = None
-        outs = tuple(Tensor._from_array(a, t) for a, t in zip(_run_eager(op, inputs, attrs), out_types))
+        outs = tuple(_tensor()._from_array(a, t) for a, t in zip(_run_eager(op, inputs, attrs), out_types))
     if needs_grad:
         node = TapeNode(op, inputs, outs, attrs, prov)
         for o in outs:
@@ -77,6 +72,12 @@ def apply(op: str, *inputs, **attrs):
                 o.requires_grad = True
                 o._node = node
     return outs[0] if len(outs) == 1 else outs
+
+
+def _tensor():
+    # NOTE: tensor.py imports this module, so the class is looked up on first use
+    from .tensor import Tensor
+    return Tensor
 
 
 def _run_eager(op, inputs, attrs):
