@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 from ..ir.graph import Graph, Node
 from ..ir.passes.fusion import classify, kernel_lines
-from ..ir.passes.memory import last_uses
+from ..ir.ops import get
+from ..ir.passes.memory import last_uses, plan_memory
 from .triton_kernel import PERSISTENT_MAX, KernelSource, next_pow2, write_kernel
 
 TEMPLATES = frozenset({"cross_entropy", "cross_entropy_bwd", "scaled_dot_product_attention",
@@ -50,6 +51,7 @@ class Generated:
     kernels: list[KernelSource] = field(default_factory=list)
     notes: dict = field(default_factory=dict)      # kernel name -> provenance / origin comment lines
     source: str = ""                               # everything, for `step.ir("kernels")`
+    inplace: list = field(default_factory=list)    # outputs written over a dying input (cross_entropy_bwd)
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -117,12 +119,34 @@ def _call(n: Node) -> str:
     return f"rt.extern({n.op!r}, [{', '.join(args)}]{', ' + kw if kw else ''})"
 
 
+# ops whose host call returns a fresh buffer (never a view of an input)
+_OWNING_KINDS = ("unary", "binary", "ternary", "cast", "reduce", "matmul", "creation", "random", "index")
+
+
+def _owns(n: Node) -> bool:
+    if n.op == "kernel" or n.op in TEMPLATES:
+        return True
+    try:
+        return get(n.op).kind in _OWNING_KINDS
+    except Exception:   # an op the registry does not know: assume it may alias
+        return False
+
+
+def _inplace_ok(n: Node) -> bool:
+    """cross_entropy_bwd's template can write dlogits over the logits (input 0)."""
+    return n.op == "cross_entropy_bwd" and template_applies(n)
+
+
 def generate(graph: Graph, target: str = "interpret") -> Generated:
     """Kernel sources and host function of a fused graph (see the module docstring)."""
     title = graph.meta.get("title", graph.name)
     notes = kernel_lines(graph)
     last = last_uses(graph)
     pinned = set(graph.inputs) | set(graph.outputs)
+    # dying logits buffers (not pinned, no live alias) that cross_entropy_bwd overwrites
+    reuse = {i: x for i, x in plan_memory(graph, _owns, _inplace_ok).reuse.items()
+             if x is graph.nodes[i].inputs[0]}
+    inplace = []
     lines = [f"def {graph.name}({', '.join(v.name for v in graph.inputs)}):"]
     for v in graph.inputs:
         lines.append(f"    {v.name} = rt.contiguous({v.name})")
@@ -148,6 +172,9 @@ def generate(graph: Graph, target: str = "interpret") -> Generated:
             lines.append(f"    rt.launch({ks.name}, {grid}, {', '.join(v.name for v in ks.args)}, {kw}){note}")
         elif classify(n) in ("view", "const") or n.op in EXTERN_CALLS:
             lines.append(f"    {outs} = {_call(n)}{note}")
+        elif i in reuse:
+            inplace.append(n.outputs[0].name)
+            lines.append(f"    {outs} = {_call(n)[:-1]}, inplace=True){note}  # over {reuse[i].name}")
         else:
             lines.append(f"    {outs + ' = ' if outs else ''}{_call(n)}{note}")
         dead = [v for v in dict.fromkeys(n.inputs + n.outputs) if last.get(v) == i and v not in pinned]
@@ -160,7 +187,7 @@ def generate(graph: Graph, target: str = "interpret") -> Generated:
     parts = [header, host]
     for ks in kernels:
         parts.append("\n" + prov_notes[ks.name] + ks.source)
-    return Generated(host, graph.name, kernels, prov_notes, "\n".join(parts))
+    return Generated(host, graph.name, kernels, prov_notes, "\n".join(parts), inplace)
 
 
 def _template_call(n: Node, note: str) -> list[str]:

@@ -148,6 +148,7 @@ class Externs:
             out = fn(*arrays, **attrs)
             if out is not None:
                 return out
+        attrs.pop("inplace", None)     # only the templates write in place
         if op in ("all_reduce", "all_gather", "reduce_scatter", "broadcast"):
             out = getattr(self.comm, op)(arrays[0], *attrs.values())
             return out
@@ -170,11 +171,13 @@ class Externs:
             total = total / (t != ignore_index).sum()
         return xp.asarray(total, dtype=np.float32), lse
 
-    def t_cross_entropy_bwd(self, x, t, lse, gy, ignore_index, label_smoothing, reduction):
+    def t_cross_entropy_bwd(self, x, t, lse, gy, ignore_index, label_smoothing, reduction, inplace=False):
+        """inplace=True (the codegen's choice when the logits die here) writes dlogits over x."""
         if reduction == "none":
             return None
         from ..codegen.templates import cross_entropy as ce
-        return ce.cross_entropy_backward(x, t, lse, gy, ignore_index, label_smoothing, reduction)
+        return ce.cross_entropy_backward(x, t, lse, gy, ignore_index, label_smoothing, reduction,
+                                         inplace=inplace)
 
     def t_scaled_dot_product_attention(self, q, k, v, *mask, is_causal, scale):
         if mask or not _attention_ok(q, k, v):
