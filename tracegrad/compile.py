@@ -165,10 +165,9 @@ class CompiledFunction:
             v.type.device.startswith("cuda") for v in (*graph.inputs, *graph.outputs))) else "numpy"
         graph = stages.run("simplify", simplify, graph)
         if backend == "triton":   # composites with a kernel template stay whole; the rest is fused
-            from .codegen.triton_codegen import TEMPLATES, template_applies
-            from .ir.passes.fusion import decompose_unless, fuse
-            graph = stages.run("decompose", lambda g: decompose_unless(decompose(g, TEMPLATES), template_applies),
-                               graph)
+            from .codegen.triton_codegen import template_applies
+            from .ir.passes.fusion import fuse
+            graph = stages.run("decompose", lambda g: decompose(g, template_applies), graph)
             graph = stages.run("optimized", simplify, graph)
             debug.logger("fusion")   # TRACEGRAD_LOGS=fusion: every refused pair, with its reason
             graph = stages.run("fused", fuse, graph)

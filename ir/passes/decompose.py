@@ -1,22 +1,28 @@
 """`decompose(graph, keep)`: replace composite nodes by their primitive decompositions, except the
-ops in `keep` (those a backend has a template for). The composite's output values keep their
-names, so the stage before and after diff cleanly.
+ones `keep` names (a set of op names a backend has templates for, or a predicate on the node when
+a template takes only some shapes). The composite's output values keep their names, so the stage
+before and after diff cleanly.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from ..builder import GraphBuilder
-from ..graph import Graph, Value
+from ..graph import Graph, Node, Value
 from ..ops.registry import get
 
 
-def decompose(graph: Graph, keep: frozenset[str] | set[str] = frozenset()) -> Graph:
+def decompose(graph: Graph, keep: Callable[[Node], bool] | frozenset[str] | set[str] = frozenset()) -> Graph:
+    kept = keep if callable(keep) else (lambda n: n.op in keep)
+    if all(not get(n.op).is_composite or kept(n) for n in graph.nodes):
+        return graph
     b = GraphBuilder.continuing(graph, phase="forward")
     env: dict[Value, Value] = {}
     for n in graph.nodes:
         if any(v in env for v in n.inputs):
             n = n.with_(inputs=tuple(env.get(v, v) for v in n.inputs))
         opdef = get(n.op)
-        if not opdef.is_composite or n.op in keep:
+        if not opdef.is_composite or kept(n):
             b.add_node(n)
             continue
         start = len(b.nodes)
@@ -25,8 +31,7 @@ def decompose(graph: Graph, keep: frozenset[str] | set[str] = frozenset()) -> Gr
             outs = opdef.decompose(b, *n.inputs, **n.attrs)
         outs = outs if isinstance(outs, tuple) else (outs,)
         _rename(b, start, outs, n.outputs, env)
-    out = b.finish([env.get(v, v) for v in graph.outputs], meta=graph.meta)
-    return decompose(out, keep) if any(get(m.op).is_composite and m.op not in keep for m in out.nodes) else out
+    return decompose(b.finish([env.get(v, v) for v in graph.outputs], meta=graph.meta), keep)
 
 
 def _rename(b: GraphBuilder, start: int, new: tuple, old: tuple, env: dict) -> None:

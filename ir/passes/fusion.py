@@ -34,13 +34,13 @@ import networkx as nx
 
 from ..graph import Graph, Node, Value
 from ..ops.kernel import Body
-from .fusion_emit import decompose_unless, emit, split_reductions
+from .fusion_emit import emit, split_reductions
 from .fusion_plan import INDEXED, RANDOM, Refuse, check_group, classify, is_reduction, rnumel_of
 from .fusion_text import explain_kernels, format_fused, kernel_lines  # noqa: F401  (the pass's text form)
 
 log = logging.getLogger("tracegrad.fusion")
 
-__all__ = ["fuse", "Fuser", "Group", "decompose_unless", "format_fused", "explain_kernels", "kernel_lines", "classify"]
+__all__ = ["fuse", "Fuser", "Group", "format_fused", "explain_kernels", "kernel_lines", "classify"]
 
 MAX_NODES = 400        # ops in one kernel
 MAX_ARGS = 64          # buffers one kernel reads and writes

@@ -40,30 +40,6 @@ def split_reductions(graph: Graph) -> Graph:
     return b.finish(graph.outputs, meta=graph.meta) if changed else graph
 
 
-def decompose_unless(graph: Graph, supported) -> Graph:
-    """Decompose the composites for which `supported(node)` is false (a template cannot take that
-    shape, mask or dtype); the others stay for their templates. Graph -> Graph."""
-    from ..builder import GraphBuilder
-    from .decompose import _rename
-    if all(not get(n.op).is_composite or supported(n) for n in graph.nodes):
-        return graph
-    b = GraphBuilder.continuing(graph)
-    env: dict[Value, Value] = {}
-    for n in graph.nodes:
-        if any(v in env for v in n.inputs):
-            n = n.with_(inputs=tuple(env.get(v, v) for v in n.inputs))
-        opdef = get(n.op)
-        if not opdef.is_composite or supported(n):
-            b.add_node(n)
-            continue
-        start = len(b.nodes)
-        b.phase = n.phase
-        with b.scope(n, n.tag or f"decompose({n.op})"):
-            outs = opdef.decompose(b, *n.inputs, **n.attrs)
-        _rename(b, start, outs if isinstance(outs, tuple) else (outs,), n.outputs, env)
-    return decompose_unless(b.finish([env.get(v, v) for v in graph.outputs], meta=graph.meta), supported)
-
-
 def kernel_name(nodes, kind: str, k: int) -> str:
     """`k3_red_fused_sub_exp_sum_div`: kind and the ops (or the composites they came from)."""
     names = []
