@@ -23,6 +23,18 @@ RESERVED = {"np", "ops", "comm", "erf", "sigmoid", "iota", "index_add", "scatter
             "rand_normal", "bfloat16", "inf", "nan", "tl", "triton"}
 
 
+def _variable_name(t) -> str:
+    """The user's name for a captured tensor (`w` in `x @ w`), found in the calling frame."""
+    f = provenance.user_frame(2)
+    if f is None:
+        return ""
+    for scope in (f.f_locals, f.f_globals):
+        for name, obj in scope.items():
+            if obj is t and not name.startswith("_"):
+                return name
+    return ""
+
+
 def current() -> "Trace | None":
     return getattr(_state, "trace", None)
 
@@ -117,7 +129,7 @@ class Trace:
         if v is None:
             owner = self.grad_owner.get(id(t))
             source = ("grad", owner) if owner is not None else ("data", t)
-            hint = t._name
+            hint = t._name or _variable_name(t)
             if owner is not None:
                 mine = self.bindings.get(id(owner))
                 hint = ((mine.name if mine is not None else owner._name) or "param") + "_grad"
