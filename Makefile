@@ -11,8 +11,8 @@ PY          := $(VENV)/bin/python
 PYTEST_ARGS ?=
 DEMO_ARGS   ?=
 BENCH_ARGS  ?=
-# The CPU build of torch==2.13.0 is a local wheel on the dev/CI machines;
-# without this, pip could take the registry's CUDA build instead.
+# Where /opt/wheels exists it holds the CPU build of torch==2.13.0 (the test
+# oracle); looking there first keeps pip from pulling the CUDA build instead.
 FIND_LINKS  := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 
 .PHONY: venv test demo bench clean
