@@ -31,6 +31,7 @@ import tracegrad as tg
 import tracegrad.nn.functional as F
 from tracegrad.codegen import triton_codegen
 from tracegrad.codegen.triton_host import BF16, TypedArray
+from timing import measure, torch_alloc
 from tracegrad.ir.types import TensorType, dtype as tg_dtype
 
 TARGETS = "norms/softmax >= 0.95x torch.compile; cross-entropy faster than torch.compile at <= 1/2 its peak " \
@@ -38,11 +39,6 @@ TARGETS = "norms/softmax >= 0.95x torch.compile; cross-entropy faster than torch
 
 
 # -- moving data between torch and tracegrad without copies -----------------------------------------
-def _torch_alloc(nbytes):
-    t = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
-    return cupy.cuda.MemoryPointer(cupy.cuda.UnownedMemory(t.data_ptr(), nbytes, t), 0)
-
-
 def to_cupy(t: torch.Tensor):
     if t.dtype == torch.bfloat16:
         return TypedArray(cupy.from_dlpack(t.detach().view(torch.int16)).view(cupy.uint16), BF16)
@@ -84,21 +80,6 @@ def check(name, ours, ref, tol):
     ref = ref.float()
     err = ((ours - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
     assert err < tol, f"{name}: max error {err:.2e} relative to max |torch| (tolerance {tol})"
-
-
-def measure(fn, grad_to_none=None):
-    """(median ms, peak MB allocated beyond what was live before)."""
-    fn()
-    for t in grad_to_none or []:
-        t.grad = None
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    fn()
-    torch.cuda.synchronize()
-    peak = (torch.cuda.max_memory_allocated() - base) / 2 ** 20
-    ms = triton.testing.do_bench(fn, grad_to_none=grad_to_none, return_mode="median")
-    return ms, peak
 
 
 ROWS: list[dict] = []
@@ -224,7 +205,7 @@ if __name__ == "__main__":
     choices = ["softmax", "norms", "ce", "attention"]
     parser.add_argument("--only", action="append", choices=choices)
     only = parser.parse_args().only or choices
-    cupy.cuda.set_allocator(_torch_alloc)
+    cupy.cuda.set_allocator(torch_alloc)
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}, "
           f"cupy {cupy.__version__}, {time.strftime('%Y-%m-%d')}")
     np.random.seed(0)

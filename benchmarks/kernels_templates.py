@@ -23,11 +23,7 @@ from tracegrad.codegen.templates.attention import attention_backward, attention_
 from tracegrad.codegen.templates.cross_entropy import cross_entropy, cross_entropy_backward
 from tracegrad.codegen.templates.matmul import matmul
 from tracegrad.codegen.triton_host import BF16, TypedArray
-
-
-def _torch_alloc(nbytes):
-    t = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
-    return cupy.cuda.MemoryPointer(cupy.cuda.UnownedMemory(t.data_ptr(), nbytes, t), 0)
+from timing import measure, torch_alloc
 
 
 def to_cupy(t):
@@ -47,21 +43,6 @@ def check(name, ours, ref, tol=2e-2):
     ours, ref = to_torch(ours).float(), ref.float()
     err = ((ours - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
     assert err < tol, f"{name}: max error {err:.2e} relative to max |torch| (tolerance {tol})"
-
-
-def measure(fn, grad_to_none=None):
-    """(median ms, peak MB allocated beyond what was live before)."""
-    fn()
-    for t in grad_to_none or []:  # else backward accumulates into a .grad that is already there
-        t.grad = None
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    fn()
-    torch.cuda.synchronize()
-    peak = (torch.cuda.max_memory_allocated() - base) / 2**20
-    ms = triton.testing.do_bench(fn, grad_to_none=grad_to_none, return_mode="median")
-    return ms, peak
 
 
 ROWS = []
@@ -156,7 +137,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", action="append", choices=["attention", "ce", "matmul"])
     only = parser.parse_args().only or ["attention", "ce", "matmul"]
-    cupy.cuda.set_allocator(_torch_alloc)
+    cupy.cuda.set_allocator(torch_alloc)
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}, "
           f"cupy {cupy.__version__}")
     for name, bench in (("attention", bench_attention), ("ce", bench_cross_entropy), ("matmul", bench_matmul)):
