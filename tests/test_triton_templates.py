@@ -259,6 +259,23 @@ class TestOnCuda:
         with cupy.cuda.Stream(non_blocking=True):
             check_matmul(True, (64, 64), (64, 64), np.float32, "relu", bias=True)
 
+    def test_second_launch_goes_direct_and_respecializes(self):
+        # The first launch at a site goes through Triton and records the kernel; later ones with the
+        # same specialization launch it directly; a pointer off 16-byte alignment is a new kernel.
+        import cupy
+        check_matmul(True, (64, 48), (48, 32), np.float32, "relu", bias=True)
+        direct = dict(triton_host._COMPILED)
+        assert any(k[0] is matmul._matmul_kernel for k in direct)
+        check_matmul(True, (64, 48), (48, 32), np.float32, "relu", bias=True)
+        assert triton_host._COMPILED.keys() == direct.keys()
+        a = cupy.random.standard_normal(48 * 48 + 1, dtype=np.float32)[1:].reshape(48, 48)  # 4-byte aligned
+        b = cupy.random.standard_normal((48, 48), dtype=np.float32)
+        for _ in range(2):
+            np.testing.assert_allclose(cupy.asnumpy(matmul.matmul(a, b)), cupy.asnumpy(a) @ cupy.asnumpy(b),
+                                       rtol=1e-4, atol=1e-4)
+        keys = [k for k in triton_host._COMPILED if k[0] is matmul._matmul_kernel]
+        assert any((np.dtype(np.float32), False) in k[1] for k in keys)
+
     def test_needs_no_torch(self):
         # A fresh process where `import torch` fails, as on a machine without it.
         code = ("import sys; sys.modules['torch'] = None\n"
