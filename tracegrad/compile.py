@@ -19,10 +19,20 @@ from .dispatch import grad_enabled
 from .ir.graph import Graph
 from .ir.passes import PassManager, decompose, phase_view, simplify
 from .ir.printer import format_graph
+from .errors import Donated
 from .tensor import Tensor
 from .trace import Trace
 
 MAX_RETRACES = 8
+
+
+def _writable(a):
+    """A donated buffer the step may write into: itself, or a copy when it is a read-only or
+    overlapping view (a broadcast), which no kernel may write."""
+    arr = getattr(a, "array", a)      # a TypedArray's buffer
+    if arr.flags.c_contiguous and getattr(arr.flags, "writeable", True):
+        return a
+    return type(a)(arr.copy(), a.dtype) if arr is not a else arr.copy()
 
 
 def _leaf_key(x):
@@ -56,6 +66,7 @@ class Entry:
     stages: PassManager
     program: object
     compile_ms: float
+    donated: dict = field(default_factory=dict)    # leaf index -> argument name, for donate=
     calls: int = field(default=0)
 
     def guards_hold(self, leaves) -> bool:
@@ -68,8 +79,14 @@ class Entry:
         ins = []
         for kind, obj in self.sources:
             ins.append(leaves[obj]._data if kind == "arg" else obj._data if kind == "data" else obj._grad._data)
+            if type(ins[-1]) is Donated:
+                raise ins[-1].error()
+            if kind == "arg" and obj in self.donated:
+                ins[-1] = _writable(ins[-1])
         outs = self.program(*ins)
         self.calls += 1
+        for i, name in self.donated.items():
+            leaves[i]._data = Donated(self.title, name)
         user = [Tensor._from_array(o, t) for o, t in zip(outs[:self.n_user], self.out_types)]
         rest = iter(zip(outs[self.n_user:], self.out_types[self.n_user:]))
         for kind, ref in self.plan:
@@ -91,10 +108,11 @@ class Entry:
 class CompiledFunction:
     """What `@tg.compile` returns: call it like the function; inspect it with `.ir(stage)`."""
 
-    def __init__(self, fn, backend: str = "auto", mesh=None, dump: str | None = None):
+    def __init__(self, fn, backend: str = "auto", mesh=None, dump: str | None = None, donate=()):
         if backend not in ("auto", "numpy", "triton"):
             raise ValueError(f"backend must be 'auto', 'numpy' or 'triton', got {backend!r}")
         self.fn, self.backend, self.mesh, self.dump = fn, backend, mesh, dump
+        self.donate = (donate,) if isinstance(donate, (str, int)) else tuple(donate)
         self.entries: list[Entry] = []
         self.retrace_reasons: list[str] = []
         functools.update_wrapper(self, fn)
@@ -136,6 +154,25 @@ class CompiledFunction:
             params = []
         return [params[i] if i < len(params) else f"arg{i}" for i in range(n)]
 
+    def _donated_leaves(self, args, kwargs, leaves) -> dict[int, str]:
+        """Leaf index -> argument name of every tensor in the arguments named by `donate`."""
+        if not self.donate:
+            return {}
+        names = self._arg_names(len(args))
+        parts = [(names[i], i, a) for i, a in enumerate(args)] + [(k, k, v) for k, v in kwargs.items()]
+        out, start, found = {}, 0, set()
+        for name, pos, part in parts:
+            n = len(pytree.flatten(part, is_leaf=lambda x: isinstance(x, Tensor))[0])
+            if name in self.donate or pos in self.donate:
+                found.update((name, pos))
+                out.update((i, name) for i in range(start, start + n) if isinstance(leaves[i], Tensor))
+            start += n
+        missing = [d for d in self.donate if d not in found]
+        if missing:
+            raise ValueError(f"{self.__name__}: donate={self.donate!r} names no argument of this call: "
+                             f"{missing} (arguments: {[p[0] for p in parts]})")
+        return out
+
     # -- compiling --------------------------------------------------------------------------
     def _compile(self, args, kwargs, leaves, key, reason) -> Entry:
         name = "".join(c if c.isalnum() or c == "_" else "_" for c in getattr(self.fn, "__name__", "step")) or "step"
@@ -157,6 +194,10 @@ class CompiledFunction:
             out_leaves, out_spec = pytree.flatten(out, is_leaf=lambda x: isinstance(x, Tensor))
             tensors = [x for x in out_leaves if isinstance(x, Tensor)]
             graph, plan = tr.finish(tensors)
+        donated = self._donated_leaves(args, kwargs, leaves)
+        if donated:
+            graph = graph.with_(meta={"donated": tuple(
+                v.name for v, (kind, ref) in zip(graph.inputs, tr.sources) if kind == "arg" and ref in donated)})
         guards = _guards(tr)   # after the trace put .grad attributes back as they were
         ms = (time.perf_counter() - t0) * 1e3
         stages = PassManager(title)
@@ -177,7 +218,7 @@ class CompiledFunction:
         program = self._codegen(graph, backend)
         entry = Entry(key, title, list(tr.sources), plan, guards, len(tensors), out_spec, out_leaves,
                       [v.type for v in graph.outputs], stages, program,
-                      (time.perf_counter() - t0) * 1e3)
+                      (time.perf_counter() - t0) * 1e3, donated)
         self.entries.append(entry)
         debug.log("compile", "%s (%s): %d ops traced, %d after optimization, %.1f ms", title, reason,
                   len(stages["traced"].nodes), len(graph.nodes), entry.compile_ms)
@@ -274,11 +315,15 @@ def write_dump(fn: CompiledFunction, e: Entry, target: str) -> None:
         f.write(e.stages["optimized"].to_dot() + "\n")
 
 
-def compile(fn=None, *, backend: str = "auto", mesh=None, dump: str | None = None, **_ignored):
-    """Compile a step: `@tg.compile` or `tg.compile(fn, backend="numpy")`."""
+def compile(fn=None, *, backend: str = "auto", donate=(), mesh=None, dump: str | None = None, **_ignored):
+    """Compile a step: `@tg.compile` or `tg.compile(fn, backend="numpy")`.
+
+    `donate` names arguments (by name or position) whose buffers the caller gives up, as JAX's
+    donate_argnums: the step may write its results over them (e.g. the cross-entropy gradient over
+    the logits), and using them after the call raises `DonatedError`."""
     if fn is None:
-        return lambda f: CompiledFunction(f, backend, mesh, dump)
-    return CompiledFunction(fn, backend, mesh, dump)
+        return lambda f: CompiledFunction(f, backend, mesh, dump, donate)
+    return CompiledFunction(fn, backend, mesh, dump, donate)
 
 
 def last_graphs(fn: CompiledFunction) -> dict[str, Graph]:

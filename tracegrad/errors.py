@@ -20,3 +20,20 @@ class DataDependentError(TracegradError):
 
 class UnsupportedError(TracegradError, NotImplementedError):
     """A name, dtype or argument that tracegrad does not support (yet)."""
+
+
+class DonatedError(TracegradError):
+    """A tensor given to a step compiled with `donate=` was used after the call."""
+
+
+class Donated:
+    """What a donated tensor holds after the call: the step may have written its results into the
+    buffer, so every later use raises (as JAX does with donated arrays)."""
+    __slots__ = ("step", "name")
+
+    def __init__(self, step: str, name: str):
+        self.step, self.name = step, name
+
+    def error(self) -> DonatedError:
+        return DonatedError(f"{self.name!r} was donated to {self.step} (tg.compile(..., donate=...)), which may "
+                            "have reused its buffer; use the step's outputs, or donate a copy (x.clone())")

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import functions as F_, indexing, trace as _trace
 from .dispatch import grad_enabled
-from .errors import DataDependentError, TracegradError
+from .errors import DataDependentError, Donated, TracegradError
 from .ir.graph import Value
 from .ir.types import DType, TensorType, bfloat16, bool_, float16, float32, float64, int32, int64
 
@@ -96,6 +96,8 @@ class Tensor:
                 f"{what} needs the value of a tensor, but inside @tg.compile tensors are symbolic "
                 f"(a traced {self._type}).\n  at {where()}\n"
                 "Use tg.where(cond, a, b) for a data-dependent choice, or move this branch out of the step.")
+        if type(self._data) is Donated:
+            raise self._data.error()
         return self._data
 
     def numpy(self) -> np.ndarray:

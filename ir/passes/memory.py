@@ -2,8 +2,9 @@
 its result into instead of allocating (in-place donation).
 
 Backends say which ops own a fresh buffer (`owns`) and which can write into an input (`inplace`);
-a buffer is donated only if no live value may alias it and it is neither a graph input nor an
-output.
+a buffer is reused only if no live value may alias it and it is not a graph output, nor a graph
+input unless the caller donated that input (`graph.meta["donated"]`: input names, see
+`tg.compile(..., donate=...)`).
 """
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ def last_uses(graph: Graph) -> dict[Value, int]:
 
 def plan_memory(graph: Graph, owns: Callable[[Node], bool], inplace: Callable[[Node], bool]) -> MemoryPlan:
     last = last_uses(graph)
-    pinned = set(graph.inputs) | set(graph.outputs)
-    base: dict[Value, Value] = {}            # value -> the buffer it may alias
+    donated = {v for v in graph.inputs if v.name in graph.meta.get("donated", ())}
+    pinned = (set(graph.inputs) - donated) | set(graph.outputs)
+    base: dict[Value, Value] = {v: v for v in donated}   # value -> the buffer it may alias
     readers: dict[Value, list[Value]] = {}   # buffer -> values that may alias it
     plan = MemoryPlan()
     live_bytes = 0
