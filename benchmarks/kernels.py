@@ -58,17 +58,19 @@ def to_tg(t: torch.Tensor, requires_grad: bool = False) -> tg.Tensor:
     return out.requires_grad_() if requires_grad else out
 
 
-def compiled(fn, *tensors):
+def compiled(fn, *tensors, donate=()):
     """Compile `fn` for these tensors; return (a zero-argument call of the generated program, outputs,
-    the compiled function). The call skips tracegrad's dispatch so that only kernels are timed."""
-    step = tg.compile(fn)
+    the compiled function). The call skips tracegrad's dispatch so that only kernels are timed
+    (a donated buffer is written over on every call)."""
+    step = tg.compile(fn, donate=donate)
+    buffers = [t._data for t in tensors]
     t0 = time.perf_counter()
     outs = step(*tensors)
     compile_s = time.perf_counter() - t0
     entry = step.entries[-1]
     ins = []
     for kind, obj in entry.sources:
-        ins.append(tensors[obj]._data if kind == "arg" else obj._data if kind == "data" else obj._grad._data)
+        ins.append(buffers[obj] if kind == "arg" else obj._data if kind == "data" else obj._grad._data)
     program = entry.program
     print(f"  compiled {fn.__name__}: {entry.stages['fused'].meta['summary']}, {compile_s:.1f} s "
           f"(first call, including Triton's compile)")
@@ -147,11 +149,16 @@ def bench_cross_entropy(N=16384, V=50304):
         return loss, x.grad
     eager = lambda x, t: TF.cross_entropy(x, t, ignore_index=-100).backward()
     _torch_rows(op, eager, (x, t), nbytes, "TB/s", [x])
-    for impl, templates in (("tracegrad (template)", triton_codegen.TEMPLATES), ("tracegrad (fused IR)", frozenset())):
+    # "fused IR": the decomposition, fused by the compiler; "donated": tg.compile(ce, donate="x"), so
+    # dlogits may be written over the logits (a copy of them: the call overwrites its input)
+    for impl, templates, donate in (("tracegrad (template)", triton_codegen.TEMPLATES, ()),
+                                    ("tracegrad (fused IR)", frozenset(), ()),
+                                    ("tracegrad (template, donated)", triton_codegen.TEMPLATES, "x")):
         keep = triton_codegen.TEMPLATES
-        triton_codegen.TEMPLATES = templates     # "fused IR": the decomposition, fused by the compiler
+        triton_codegen.TEMPLATES = templates
         try:
-            call, (loss, grad), _ = compiled(ce, to_tg(x.detach(), requires_grad=True), to_tg(t))
+            logits = to_tg(x.detach().clone() if donate else x.detach(), requires_grad=True)
+            call, (loss, grad), _ = compiled(ce, logits, to_tg(t), donate=donate)
         finally:
             triton_codegen.TEMPLATES = keep
         check(f"{op} loss", loss, ref.detach(), 1e-3)
@@ -220,6 +227,30 @@ def bench_attention(B=16, H=12, T=1024, D=64):
     row("attention bwd", "tracegrad", max(ms_both - ms_fwd, 1e-6), peak_both, 2.5 * flops, "TFLOP/s")
 
 
+def bench_overhead(B=1, H=1, T=128, D=64, calls=2000):
+    """Host time per call where the GPU has almost nothing to do: back-to-back calls of a tiny
+    causal attention, so each call's Python and launch cost is what is measured. Buffers come from
+    CuPy's own pool here, as in a training run."""
+    cupy.cuda.set_allocator(cupy.get_default_memory_pool().malloc)
+    q, k, v = (torch.randn(B, H, T, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    sdpa = lambda q, k, v: TF.scaled_dot_product_attention(q, k, v, is_causal=True)
+    compiled_sdpa = torch.compile(sdpa)
+    program, _, step = compiled(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+                                *map(to_tg, (q, k, v)))
+    tq, tk, tv = map(to_tg, (q, k, v))
+    print(f"\nhost time per call, causal attention [{B}, {H}, {T}, {D}] bf16, {calls} calls back to back:")
+    for impl, fn in (("torch eager", lambda: sdpa(q, k, v)), ("torch.compile", lambda: compiled_sdpa(q, k, v)),
+                     ("tracegrad program", program), ("tracegrad step(q, k, v)", lambda: step(tq, tk, tv))):
+        fn()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+        print(f"  {impl:<26} {(time.perf_counter() - t0) / calls * 1e6:7.1f} us")
+    cupy.cuda.set_allocator(torch_alloc)
+
+
 def print_table():
     print(f"\n{'op':<40} {'impl':<22} {'ms':>8} {'rate':>14} {'peak MB':>9} {'vs eager':>9} {'vs compile':>10}")
     for r in ROWS:
@@ -233,7 +264,7 @@ def print_table():
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    choices = ["softmax", "norms", "ce", "ce_head", "attention"]
+    choices = ["softmax", "norms", "ce", "ce_head", "attention", "overhead"]
     parser.add_argument("--only", action="append", choices=choices)
     only = parser.parse_args().only or choices
     cupy.cuda.set_allocator(torch_alloc)
@@ -243,7 +274,7 @@ if __name__ == "__main__":
     torch.manual_seed(0)
     for name, bench in (("softmax", bench_softmax), ("norms", bench_norms), ("ce", bench_cross_entropy),
                         ("ce_head", bench_cross_entropy_head),
-                        ("attention", bench_attention)):
+                        ("attention", bench_attention), ("overhead", bench_overhead)):
         if name in only:
             print(name)
             bench()

@@ -116,6 +116,8 @@ def _call(n: Node) -> str:
     if n.op in EXTERN_CALLS:
         return EXTERN_CALLS[n.op].format(*args, **a)
     kw = ", ".join(f"{k}={v!r}" if not hasattr(n.attrs[k], "short") else f"{k}=rt.{v}" for k, v in a.items())
+    if n.op in TEMPLATES:   # kept only where the template applies: call it by name
+        return f"rt.{n.op}({', '.join(args + ([kw] if kw else []))})"
     return f"rt.extern({n.op!r}, [{', '.join(args)}]{', ' + kw if kw else ''})"
 
 

@@ -344,16 +344,22 @@ def to_numpy(x) -> np.ndarray:
     return x.get() if is_cuda(x) else np.asarray(x)
 
 
+_SCALARS = frozenset({int, float, bool, type(None)})
+
+
 def launch(kernel, grid, *args, **meta):
     """Run `kernel[grid](*args, **meta)`: interpreted when no argument is a
     CUDA array, compiled on the arrays' GPU otherwise."""
     host, device, converted = False, None, []
     for a in args:
-        if isinstance(a, np.ndarray):
-            host, a = True, _HostTensor(a)
-        elif type(a) is TypedArray:
+        kind = type(a)
+        if kind in _SCALARS:
+            pass
+        elif kind is TypedArray:
             device = a.array.device if device is None else device
-        elif type(a).__module__.startswith("cupy"):
+        elif isinstance(a, np.ndarray):
+            host, a = True, _HostTensor(a)
+        elif kind.__module__.startswith("cupy"):
             device, a = a.device if device is None else device, TypedArray(a)
         elif isinstance(a, np.generic):
             a = a.item()

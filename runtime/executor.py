@@ -143,15 +143,8 @@ class Externs:
 
     def extern(self, op, arrays, **attrs):
         attrs = {k: (DTYPES[v.name] if hasattr(v, "short") else v) for k, v in attrs.items()}
-        fn = getattr(self, "t_" + op, None)
-        if fn is not None:
-            out = fn(*arrays, **attrs)
-            if out is not None:
-                return out
-        attrs.pop("inplace", None)     # only the templates write in place
         if op in ("all_reduce", "all_gather", "reduce_scatter", "broadcast"):
-            out = getattr(self.comm, op)(arrays[0], *attrs.values())
-            return out
+            return getattr(self.comm, op)(arrays[0], *attrs.values())
         if op == "send":
             return self.comm.send(arrays[0], attrs["peer"], attrs["group"])
         if op == "recv":
@@ -159,8 +152,8 @@ class Externs:
         outs = self.run(op, arrays, **attrs)
         return outs[0] if len(outs) == 1 else outs
 
-    # -- templates --------------------------------------------------------------------------------
-    def t_cross_entropy(self, x, t, ignore_index, label_smoothing, reduction):
+    # -- templates: the host code calls these by the op's name where `template_applies` -----------
+    def cross_entropy(self, x, t, ignore_index, label_smoothing, reduction):
         from ..codegen.templates import cross_entropy as ce
         rows, lse = ce.cross_entropy_forward(x, t, ignore_index, label_smoothing)
         if reduction == "none":
@@ -171,26 +164,25 @@ class Externs:
             total = total / (t != ignore_index).sum()
         return xp.asarray(total, dtype=np.float32), lse
 
-    def t_cross_entropy_bwd(self, x, t, lse, gy, ignore_index, label_smoothing, reduction, inplace=False):
+    def cross_entropy_bwd(self, x, t, lse, gy, ignore_index, label_smoothing, reduction, inplace=False):
         """inplace=True (the codegen's choice when the logits die here) writes dlogits over x."""
-        if reduction == "none":
-            return None
         from ..codegen.templates import cross_entropy as ce
         return ce.cross_entropy_backward(x, t, lse, gy, ignore_index, label_smoothing, reduction,
                                          inplace=inplace)
 
-    def t_scaled_dot_product_attention(self, q, k, v, *mask, is_causal, scale):
-        if mask or not _attention_ok(q, k, v):
-            return None
+    def scaled_dot_product_attention(self, q, k, v, is_causal, scale):
         from ..codegen.templates import attention
-        q4, k4, v4 = (_as4d(a) for a in (q, k, v))
-        o, lse = attention.attention_forward(q4, k4, v4, is_causal, scale)
+        if q.ndim == 4:
+            return attention.attention_forward(_head_dim_contiguous(q), _head_dim_contiguous(k),
+                                               _head_dim_contiguous(v), is_causal, scale)
+        o, lse = attention.attention_forward(_as4d(q), _as4d(k), _as4d(v), is_causal, scale)
         return self.reshape(o, q.shape[:-1] + (v.shape[-1],)), self.reshape(lse, q.shape[:-1])
 
-    def t_scaled_dot_product_attention_bwd(self, q, k, v, o, lse, do, *mask, is_causal, scale):
-        if mask or not _attention_ok(q, k, v):
-            return None
+    def scaled_dot_product_attention_bwd(self, q, k, v, o, lse, do, is_causal, scale):
         from ..codegen.templates import attention
+        if q.ndim == 4:
+            args = [_head_dim_contiguous(a) for a in (q, k, v, o)] + [lse, _head_dim_contiguous(do)]
+            return attention.attention_backward(*args, is_causal, scale)
         args = [_as4d(a) for a in (q, k, v, o)] + [_as4d(lse, 3), _as4d(do)]
         dq, dk, dv = attention.attention_backward(*args, is_causal, scale)
         return self.reshape(dq, q.shape), self.reshape(dk, k.shape), self.reshape(dv, v.shape)
@@ -224,16 +216,12 @@ def _measure(*fns) -> str:
     return ("cublas", "template")[int(np.argmin(times))]
 
 
-def _attention_ok(q, k, v) -> bool:
-    return (q.ndim in (3, 4) and q.shape[-1] in (16, 32, 64, 128) and tuple(k.shape) == tuple(v.shape)
-            and q.dtype == k.dtype == v.dtype)
+def _head_dim_contiguous(x):
+    """The attention template wants the last axis contiguous."""
+    return x if x.strides[-1] == x.dtype.itemsize else _map(lambda a: a.copy(), x)
 
 
 def _as4d(x, nd=4):
-    """[B, T, D] -> [B, 1, T, D] (lse: [B, T] -> [B, 1, T]); the last axis made contiguous, as the
-    attention template wants."""
-    if x.strides[-1] != x.dtype.itemsize:
-        x = _map(lambda a: a.copy(), x)
-    if x.ndim == nd:
-        return x
-    return _map(lambda a: a.reshape(a.shape[:1] + (1,) + a.shape[1:]), x)
+    """[B, T, D] -> [B, 1, T, D] (lse: [B, T] -> [B, 1, T]), the last axis contiguous."""
+    x = _head_dim_contiguous(x)
+    return x if x.ndim == nd else _map(lambda a: a.reshape(a.shape[:1] + (1,) + a.shape[1:]), x)

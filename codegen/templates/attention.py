@@ -16,6 +16,7 @@ one 1), bf16/fp16/fp32, products accumulated in fp32.  With S = scale * Q K^T
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -239,16 +240,41 @@ def _attn_bwd_dq(Q, K, V, DO, L, Delta, DQ, sm_scale,
 # Host functions
 # ---------------------------------------------------------------------------
 
-def _check(q, k, v):
-    """Validate q, k, v; return their (batch, head, time) strides."""
-    if q.ndim != 4 or k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
-        raise ValueError(f"attention: want q [B, H, Tq, D], k and v [B, H, Tk, D]; "
-                         f"got {list(q.shape)}, {list(k.shape)}, {list(v.shape)}")
-    if q.shape[3] not in (16, 32, 64, 128):
-        raise ValueError(f"attention: head dim {q.shape[3]} is not one of 16, 32, 64, 128")
-    if not dtype_of(q) == dtype_of(k) == dtype_of(v):
-        raise TypeError(f"attention: dtypes differ: {dtype_of(q)}, {dtype_of(k)}, {dtype_of(v)}")
-    return _strides_bht(q, k, v)
+class _Plan:
+    """What a call's shapes, dtype and options fix: block sizes, grids, the scale (cached)."""
+
+    def __init__(self, q_shape, k_shape, v_shape, dtypes, causal, scale, blocks, cuda):
+        if len(q_shape) != 4 or k_shape != v_shape or q_shape[:2] != k_shape[:2] or q_shape[3] != k_shape[3]:
+            raise ValueError(f"attention: want q [B, H, Tq, D], k and v [B, H, Tk, D]; "
+                             f"got {list(q_shape)}, {list(k_shape)}, {list(v_shape)}")
+        if q_shape[3] not in (16, 32, 64, 128):
+            raise ValueError(f"attention: head dim {q_shape[3]} is not one of 16, 32, 64, 128")
+        if len(set(dtypes)) != 1:
+            raise TypeError(f"attention: dtypes differ: {', '.join(map(str, dtypes))}")
+        B, H, T_Q, D = q_shape
+        T_K, dtype = k_shape[2], dtypes[0]
+        self.H, self.T_Q, self.T_K, self.dtype = H, T_Q, T_K, dtype
+        self.scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
+        meta = dict(CAUSAL=causal, HEAD_DIM=D, PRECISION=None if dtype.itemsize == 2 else "ieee")
+        self.meta = {}
+        for kind in ("fwd", "dkdv", "dq"):   # block sizes, and whether they tile T exactly (no masks)
+            b = dict(blocks or pick_blocks(kind, D, dtype.itemsize, cuda))
+            even = dict(EVEN_M=T_Q % b["BLOCK_M"] == 0) if kind == "dkdv" else dict(EVEN_N=T_K % b["BLOCK_N"] == 0)
+            self.meta[kind] = {**meta, **b, **even}
+        self.grid = dict(fwd=(triton.cdiv(T_Q, self.meta["fwd"]["BLOCK_M"]), B * H),
+                         dkdv=(triton.cdiv(T_K, self.meta["dkdv"]["BLOCK_N"]), B * H),
+                         dq=(triton.cdiv(T_Q, self.meta["dq"]["BLOCK_M"]), B * H),
+                         delta=(triton.cdiv(T_Q, 64), B * H))
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_plan(*key) -> _Plan:
+    return _Plan(*key)
+
+
+def _plan(q, k, v, causal, scale, blocks) -> _Plan:
+    return _cached_plan(tuple(q.shape), tuple(k.shape), tuple(v.shape), (dtype_of(q), dtype_of(k), dtype_of(v)),
+                        bool(causal), scale, tuple(sorted(blocks.items())) if blocks else None, is_cuda(q))
 
 
 def _strides_bht(*xs):
@@ -274,31 +300,14 @@ def pick_blocks(kind: str, head_dim: int, itemsize: int, cuda: bool) -> dict:
     return dict(BLOCK_M=64, BLOCK_N=32, num_warps=warps, num_stages=2 if wide else 3)
 
 
-def _common(q, k, causal, scale, blocks):
-    B, H, T_Q, D = q.shape
-    dtype = dtype_of(q)
-    meta = dict(CAUSAL=bool(causal), HEAD_DIM=D, PRECISION=None if dtype.itemsize == 2 else "ieee")
-    scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
-    T_K = k.shape[2]
-
-    def pick(kind):  # block sizes, and whether they tile the sequence exactly (no masks needed)
-        b = dict(blocks or pick_blocks(kind, D, dtype.itemsize, is_cuda(q)))
-        if kind == "dkdv":
-            return dict(b, EVEN_M=T_Q % b["BLOCK_M"] == 0)
-        return dict(b, EVEN_N=T_K % b["BLOCK_N"] == 0)
-    return B, H, T_Q, T_K, D, meta, scale, pick
-
-
 def attention_forward(q, k, v, causal: bool = False, scale: float | None = None, blocks: dict | None = None):
     """O [B, H, Tq, D] in q's dtype and L [B, H, Tq] fp32 (natural-log
     logsumexp of the scaled, masked scores).  scale defaults to 1/sqrt(D)."""
-    qkv_strides = _check(q, k, v)
-    B, H, T_Q, T_K, D, meta, scale, pick = _common(q, k, causal, scale, blocks)
-    o = empty((B, H, T_Q, D), dtype_of(q), like=q)
-    lse = empty((B, H, T_Q), np.float32, like=q)
-    grid = lambda m: (triton.cdiv(T_Q, m["BLOCK_M"]), B * H)
-    launch(_attn_fwd, grid, q, k, v, o, lse, scale, *qkv_strides, *_strides_bht(o), H, T_Q, T_K,
-           **meta, **pick("fwd"))
+    p = _plan(q, k, v, causal, scale, blocks)
+    o = empty(q.shape, p.dtype, like=q)
+    lse = empty(q.shape[:3], np.float32, like=q)
+    launch(_attn_fwd, p.grid["fwd"], q, k, v, o, lse, p.scale, *_strides_bht(q, k, v, o), p.H, p.T_Q, p.T_K,
+           **p.meta["fwd"])
     return o, lse
 
 
@@ -307,19 +316,17 @@ def attention_backward(q, k, v, o, lse, do, causal: bool = False, scale: float |
     """dQ, dK, dV (dtypes of q, k, v) from the forward's O and L and the
     output gradient dO.  `delta` = rowsum(dO * O) fp32 [B, H, Tq] is computed
     when not given."""
-    qkv_do = _check(q, k, v) + _strides_bht(do)
-    B, H, T_Q, T_K, D, meta, scale, pick = _common(q, k, causal, scale, blocks)
+    p = _plan(q, k, v, causal, scale, blocks)
+    qkv_do = _strides_bht(q, k, v, do)
     if delta is None:
-        delta = empty((B, H, T_Q), np.float32, like=q)
-        launch(_attn_bwd_delta, (triton.cdiv(T_Q, 64), B * H), o, do, delta, *_strides_bht(o, do),
-               H, T_Q, HEAD_DIM=D, BLOCK_M=64)
-    dq = empty(q.shape, dtype_of(q), like=q)
-    dk = empty(k.shape, dtype_of(k), like=q)
-    dv = empty(v.shape, dtype_of(v), like=q)  # fresh and contiguous: dk's strides
-    launch(_attn_bwd_dkdv, lambda m: (triton.cdiv(T_K, m["BLOCK_N"]), B * H),
-           q, k, v, do, lse, delta, dk, dv, scale, *qkv_do, *_strides_bht(dk), H, T_Q, T_K,
-           **meta, **pick("dkdv"))
-    launch(_attn_bwd_dq, lambda m: (triton.cdiv(T_Q, m["BLOCK_M"]), B * H),
-           q, k, v, do, lse, delta, dq, scale, *qkv_do, *_strides_bht(dq), H, T_Q, T_K,
-           **meta, **pick("dq"))
+        delta = empty(q.shape[:3], np.float32, like=q)
+        launch(_attn_bwd_delta, p.grid["delta"], o, do, delta, *_strides_bht(o, do), p.H, p.T_Q,
+               HEAD_DIM=q.shape[3], BLOCK_M=64)
+    dq = empty(q.shape, p.dtype, like=q)
+    dk = empty(k.shape, p.dtype, like=q)
+    dv = empty(v.shape, p.dtype, like=q)  # fresh and contiguous: dk's strides
+    launch(_attn_bwd_dkdv, p.grid["dkdv"], q, k, v, do, lse, delta, dk, dv, p.scale, *qkv_do, *_strides_bht(dk),
+           p.H, p.T_Q, p.T_K, **p.meta["dkdv"])
+    launch(_attn_bwd_dq, p.grid["dq"], q, k, v, do, lse, delta, dq, p.scale, *qkv_do, *_strides_bht(dq),
+           p.H, p.T_Q, p.T_K, **p.meta["dq"])
     return dq, dk, dv
