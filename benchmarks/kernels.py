@@ -252,10 +252,11 @@ def bench_overhead(B=1, H=1, T=128, D=64, calls=2000):
 
 
 def print_table():
-    print(f"\n{'op':<40} {'impl':<22} {'ms':>8} {'rate':>14} {'peak MB':>9} {'vs eager':>9} {'vs compile':>10}")
+    w_op, w_impl = (max([len(r[k]) for r in ROWS] + [2]) for k in ("op", "impl"))
+    print(f"\n{'op':<{w_op}} {'impl':<{w_impl}} {'ms':>8} {'rate':>14} {'peak MB':>9} {'vs eager':>9} {'vs compile':>10}")
     for r in ROWS:
         same = {x["impl"]: x["ms"] for x in ROWS if x["op"] == r["op"]}
-        print(f"{r['op']:<40} {r['impl']:<22} {r['ms']:8.3f} {r['rate']:8.2f} {r['unit']:<5} {r['peak']:9.0f} "
+        print(f"{r['op']:<{w_op}} {r['impl']:<{w_impl}} {r['ms']:8.3f} {r['rate']:8.2f} {r['unit']:<5} {r['peak']:9.0f} "
               f"{same['torch eager'] / r['ms']:8.2f}x {same['torch.compile'] / r['ms']:9.2f}x")
     print("(ratios: the other's time / this row's time; above 1 means this row is faster; "
           "tracegrad's attention bwd = its fwd+bwd step minus its fwd)")
