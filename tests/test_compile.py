@@ -240,3 +240,14 @@ def test_index_assignment_inside_a_step():
     b = np.maximum(a, 0)
     b[:, 0] = 1
     np.testing.assert_array_equal(clip_negative(tg.tensor(a)).numpy(), b)
+
+
+# -- options -------------------------------------------------------------------------------------------
+def test_compile_options_are_checked():
+    from tracegrad.errors import UnsupportedError
+    with pytest.raises(ValueError, match="backend must be"):
+        tg.compile(lambda x: x, backend="inductor")
+    with pytest.raises(TypeError, match="donate_argnums"):
+        tg.compile(lambda x: x, donate_argnums=(0,))     # a misspelt option is not silently dropped
+    with pytest.raises(UnsupportedError, match="multi-device runtime"):
+        tg.compile(lambda x: x, mesh=object())

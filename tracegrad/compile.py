@@ -19,7 +19,7 @@ from .dispatch import grad_enabled
 from .ir.graph import Graph
 from .ir.passes import PassManager, decompose, phase_view, simplify
 from .ir.printer import format_graph
-from .errors import Donated
+from .errors import Donated, UnsupportedError
 from .tensor import Tensor
 from .trace import Trace
 
@@ -111,6 +111,9 @@ class CompiledFunction:
     def __init__(self, fn, backend: str = "auto", mesh=None, dump: str | None = None, donate=()):
         if backend not in ("auto", "numpy", "triton"):
             raise ValueError(f"backend must be 'auto', 'numpy' or 'triton', got {backend!r}")
+        if mesh is not None:
+            raise UnsupportedError("tg.compile(mesh=...): the multi-device runtime is not built yet; "
+                                   "steps run on one device (the collectives exist in the IR only)")
         self.fn, self.backend, self.mesh, self.dump = fn, backend, mesh, dump
         self.donate = (donate,) if isinstance(donate, (str, int)) else tuple(donate)
         self.entries: list[Entry] = []
@@ -315,7 +318,7 @@ def write_dump(fn: CompiledFunction, e: Entry, target: str) -> None:
         f.write(e.stages["optimized"].to_dot() + "\n")
 
 
-def compile(fn=None, *, backend: str = "auto", donate=(), mesh=None, dump: str | None = None, **_ignored):
+def compile(fn=None, *, backend: str = "auto", donate=(), mesh=None, dump: str | None = None):
     """Compile a step: `@tg.compile` or `tg.compile(fn, backend="numpy")`.
 
     `donate` names arguments (by name or position) whose buffers the caller gives up, as JAX's
