@@ -303,8 +303,8 @@ def use_cupy_driver():
 # Arrays of either module, and the launch itself
 # --------------------------------------------------------------------------
 
-# NOTE: these run on every launch: the Python overhead of the compiled path
-# (Triton 3.6's own is 25-45 us a launch) shows in the time of short kernels.
+# NOTE: these run on every launch: the host time of a compiled step shows in
+# the time of short kernels (see _launch_compiled).
 
 def is_cuda(x) -> bool:
     return type(x) is TypedArray or type(x).__module__.startswith("cupy")
@@ -380,7 +380,8 @@ def launch(kernel, grid, *args, **meta):
 # --------------------------------------------------------------------------
 
 # JITFunction.run binds the arguments, specializes them and looks the kernel up
-# on every call (25-45 us in 3.6); a launch site in a compiled step passes the
+# on every call: 24 us a launch against 8 us for the launcher alone (Triton 3.6,
+# H100, measured with perf_counter over 2000 launches); a launch site in a compiled step passes the
 # same shapes every time, so the kernel found once is launched directly after.
 # The key holds what Triton specializes on: each pointer's dtype and 16-byte
 # alignment, each int's value, the constexprs and options.

@@ -186,6 +186,7 @@ class CompiledFunction:
             if len(self.retrace_reasons) > MAX_RETRACES:
                 warnings.warn(f"{name} was traced {len(self.entries) + 1} times; reasons: "
                               + " | ".join(self.retrace_reasons[-MAX_RETRACES:]), stacklevel=3)
+        donated = self._donated_leaves(args, kwargs, leaves)
         t0 = time.perf_counter()
         tr = Trace(name)
         names = self._arg_names(len(leaves))
@@ -197,7 +198,6 @@ class CompiledFunction:
             out_leaves, out_spec = pytree.flatten(out, is_leaf=lambda x: isinstance(x, Tensor))
             tensors = [x for x in out_leaves if isinstance(x, Tensor)]
             graph, plan = tr.finish(tensors)
-        donated = self._donated_leaves(args, kwargs, leaves)
         if donated:
             graph = graph.with_(meta={"donated": tuple(
                 v.name for v, (kind, ref) in zip(graph.inputs, tr.sources) if kind == "arg" and ref in donated)})
