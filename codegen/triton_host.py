@@ -17,13 +17,13 @@ What Triton needs, read from its source (3.6, the GPU machines', and 3.9):
 * Interpreter (runtime/interpreter.py).  GridExecutor sends every argument
   with a `data_ptr` through `untyped_storage().cpu()`, `new_empty(0,
   device='cpu').set_(storage, offset, size, stride)` and `copy_` back after
-  the grid; `_HostTensor` answers those for a numpy array with the array
+  the grid; `HostTensor` answers those for a numpy array with the array
   itself (no copies).  The pointer type is `canonicalize_dtype(str(dtype))`:
   numpy's names ("float32", ml_dtypes' "bfloat16") are Triton's.  Fixed here:
   tl.dot multiplies bf16 blocks as raw uint16 bits and `.to(tl.bfloat16)`
   truncates (both versions); 3.6's `range` over tensor bounds fails with
   numpy 2; a @jit helper called inside a kernel leaves tl patched, which
-  breaks later compiles (`_interpreting`).
+  breaks later compiles (`interpreting`; all in triton_interpret.py).
 * CUDA (backends/nvidia/driver.py).  3.6's CudaDriver asks torch for device,
   stream and capability and reports no active driver without torch; 3.9's
   falls back to the CUDA default stream when torch is not imported.
@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import threading
 import types
 
 import ml_dtypes
@@ -49,6 +48,8 @@ from triton import knobs
 from triton.runtime.autotuner import Autotuner
 from triton.runtime.interpreter import InterpretedFunction
 from triton.runtime.jit import JITFunction
+
+from .triton_interpret import LOCK, HostTensor, interpreted, interpreting, patch_interpreter
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 
@@ -78,116 +79,7 @@ def make_kernel(fn, interpret: bool):
         # decorated as interpreted too; the compiler cannot call those.
         raise RuntimeError("TRITON_INTERPRET=1 was set when triton was imported, so Triton "
                            "can only interpret; unset it to compile kernels")
-    return _interpreted(_python_function(fn))
-
-
-@functools.lru_cache(maxsize=None)
-def _interpreted(fn):
-    return InterpretedFunction(fn)
-
-
-class _RestoreLater:
-    def restore(self):
-        pass
-
-
-# The interpreter patches triton.language globally while it runs: one
-# interpreted launch at a time (ranks run as threads in tests).
-_INTERPRETER_LOCK = threading.RLock()
-
-
-@contextlib.contextmanager
-def _interpreting():
-    """Run interpreted kernels, then leave triton.language as it was.
-
-    Inside an interpreted kernel, calls of @triton.jit helpers (ours and
-    triton.language's: tl.zeros, tl.cdiv, ...) must run interpreted too;
-    outside one, JITFunction.__call__ refuses to run.  The interpreter patches
-    tl, tl.core and tl.tensor for every grid and every helper call, but undoes
-    only the grid's patches (a helper's linger and break compiling later), so
-    each patch scope is kept here and undone, last first, when the launch ends."""
-    from triton.runtime import interpreter
-    call, patch_lang, scopes = JITFunction.__call__, interpreter._patch_lang, []
-
-    def patch_lang_restore_later(fn):
-        scopes.append(patch_lang(fn))
-        return _RestoreLater()
-
-    JITFunction.__call__ = lambda self, *args, **kwargs: _interpreted(self.fn)(*args, **kwargs)
-    interpreter._patch_lang = patch_lang_restore_later
-    try:
-        yield
-    finally:
-        JITFunction.__call__, interpreter._patch_lang = call, patch_lang
-        for scope in reversed(scopes):
-            scope.restore()
-
-
-# --------------------------------------------------------------------------
-# CPU: numpy arrays under the interpreter
-# --------------------------------------------------------------------------
-
-class _HostTensor:
-    """The part of torch.Tensor that Triton's interpreter uses, for a numpy array."""
-    __slots__ = ("array", "dtype")
-
-    def __init__(self, array: np.ndarray):
-        self.array, self.dtype = array, array.dtype
-
-    def data_ptr(self) -> int:
-        return self.array.ctypes.data
-
-    # GridExecutor copies each argument's storage to the host and back; a
-    # numpy array is on the host already, so its storage is itself.
-    def untyped_storage(self): return self
-    def cpu(self): return self
-    def new_empty(self, *_, **__): return self
-    def set_(self, *_): return self
-    def copy_(self, _): return self
-    def storage_offset(self): return 0
-    def size(self): return self.array.shape
-    def stride(self): return tuple(s // self.array.itemsize for s in self.array.strides)
-
-
-@functools.lru_cache(maxsize=None)
-def _patch_interpreter():
-    import triton.language as tl
-    from triton.runtime import interpreter
-    from triton.runtime.interpreter import InterpreterBuilder, TensorHandle
-
-    # 3.6 turns a scalar into an index with int(array of shape (1,)), which
-    # numpy 2 refuses, so `range(lo, hi)` over tensor bounds fails.
-    patch_tensor = interpreter._patch_lang_tensor
-
-    def patch_tensor_index(tensor, scope):
-        patch_tensor(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.item()))
-
-    interpreter._patch_lang_tensor = patch_tensor_index
-
-    # Both versions multiply bf16 blocks in tl.dot as their raw uint16 bits:
-    # widen bf16 operands to fp32 first (exact).
-    create_dot = InterpreterBuilder.create_dot
-
-    def widen(h):
-        if h.dtype != tl.bfloat16:
-            return h
-        return TensorHandle((h.data.astype(np.uint32) << 16).view(np.float32), tl.float32)
-
-    def create_dot_bf16(self, a, b, d, *args):
-        return create_dot(self, widen(a), widen(b), d, *args)
-
-    # Both truncate fp32 -> bf16 in `x.to(tl.bfloat16)`, where compiled code
-    # rounds to nearest even, as ml_dtypes does.
-    fp_trunc = InterpreterBuilder.create_fp_trunc
-
-    def create_fp_trunc_rtne(self, src, dst_type):
-        if src.dtype == tl.float32 and dst_type.scalar == tl.bfloat16:
-            return TensorHandle(src.data.astype(BF16).view(np.uint16), tl.bfloat16)
-        return fp_trunc(self, src, dst_type)
-
-    InterpreterBuilder.create_dot = create_dot_bf16
-    InterpreterBuilder.create_fp_trunc = create_fp_trunc_rtne
+    return interpreted(_python_function(fn))
 
 
 # --------------------------------------------------------------------------
@@ -358,15 +250,15 @@ def launch(kernel, grid, *args, **meta):
         elif kind is TypedArray:
             device = a.array.device if device is None else device
         elif isinstance(a, np.ndarray):
-            host, a = True, _HostTensor(a)
+            host, a = True, HostTensor(a)
         elif kind.__module__.startswith("cupy"):
             device, a = a.device if device is None else device, TypedArray(a)
         elif isinstance(a, np.generic):
             a = a.item()
         converted.append(a)
     if device is None:
-        _patch_interpreter()
-        with _INTERPRETER_LOCK, _interpreting():
+        patch_interpreter()
+        with LOCK, interpreting():
             return make_kernel(kernel, interpret=True)[grid](*converted, **meta)
     if host:
         raise TypeError("launch: numpy and CUDA arrays mixed in one kernel call")

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import networkx as nx
 
-from ..graph import Graph, Node, Value
+from ..graph import Graph, Node
 from ..ops.kernel import Body
-from ..ops.registry import get
 from .fusion_plan import CONSTS, VIEWS, is_reduction, rnumel_of
 
 SPLIT_AT = 1 << 16     # full reductions longer than this run in two stages
