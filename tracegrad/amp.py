@@ -16,12 +16,19 @@ def autocast_dtype():
 
 
 @contextlib.contextmanager
-def autocast(dtype=None, enabled: bool = True, device_type: str | None = None):
-    """`with tg.autocast(tg.bfloat16):` (also accepts PyTorch's `autocast(device_type, dtype=)`)."""
-    if isinstance(dtype, str) and dtype in ("cpu", "cuda"):
-        dtype, device_type = None, dtype
+def autocast(device_or_dtype=None, dtype=None, enabled: bool = True, device_type: str | None = None):
+    """`with tg.autocast(tg.bfloat16):`, or PyTorch's `autocast("cuda", dtype=...)`; without a dtype,
+    PyTorch's defaults: fp16 on CUDA, bf16 on the CPU."""
+    if isinstance(device_or_dtype, str) and device_or_dtype.split(":")[0] in ("cpu", "cuda"):
+        device_type = device_or_dtype
+    elif device_or_dtype is not None:
+        if dtype is not None:
+            raise TypeError(f"autocast: dtype given twice ({device_or_dtype!r} and {dtype!r})")
+        dtype = device_or_dtype
+    if dtype is None:
+        dtype = "float16" if (device_type or "cpu").startswith("cuda") else "bfloat16"
     old = autocast_dtype()
-    _state.dtype = to_dtype(dtype) if (enabled and dtype is not None) else None
+    _state.dtype = to_dtype(dtype) if enabled else None
     try:
         yield
     finally:
