@@ -12,7 +12,7 @@ broadcast (a bias's autocast). Then, best pair first:
 - **epilogues**: a matmul whose only reader applies bias / activation / residual becomes one
   matmul-template launch with it (`fusion_epilogue`);
 - **foreach**: independent groups (the optimizer update of all parameters, the prologue of
-  weight casts) packed into a few launches.
+  weight casts) packed into a few launches (`fusion_foreach`).
 
 Legality (`can_fuse`) is kept apart from priority (`score_fusion`), like Inductor's scheduler.
 A pair is refused when a group is an extern kernel (matmul, templates, scatters, collectives),
@@ -35,6 +35,7 @@ import networkx as nx
 from ..graph import Graph, Node, Value
 from ..ops.kernel import Body
 from .fusion_emit import emit, split_reductions
+from .fusion_foreach import pack_foreach
 from .fusion_plan import INDEXED, RANDOM, Refuse, check_group, classify, is_reduction, rnumel_of
 from .fusion_text import explain_kernels, format_fused, kernel_lines  # noqa: F401  (the pass's text form)
 
@@ -44,7 +45,6 @@ __all__ = ["fuse", "Fuser", "Group", "format_fused", "explain_kernels", "kernel_
 
 MAX_NODES = 400        # ops in one kernel
 MAX_ARGS = 64          # buffers one kernel reads and writes
-FOREACH_PARTS, FOREACH_ARGS = 16, 160   # groups and buffers in one foreach launch
 SMALL, BROADCAST = 1 << 16, 4   # elementwise results this small, read broadcast 4x wider, are recomputed
 FEW_ROWS, BIG_ROWS = 128, 1 << 16   # elementwise work joins a reduction only where it keeps programs busy
 
@@ -388,46 +388,6 @@ class Fuser:
             stack.extend(self.nodes[i].out for i in self.users.get(u, ()) if self.cls[i] == "view")
         return False
 
-    def pack_foreach(self) -> None:
-        """Pack independent pointwise groups into few launches: the optimizer update of all parameters,
-        and the prologue (groups that read only graph inputs, e.g. autocast's casts of the weights)."""
-        def pointwise(g):
-            grp = self.groups.get(g)
-            return grp is not None and grp.kind == "pointwise" and not grp.parts
-        order = list(nx.lexicographical_topological_sort(self.dag, key=lambda g: self.groups[g].members[0]))
-        prologue = [g for g in order if pointwise(g) and all(v not in self.prod for v in self.inputs_of(g))]
-        self._pack_runs(prologue, independent=True)
-        order = list(nx.lexicographical_topological_sort(self.dag, key=lambda g: self.groups[g].members[0]))
-        update = [g if pointwise(g) and all(self.nodes[m].phase == "update" for m in self.groups[g].members)
-                  else None for g in order]
-        self._pack_runs(update, independent=False)
-
-    def _pack_runs(self, gids: list, independent: bool) -> None:
-        """Pack consecutive groups (None breaks a run) while they are independent and fit one launch."""
-        bucket: list[int] = []
-        ins: set = set()
-        outs = 0
-        for g in gids + [None]:
-            body = self.body(self.groups[g].members) if g is not None else None
-            if g is not None and bucket and len(bucket) < FOREACH_PARTS \
-                    and (independent or not any(nx.has_path(self.dag, h, g) for h in bucket)) \
-                    and len(ins | set(body.inputs)) + outs + len(body.outputs) <= FOREACH_ARGS:
-                bucket.append(g)
-                ins |= set(body.inputs)
-                outs += len(body.outputs)
-                continue
-            if len(bucket) > 1:
-                self._pack(bucket)
-            bucket, ins, outs = ([g], set(body.inputs), len(body.outputs)) if g is not None else ([], set(), 0)
-
-    def _pack(self, gids: list[int]) -> None:
-        first = self.groups[gids[0]]
-        first.parts = [list(self.groups[g].members) for g in gids]
-        for g in gids[1:]:
-            self.merge(gids[0], g)
-        first.kind = "foreach"
-        log.debug("foreach kernel of %d groups", len(gids))
-
 
 def fuse(graph: Graph, foreach: bool = True) -> Graph:
     """Graph -> Graph of kernel nodes, extern nodes and host views (see the module docstring)."""
@@ -437,5 +397,5 @@ def fuse(graph: Graph, foreach: bool = True) -> Graph:
     f.run()
     f.fuse_epilogues()
     if foreach:
-        f.pack_foreach()
+        pack_foreach(f)
     return emit(f, graph, n_ops)
