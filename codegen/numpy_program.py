@@ -42,8 +42,12 @@ class NumpyProgram:
     plan: MemoryPlan
 
     def __call__(self, *args):
+        # inf and NaN are values here, as on a GPU (an fp16 step that overflows is skipped by its
+        # GradScaler), not warnings; TRACEGRAD_CHECK_NANS=1 finds where a NaN came from
+        with np.errstate(all="ignore"):
+            outs = self.fn(*args)
         # numpy turns 0-d results into scalars; callers get arrays
-        return tuple(o if isinstance(o, np.ndarray) else np.asarray(o) for o in self.fn(*args))
+        return tuple(o if isinstance(o, np.ndarray) else np.asarray(o) for o in outs)
 
 
 class NaNError(FloatingPointError):
