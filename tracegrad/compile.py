@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from . import amp, debug, pytree
 from .dispatch import grad_enabled
 from .ir.graph import Graph
-from .ir.passes import PassManager, decompose, phase_view, simplify
+from .ir.passes import PassManager, phase_view
 from .ir.printer import format_graph
 from .errors import Donated, UnsupportedError
+from .pipeline import choose_backend, lower
 from .tensor import Tensor
 from .trace import Trace
 
@@ -205,20 +206,8 @@ class CompiledFunction:
         ms = (time.perf_counter() - t0) * 1e3
         stages = PassManager(title)
         graph = stages.record("traced", graph, ms)
-        backend = "triton" if self.backend == "triton" or (self.backend == "auto" and any(
-            v.type.device.startswith("cuda") for v in (*graph.inputs, *graph.outputs))) else "numpy"
-        graph = stages.run("simplify", simplify, graph)
-        if backend == "triton":   # composites with a kernel template stay whole; the rest is fused
-            from .codegen.triton_codegen import template_applies
-            from .ir.passes.fusion import fuse
-            graph = stages.run("decompose", lambda g: decompose(g, template_applies), graph)
-            graph = stages.run("optimized", simplify, graph)
-            debug.logger("fusion")   # TRACEGRAD_LOGS=fusion: every refused pair, with its reason
-            graph = stages.run("fused", fuse, graph)
-        else:
-            graph = stages.run("decompose", lambda g: decompose(g, frozenset()), graph)
-            graph = stages.run("optimized", simplify, graph)
-        program = self._codegen(graph, backend)
+        backend = choose_backend(self.backend, graph)
+        graph, program = lower(graph, stages, backend)
         entry = Entry(key, title, list(tr.sources), plan, guards, len(tensors), out_spec, out_leaves,
                       [v.type for v in graph.outputs], stages, program,
                       (time.perf_counter() - t0) * 1e3, donated)
@@ -227,13 +216,6 @@ class CompiledFunction:
                   len(stages["traced"].nodes), len(graph.nodes), entry.compile_ms)
         _report(self, entry)
         return entry
-
-    def _codegen(self, graph: Graph, backend: str = "numpy"):
-        if backend == "triton":   # Triton kernels: compiled on CUDA buffers, interpreted on CPU ones
-            from .runtime.executor import TritonProgram
-            return TritonProgram(graph)
-        from .codegen.numpy_program import generate
-        return generate(graph)
 
     # -- inspecting -------------------------------------------------------------------------
     def ir(self, stage: str = "optimized", index: int = -1) -> str:

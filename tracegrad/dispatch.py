@@ -36,12 +36,13 @@ def set_grad_enabled(mode: bool):
 
 
 class TapeNode:
-    """One recorded op for autograd: what ran, on which tensors, giving which tensors."""
-    __slots__ = ("op", "inputs", "outputs", "attrs", "prov", "freed")
+    """One recorded op for autograd: what ran, on which tensors, giving which tensors. `vjp`, when
+    set, replaces the op's registered rule (a compiled function's call carries its backward)."""
+    __slots__ = ("op", "inputs", "outputs", "attrs", "prov", "freed", "vjp")
 
-    def __init__(self, op, inputs, outputs, attrs, prov=None):
+    def __init__(self, op, inputs, outputs, attrs, prov=None, vjp=None):
         self.op, self.inputs, self.outputs, self.attrs, self.prov = op, inputs, outputs, attrs, prov
-        self.freed = False
+        self.freed, self.vjp = False, vjp
 
 
 def apply(op: str, *inputs, **attrs):

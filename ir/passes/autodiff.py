@@ -6,6 +6,9 @@ once here (`sum_to`) so no rule has to. Nodes are anything with `.op`, `.inputs`
 `.attrs`; handles are whatever the builder uses (IR `Value`s or frontend Tensors).
 
 `grad` is the same driver as a graph pass: Graph -> Graph with the gradients appended.
+
+A node may carry its own rule as `node.vjp(builder, node, cotangents)`: the frontend's tape does
+so for a call of a compiled function, whose backward is a compiled program of its own.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ def backprop(nodes: Sequence[Any], b: Builder, seeds: dict, wrt: Sequence[Any]) 
     live = {_key(w) for w in wrt}
     active = []
     for n in nodes:                       # forward: which nodes depend on wrt
-        if not get(n.op).nondiff and any(_key(x) in live for x in n.inputs):
+        if _differentiable(n) and any(_key(x) in live for x in n.inputs):
             active.append(n)
             live.update(_key(o) for o in n.outputs)
     cot: dict[int, Any] = {_key(h): g for h, g in seeds.items()}
@@ -34,13 +37,13 @@ def backprop(nodes: Sequence[Any], b: Builder, seeds: dict, wrt: Sequence[Any]) 
         gs = [cot.get(_key(o)) for o in n.outputs]
         if all(g is None for g in gs):
             continue
-        opdef = get(n.op)
-        if opdef.vjp is None:
+        rule = getattr(n, "vjp", None) or get(n.op).vjp
+        if rule is None:
             raise NotImplementedError(
                 f"{n.op} has no VJP rule here; decompose it first (composites without a VJP "
                 f"are differentiated through their decomposition)")
         with b.scope(n, f"vjp({n.op})"):
-            contribs = opdef.vjp(b, n, gs)
+            contribs = rule(b, n, gs)
             for x, c in zip(n.inputs, contribs):
                 if c is None or _key(x) not in live:
                     continue
@@ -48,6 +51,10 @@ def backprop(nodes: Sequence[Any], b: Builder, seeds: dict, wrt: Sequence[Any]) 
                 k = _key(x)
                 cot[k] = c if k not in cot else b.add(cot[k], c)
     return [cot.get(_key(w)) for w in wrt]
+
+
+def _differentiable(n) -> bool:
+    return getattr(n, "vjp", None) is not None or not get(n.op).nondiff
 
 
 def _fit(b: Builder, c, want):

@@ -1,0 +1,42 @@
+"""The pass pipeline of a compiled function: traced graph -> program, on the numpy or the Triton
+backend. Every stage is recorded in a `PassManager`, so `step.ir(stage)` can show it.
+
+    traced -> simplify -> decompose -> optimized (-> fused, Triton) -> codegen
+"""
+from __future__ import annotations
+
+from . import debug
+from .ir.graph import Graph
+from .ir.passes import PassManager, decompose, simplify
+
+
+def choose_backend(requested: str, graph: Graph) -> str:
+    """"auto" picks Triton when a tensor of the step lives on CUDA, numpy otherwise."""
+    if requested == "triton" or (requested == "auto" and any(
+            v.type.device.startswith("cuda") for v in (*graph.inputs, *graph.outputs))):
+        return "triton"
+    return "numpy"
+
+
+def lower(graph: Graph, stages: PassManager, backend: str):
+    """(final graph, program) from a recorded traced graph."""
+    graph = stages.run("simplify", simplify, graph)
+    if backend == "triton":   # composites with a kernel template stay whole; the rest is fused
+        from .codegen.triton_codegen import template_applies
+        from .ir.passes.fusion import fuse
+        graph = stages.run("decompose", lambda g: decompose(g, template_applies), graph)
+        graph = stages.run("optimized", simplify, graph)
+        debug.logger("fusion")   # TRACEGRAD_LOGS=fusion: every refused pair, with its reason
+        graph = stages.run("fused", fuse, graph)
+    else:
+        graph = stages.run("decompose", lambda g: decompose(g, frozenset()), graph)
+        graph = stages.run("optimized", simplify, graph)
+    return graph, codegen(graph, backend)
+
+
+def codegen(graph: Graph, backend: str = "numpy"):
+    if backend == "triton":   # Triton kernels: compiled on CUDA buffers, interpreted on CPU ones
+        from .runtime.executor import TritonProgram
+        return TritonProgram(graph)
+    from .codegen.numpy_program import generate
+    return generate(graph)
