@@ -20,6 +20,7 @@ from .ir.graph import Graph
 from .ir.passes import PassManager, phase_view
 from .ir.printer import format_graph
 from .errors import Donated, UnsupportedError
+from .compiled_grad import CompiledBackward
 from .pipeline import choose_backend, lower
 from .tensor import Tensor
 from .trace import Trace
@@ -68,6 +69,7 @@ class Entry:
     program: object
     compile_ms: float
     donated: dict = field(default_factory=dict)    # leaf index -> argument name, for donate=
+    backward: CompiledBackward | None = None       # when the outputs are differentiable
     calls: int = field(default=0)
 
     def guards_hold(self, leaves) -> bool:
@@ -89,6 +91,10 @@ class Entry:
         for i, name in self.donated.items():
             leaves[i]._data = Donated(self.title, name)
         user = [Tensor._from_array(o, t) for o, t in zip(outs[:self.n_user], self.out_types)]
+        if self.backward is not None and grad_enabled():
+            bw = self.backward
+            sources = [_source(self.sources[j], leaves) for j in bw.diff_in]
+            bw.attach(sources, [user[i] for i in bw.diff_out], ins)
         rest = iter(zip(outs[self.n_user:], self.out_types[self.n_user:]))
         for kind, ref in self.plan:
             obj = leaves[ref] if isinstance(ref, int) else ref
@@ -177,6 +183,21 @@ class CompiledFunction:
                              f"{missing} (arguments: {[p[0] for p in parts]})")
         return out
 
+    def _differentiable(self, tr, leaves, outputs, title, donated):
+        """(inputs, outputs) positions to differentiate when a call's outputs may be: grad is on,
+        the step ran no backward of its own, and a tensor it reads requires grad; else None."""
+        if not grad_enabled() or tr.grad_log:
+            return None
+        diff_out = [i for i, t in enumerate(outputs) if t.requires_grad]
+        diff_in = [j for j, src in enumerate(tr.sources)
+                   if src[0] != "grad" and _source(src, leaves).requires_grad]
+        if not (diff_in and diff_out):
+            return None
+        if donated:
+            raise UnsupportedError(f"{title}: donate= with outputs that require grad: the backward recomputes "
+                                   "the step from its inputs, so they cannot be given away")
+        return diff_in, diff_out
+
     # -- compiling --------------------------------------------------------------------------
     def _compile(self, args, kwargs, leaves, key, reason) -> Entry:
         name = "".join(c if c.isalnum() or c == "_" else "_" for c in getattr(self.fn, "__name__", "step")) or "step"
@@ -202,15 +223,18 @@ class CompiledFunction:
         if donated:
             graph = graph.with_(meta={"donated": tuple(
                 v.name for v, (kind, ref) in zip(graph.inputs, tr.sources) if kind == "arg" and ref in donated)})
+        backward = self._differentiable(tr, leaves, tensors, title, donated)
         guards = _guards(tr)   # after the trace put .grad attributes back as they were
         ms = (time.perf_counter() - t0) * 1e3
         stages = PassManager(title)
         graph = stages.record("traced", graph, ms)
         backend = choose_backend(self.backend, graph)
+        if backward is not None:
+            backward = CompiledBackward(graph, *backward, backend, title)
         graph, program = lower(graph, stages, backend)
         entry = Entry(key, title, list(tr.sources), plan, guards, len(tensors), out_spec, out_leaves,
                       [v.type for v in graph.outputs], stages, program,
-                      (time.perf_counter() - t0) * 1e3, donated)
+                      (time.perf_counter() - t0) * 1e3, donated, backward)
         self.entries.append(entry)
         debug.log("compile", "%s (%s): %d ops traced, %d after optimization, %.1f ms", title, reason,
                   len(stages["traced"].nodes), len(graph.nodes), entry.compile_ms)
@@ -252,6 +276,11 @@ class CompiledFunction:
         return "\n".join(lines)
 
 
+def _source(src: tuple, leaves: list) -> Tensor:
+    kind, ref = src
+    return leaves[ref] if kind == "arg" else ref if kind == "data" else ref._grad
+
+
 def _guards(tr: Trace) -> list:
     """Checks that must hold for a later call to reuse this trace (state it read, by shape and kind)."""
     def find(ref, leaves):
@@ -260,8 +289,9 @@ def _guards(tr: Trace) -> list:
     guards = []
     for kind, obj in tr.sources:
         if kind == "data":
-            typ = obj._type
-            guards.append((lambda lv, o=obj, t=typ: o._type == t, f"{obj._name or 'a captured tensor'} changed type"))
+            typ, rg = obj._type, obj.requires_grad
+            guards.append((lambda lv, o=obj, t=typ, r=rg: o._type == t and o.requires_grad == r,
+                           f"{obj._name or 'a captured tensor'} changed type or requires_grad"))
         elif kind == "grad":
             typ = obj._grad._type
             guards.append((lambda lv, o=obj, t=typ: o._grad is not None and o._grad._type == t,
