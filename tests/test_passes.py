@@ -150,3 +150,21 @@ def test_check_nans_names_the_first_bad_node(monkeypatch):
     step = tg.compile(lambda x: (x.log() * 2).sum())
     with pytest.raises(NaNError, match="log at test_passes.py"):
         step(tg.tensor([1.0, -1.0]))
+
+
+def test_the_backward_of_a_split_is_one_concat():
+    rng = np.random.default_rng(0)
+    xs, ws = rng.standard_normal((5, 3)).astype(np.float32), rng.standard_normal((3, 12)).astype(np.float32)
+
+    def f(x, w):
+        q, k, v = (x @ w).split(4, -1)
+        (q * k + v.exp()).sum().backward()
+        return w.grad
+
+    w = tg.tensor(ws, requires_grad=True)
+    want = f(tg.tensor(xs), w).numpy()
+    w.grad = None
+    step = tg.compile(f)
+    np.testing.assert_allclose(step(tg.tensor(xs), w).numpy(), want, rtol=1e-5, atol=1e-6)
+    ops = [n.op for n in step.graphs()["optimized"].nodes]
+    assert "concat" in ops and "pad" not in ops, ops

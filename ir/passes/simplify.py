@@ -136,8 +136,39 @@ def _collapse(n, prod):
     return None
 
 
+def _add_of_pads(n, prod):
+    """pad(x) + pad(y), zero-padded to adjacent ranges of one axis -> pad(concat(x, y)): the
+    backward of a split (`q, k, v = qkv.split(C, -1)`) becomes one concat instead of pads and adds."""
+    a, b = (prod.get(v) for v in n.inputs)
+    if a is None or b is None or a.op != "pad" or b.op != "pad" or not (
+            a.attrs["value"] == b.attrs["value"] == 0.0 and a.out.type == b.out.type == n.out.type):
+        return None
+    pa, pb = a.attrs["pads"], b.attrs["pads"]
+    axes = [i for i, (x, y) in enumerate(zip(pa, pb)) if x != y]
+    if len(axes) != 1:
+        return None
+    ax, size = axes[0], n.out.shape[axes[0]]
+    if size - pa[ax][1] == pb[ax][0]:
+        first, second = a, b
+    elif size - pb[ax][1] == pa[ax][0]:
+        first, second = b, a
+    else:
+        return None
+    parts = []
+    for m in (first, second):    # concat(concat(x, y), z) -> concat(x, y, z)
+        inner = prod.get(m.inputs[0])
+        same_axis = inner is not None and inner.op == "concat" and inner.attrs["axis"] == ax
+        parts += list(inner.inputs) if same_axis else [m.inputs[0]]
+    shape = list(n.out.shape)
+    shape[ax] = sum(v.shape[ax] for v in parts)
+    cat = Value(f"{n.out.name}_cat", n.out.type.with_(shape=tuple(shape)))
+    pads = tuple((first.attrs["pads"][i][0], second.attrs["pads"][i][1]) if i == ax else p for i, p in enumerate(pa))
+    return [n.with_(op="concat", inputs=tuple(parts), outputs=(cat,), attrs=dict(axis=ax)),
+            n.with_(op="pad", inputs=(cat,), attrs=dict(pads=pads, value=0.0))]
+
+
 RULES: dict[str, list[Callable]] = {
-    "add": [_fold_binary, _identity_operand],
+    "add": [_fold_binary, _identity_operand, _add_of_pads],
     "sub": [_fold_binary, _identity_operand],
     "mul": [_fold_binary, _identity_operand],
     "div": [_identity_operand],
@@ -145,6 +176,7 @@ RULES: dict[str, list[Callable]] = {
     "expand": [_movement_of_full, _noop_movement],
     "permute": [_movement_of_full, _noop_movement, _collapse],
     "cast": [_movement_of_full, _noop_movement],
+    "pad": [_noop_movement],
     "neg": [_collapse],
     "stop_gradient": [lambda n, prod: n.inputs[0]],
 }
