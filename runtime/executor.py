@@ -111,12 +111,16 @@ class Externs:
         return np
 
     # -- extern ops -----------------------------------------------------------------------------
-    def run(self, op, arrays, **attrs):
-        """One op outside the generated kernels: numpy on the CPU, CuPy on CUDA."""
+    def run(self, op, arrays, /, **attrs):
+        """One op outside the generated kernels: numpy on the CPU, CuPy on CUDA. Its results are
+        made C-contiguous: numpy keeps a transposed operand's layout (`a.T + b.T` is Fortran-
+        ordered), and the kernels index row-major."""
         if not self.cuda:
-            return numpy_backend.run_op(op, list(arrays), attrs)
-        dev = next((f"cuda:{a.device.id}" for a in arrays if devices.is_cuda_array(a)), "cuda:0")
-        return devices.run_op(dev, op, list(arrays), attrs)
+            outs = numpy_backend.run_op(op, list(arrays), attrs)
+        else:
+            dev = next((f"cuda:{a.device.id}" for a in arrays if devices.is_cuda_array(a)), "cuda:0")
+            outs = devices.run_op(dev, op, list(arrays), attrs)
+        return [self.contiguous(o) for o in outs]
 
     def matmul(self, a, b):
         if not self.cuda:
@@ -141,14 +145,16 @@ class Externs:
     def scatter_add(self, x, idx, src, axis):
         return self.run("scatter_add", [x, idx, src], axis=axis)[0]
 
-    def extern(self, op, arrays, **attrs):
+    def extern(self, op, arrays, /, **attrs):
+        """An op the kernels do not cover (results C-contiguous, as `run`'s)."""
         attrs = {k: (DTYPES[v.name] if hasattr(v, "short") else v) for k, v in attrs.items()}
         if op in ("all_reduce", "all_gather", "reduce_scatter", "broadcast"):
-            return getattr(self.comm, op)(arrays[0], *attrs.values())
+            return self.contiguous(getattr(self.comm, op)(arrays[0], *attrs.values()))
         if op == "send":
             return self.comm.send(arrays[0], attrs["peer"], attrs["group"])
         if op == "recv":
-            return self.comm.recv(attrs["shape"], attrs["dtype"].np, attrs["device"], attrs["peer"], attrs["group"])
+            return self.contiguous(self.comm.recv(attrs["shape"], attrs["dtype"].np, attrs["device"], attrs["peer"],
+                                                  attrs["group"]))
         outs = self.run(op, arrays, **attrs)
         return outs[0] if len(outs) == 1 else outs
 
