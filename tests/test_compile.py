@@ -249,5 +249,7 @@ def test_compile_options_are_checked():
         tg.compile(lambda x: x, backend="inductor")
     with pytest.raises(TypeError, match="donate_argnums"):
         tg.compile(lambda x: x, donate_argnums=(0,))     # a misspelt option is not silently dropped
-    with pytest.raises(UnsupportedError, match="multi-device runtime"):
+    with pytest.raises(TypeError, match="mesh must be a tg.Mesh"):
         tg.compile(lambda x: x, mesh=object())
+    with pytest.raises(UnsupportedError, match="only data parallelism"):
+        tg.Mesh(dp=2, tp=2)

@@ -116,11 +116,16 @@ def gradients(outputs, inputs, grad_outputs=None, create_graph: bool = False, re
 def backward(tensor, gradient=None, retain_graph=None, create_graph: bool = False, inputs=None) -> None:
     leaves = list(inputs) if inputs is not None else _leaves(_tape([tensor]))
     grads = gradients([tensor], leaves, None if gradient is None else [gradient], create_graph, retain_graph)
+    tr = _trace.current()
     for leaf, g in zip(leaves, grads):
         if g is None:
             continue
         if not create_graph:
             g = g.detach()
+        if tr is not None and tr.dp_group is not None and id(leaf) not in tr.arg_index:
+            from .distributed import average_gradient   # state, not the batch: same on every dp rank
+            with set_grad_enabled(False):
+                g = average_gradient(g, tr.dp_group)
         leaf.grad = g if leaf.grad is None else leaf.grad + g
 
 

@@ -21,6 +21,7 @@ from .ir.passes import PassManager, phase_view
 from .ir.printer import format_graph
 from .errors import Donated, UnsupportedError
 from .compiled_grad import CompiledBackward
+from .distributed import Mesh, current_comm
 from .pipeline import choose_backend, lower
 from .tensor import Tensor
 from .trace import Trace
@@ -118,9 +119,8 @@ class CompiledFunction:
     def __init__(self, fn, backend: str = "auto", mesh=None, dump: str | None = None, donate=()):
         if backend not in ("auto", "numpy", "triton"):
             raise ValueError(f"backend must be 'auto', 'numpy' or 'triton', got {backend!r}")
-        if mesh is not None:
-            raise UnsupportedError("tg.compile(mesh=...): the multi-device runtime is not built yet; "
-                                   "steps run on one device (the collectives exist in the IR only)")
+        if mesh is not None and not isinstance(mesh, Mesh):
+            raise TypeError(f"mesh must be a tg.Mesh, got {type(mesh).__name__}")
         self.fn, self.backend, self.mesh, self.dump = fn, backend, mesh, dump
         self.donate = (donate,) if isinstance(donate, (str, int)) else tuple(donate)
         self.entries: list[Entry] = []
@@ -133,11 +133,22 @@ class CompiledFunction:
     # -- calling ----------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
         leaves, spec = pytree.flatten((args, kwargs), is_leaf=lambda x: isinstance(x, Tensor))
-        key = (spec, tuple(_leaf_key(x) for x in leaves), grad_enabled(), amp.autocast_dtype(), self.backend)
+        comm = None
+        if self.mesh is not None:     # this rank's rows of the batch; its communicator in the program
+            comm = current_comm()
+            if comm.world_size != self.mesh.size:
+                raise RuntimeError(f"{self.__name__} is compiled for {self.mesh} ({self.mesh.size} ranks), but this "
+                                   f"process is rank {comm.rank} of {comm.world_size}; run it under "
+                                   "tg.distributed.run_local (or a launcher) with that many ranks")
+            leaves = [_shard(x, self.mesh, comm.rank, i) if isinstance(x, Tensor) else x
+                      for i, x in enumerate(leaves)]
+            args, kwargs = pytree.unflatten(spec, leaves)
+        key = (spec, tuple(_leaf_key(x) for x in leaves), grad_enabled(), amp.autocast_dtype(),
+               (self.backend, id(comm)))
         for e in reversed(self.entries):
             if e.key == key and e.guards_hold(leaves):
                 return e.run(leaves)
-        entry = self._compile(args, kwargs, leaves, key, self._reason(key, leaves))
+        entry = self._compile(args, kwargs, leaves, key, self._reason(key, leaves), comm)
         return entry.run(leaves)
 
     def _reason(self, key, leaves) -> str:
@@ -199,7 +210,7 @@ class CompiledFunction:
         return diff_in, diff_out
 
     # -- compiling --------------------------------------------------------------------------
-    def _compile(self, args, kwargs, leaves, key, reason) -> Entry:
+    def _compile(self, args, kwargs, leaves, key, reason, comm=None) -> Entry:
         name = "".join(c if c.isalnum() or c == "_" else "_" for c in getattr(self.fn, "__name__", "step")) or "step"
         title = f"{name}#{len(self.entries)}"
         if self.entries:
@@ -211,6 +222,8 @@ class CompiledFunction:
         donated = self._donated_leaves(args, kwargs, leaves)
         t0 = time.perf_counter()
         tr = Trace(name)
+        if self.mesh is not None and self.mesh.dp > 1:
+            tr.dp_group = self.mesh.dp_group(comm.rank)
         names = self._arg_names(len(leaves))
         with tr:
             for i, x in enumerate(leaves):
@@ -230,8 +243,8 @@ class CompiledFunction:
         graph = stages.record("traced", graph, ms)
         backend = choose_backend(self.backend, graph)
         if backward is not None:
-            backward = CompiledBackward(graph, *backward, backend, title)
-        graph, program = lower(graph, stages, backend)
+            backward = CompiledBackward(graph, *backward, backend, title, comm)
+        graph, program = lower(graph, stages, backend, comm)
         entry = Entry(key, title, list(tr.sources), plan, guards, len(tensors), out_spec, out_leaves,
                       [v.type for v in graph.outputs], stages, program,
                       (time.perf_counter() - t0) * 1e3, donated, backward)
@@ -274,6 +287,18 @@ class CompiledFunction:
             from .ir.passes.fusion import explain_kernels
             lines += explain_kernels(e.stages["fused"])
         return "\n".join(lines)
+
+
+def _shard(x: Tensor, mesh, rank: int, index: int) -> Tensor:
+    """Rank `rank`'s rows of a batch argument under data parallelism."""
+    n = mesh.dp
+    if n == 1:
+        return x
+    if x.ndim == 0 or x.shape[0] % n:
+        raise ValueError(f"argument {index} of shape {list(x.shape)}: its first axis does not split over dp={n} "
+                         "ranks (with a mesh, tensor arguments are the global batch)")
+    rows = x.shape[0] // n
+    return x[rank * rows:(rank + 1) * rows]
 
 
 def _source(src: tuple, leaves: list) -> Tensor:

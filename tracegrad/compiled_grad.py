@@ -38,8 +38,9 @@ def backward_graph(traced: Graph, diff_in: list[int], diff_out: list[int]) -> Gr
 class CompiledBackward:
     """The backward of one compiled signature; `attach` links a call's outputs to it."""
 
-    def __init__(self, traced: Graph, diff_in: list[int], diff_out: list[int], backend: str, title: str):
-        self.traced, self.diff_in, self.diff_out = traced, diff_in, diff_out
+    def __init__(self, traced: Graph, diff_in: list[int], diff_out: list[int], backend: str, title: str,
+                 comm=None):
+        self.traced, self.diff_in, self.diff_out, self.comm = traced, diff_in, diff_out, comm
         self.backend, self.title = backend, f"{title}.backward"
         self.stages: PassManager | None = None
         self.program = None
@@ -47,7 +48,7 @@ class CompiledBackward:
     def _build(self) -> None:
         self.stages = PassManager(self.title)
         graph = self.stages.run("traced", lambda g: backward_graph(g, self.diff_in, self.diff_out), self.traced)
-        _, self.program = lower(graph, self.stages, self.backend)
+        _, self.program = lower(graph, self.stages, self.backend, self.comm)
 
     def attach(self, sources: list, outputs: list, ins: list) -> None:
         """Link `outputs` (the call's, at diff_out) to `sources` (its input tensors, at diff_in)."""

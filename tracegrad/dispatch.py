@@ -45,7 +45,7 @@ class TapeNode:
         self.freed, self.vjp = False, vjp
 
 
-def apply(op: str, *inputs, **attrs):
+def apply(op: str, /, *inputs, **attrs):
     """Run or record `op` on tensors; returns a Tensor, or a tuple for multi-output ops."""
     opdef = get(op)
     attrs = opdef.normalize_attrs(attrs)

@@ -18,8 +18,8 @@ def choose_backend(requested: str, graph: Graph) -> str:
     return "numpy"
 
 
-def lower(graph: Graph, stages: PassManager, backend: str):
-    """(final graph, program) from a recorded traced graph."""
+def lower(graph: Graph, stages: PassManager, backend: str, comm=None):
+    """(final graph, program) from a recorded traced graph; `comm` carries out its collectives."""
     graph = stages.run("simplify", simplify, graph)
     if backend == "triton":   # composites with a kernel template stay whole; the rest is fused
         from .codegen.triton_codegen import template_applies
@@ -31,12 +31,12 @@ def lower(graph: Graph, stages: PassManager, backend: str):
     else:
         graph = stages.run("decompose", lambda g: decompose(g, frozenset()), graph)
         graph = stages.run("optimized", simplify, graph)
-    return graph, codegen(graph, backend)
+    return graph, codegen(graph, backend, comm)
 
 
-def codegen(graph: Graph, backend: str = "numpy"):
+def codegen(graph: Graph, backend: str = "numpy", comm=None):
     if backend == "triton":   # Triton kernels: compiled on CUDA buffers, interpreted on CPU ones
         from .runtime.executor import TritonProgram
-        return TritonProgram(graph)
+        return TritonProgram(graph, comm)
     from .codegen.numpy_program import generate
-    return generate(graph)
+    return generate(graph, comm)

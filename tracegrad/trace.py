@@ -63,6 +63,7 @@ class Trace:
         self.restore: list[tuple] = []          # (obj, attr, old value) to put back at the end
         self.arg_index: dict[int, int] = {}     # id(argument tensor) -> its position among the leaves
         self.extra_guards: list[tuple] = []     # (check() -> bool, why) on Python state the step read
+        self.dp_group: tuple | None = None      # data parallel: ranks that average the state's gradients
         self.phase = "forward"
         self._prov = None
         self._tag = ""

@@ -1,0 +1,104 @@
+"""Ranks as threads (`LocalWorld`): the collectives, and data parallelism checked against the
+single-device run of the same step (same losses and parameters to fp32 rounding)."""
+from __future__ import annotations
+
+import copy
+import threading
+
+import numpy as np
+import pytest
+
+import tracegrad as tg
+from tracegrad.models.gpt import GPT, GPTConfig
+from tracegrad.runtime.comm import LocalWorld
+
+
+def test_local_collectives():
+    def rank_main(rank):
+        comm = tg.distributed.current_comm()
+        x = np.arange(6, dtype=np.float32).reshape(3, 2) + 10 * rank
+        everyone = (0, 1, 2)
+        out = dict(sum=comm.all_reduce(x, "sum", everyone), mean=comm.all_reduce(x, "mean", everyone),
+                   max=comm.all_reduce(x, "max", everyone), gather=comm.all_gather(x, 1, everyone),
+                   scatter=comm.reduce_scatter(x, 0, everyone), root=comm.broadcast(x, 2, everyone))
+        if rank in (0, 1):       # a sub-group, and a pair exchange
+            out["pair"] = comm.all_reduce(x, "sum", (0, 1))
+            comm.send(x + 0.5, 1 - rank, (0, 1))
+            out["recv"] = comm.recv((3, 2), np.float32, "cpu", 1 - rank, (0, 1))
+        return out
+
+    res = tg.distributed.run_local(rank_main, 3)
+    xs = [np.arange(6, dtype=np.float32).reshape(3, 2) + 10 * r for r in range(3)]
+    for rank, out in enumerate(res):
+        np.testing.assert_array_equal(out["sum"], sum(xs))
+        np.testing.assert_allclose(out["mean"], sum(xs) / 3)
+        np.testing.assert_array_equal(out["max"], xs[2])
+        np.testing.assert_array_equal(out["gather"], np.concatenate(xs, axis=1))
+        np.testing.assert_array_equal(out["scatter"], sum(xs)[rank:rank + 1])
+        np.testing.assert_array_equal(out["root"], xs[2])
+        if rank < 2:
+            np.testing.assert_array_equal(out["pair"], xs[0] + xs[1])
+            np.testing.assert_array_equal(out["recv"], xs[1 - rank] + 0.5)
+
+
+def test_a_failing_rank_releases_the_others():
+    def rank_main(rank):
+        if rank == 1:
+            raise ValueError("rank 1 fails")
+        tg.distributed.current_comm().all_reduce(np.ones(2), "sum", (0, 1, 2))
+
+    with pytest.raises(ValueError, match="rank 1 fails"):
+        tg.distributed.run_local(rank_main, 3)
+    assert not [t for t in threading.enumerate() if t.name.startswith("tracegrad-rank")]
+
+
+CONFIG = GPTConfig(block_size=16, vocab_size=31, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
+
+
+def _train(model, mesh, batches, backend="numpy"):
+    # SGD: Adam would turn the rounding noise of gradients that are zero in exact arithmetic (a
+    # key bias's) into whole steps of lr, hiding what this test compares
+    opt = tg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+    def train_step(x, y):
+        _, loss = model(x, y)
+        loss.backward()
+        tg.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+        opt.step()
+        opt.zero_grad()
+        return loss
+
+    step = tg.compile(train_step, mesh=mesh, backend=backend)
+    losses = [float(step(tg.tensor(x), tg.tensor(y)).item()) for x, y in batches]
+    return losses, {k: v.numpy().copy() for k, v in model.state_dict().items()}, step
+
+
+@pytest.mark.parametrize("dp, backend", [(2, "numpy"), (4, "numpy"), (2, "triton")])
+def test_data_parallel_training_equals_one_device(dp, backend):
+    if backend == "triton":
+        pytest.importorskip("triton")
+    rng = np.random.default_rng(0)
+    batches = [(rng.integers(0, 31, (8, 16)), rng.integers(0, 31, (8, 16))) for _ in range(3)]
+    tg.manual_seed(0)
+    model = GPT(CONFIG)
+    replicas = [copy.deepcopy(model) for _ in range(dp)]
+    want_losses, want_params, _ = _train(model, None, batches, backend)
+
+    mesh = tg.Mesh(dp=dp)
+    runs = tg.distributed.run_local(lambda rank, m: _train(m, mesh, batches, backend), dp, [(m,) for m in replicas])
+    for step_i, want in enumerate(want_losses):    # the shards' mean is the global batch's mean
+        np.testing.assert_allclose(np.mean([r[0][step_i] for r in runs]), want, rtol=1e-5)
+    for losses, params, step in runs:
+        for name, want in want_params.items():
+            np.testing.assert_allclose(params[name], want, rtol=1e-4, atol=1e-6, err_msg=name)
+        assert "all_reduce" in step.ir("optimized")
+        assert step.entries[-1].stages["traced"].inputs[0].type.shape == (8 // dp, 16)   # this rank's rows
+
+
+def test_mesh_misuse_is_explained():
+    step = tg.compile(lambda x: x * 2, mesh=tg.Mesh(dp=2))
+    with pytest.raises(RuntimeError, match=r"compiled for Mesh\(dp=2.*rank 0 of 1.*run_local"):
+        step(tg.ones(4))
+    with pytest.raises(ValueError, match=r"first axis does not split over dp=2"):
+        tg.distributed.run_local(lambda rank: step(tg.ones(3)), 2)
+    assert LocalWorld(2).comm(1).rank == 1

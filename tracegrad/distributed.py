@@ -1,0 +1,111 @@
+"""Running a step on several ranks: the `Mesh`, the communicator of the calling rank, the
+collectives as tensor functions, and `run_local` (ranks as threads of one process).
+
+    mesh = tg.Mesh(dp=2)
+
+    def rank_main(rank, model, opt):           # each rank: its own copy of the model, same weights
+        step = tg.compile(train_step, mesh=mesh)
+        for x, y in batches:
+            step(x, y)                         # x, y: the global batch; this rank takes its rows
+
+    tg.distributed.run_local(rank_main, 2, [(m0, o0), (m1, o1)])
+
+Data parallelism (`dp`): every tensor argument of a step compiled with the mesh is the global
+batch, split along its first axis over the dp ranks; `backward()` inside the step averages the
+gradients of the state it reaches (parameters) over those ranks with an `all_reduce`, so every
+rank applies the same update and the run equals the single-device one. The other mesh axes (tp,
+pp, cp) and the MPI/NCCL communicators are not built yet.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass
+
+from .codegen.numpy_kernels import SingleProcess
+from .errors import UnsupportedError
+from .runtime.comm import LocalWorld
+
+_state = threading.local()
+
+
+@dataclass(frozen=True)
+class Mesh:
+    """How the ranks divide a step: dp (data), tp (tensor), pp (pipeline), cp (context) parallel."""
+    dp: int = 1
+    tp: int = 1
+    pp: int = 1
+    cp: int = 1
+
+    def __post_init__(self):
+        if min(self.dp, self.tp, self.pp, self.cp) < 1:
+            raise ValueError(f"Mesh axes must be >= 1, got {self}")
+        if (self.tp, self.pp, self.cp) != (1, 1, 1):
+            raise UnsupportedError(f"{self}: only data parallelism (dp) is built so far; tp, pp and cp must be 1")
+
+    @property
+    def size(self) -> int:
+        return self.dp * self.tp * self.pp * self.cp
+
+    def dp_group(self, rank: int) -> tuple:
+        return tuple(range(self.dp))
+
+
+def current_comm():
+    """The communicator of this rank (one rank, every collective the identity, outside any launch)."""
+    return getattr(_state, "comm", None) or SingleProcess()
+
+
+def get_rank() -> int:
+    return current_comm().rank
+
+
+def get_world_size() -> int:
+    return current_comm().world_size
+
+
+@contextlib.contextmanager
+def use_comm(comm):
+    old = getattr(_state, "comm", None)
+    _state.comm = comm
+    try:
+        yield comm
+    finally:
+        _state.comm = old
+
+
+def all_reduce(t, op: str = "sum", group: tuple | None = None):
+    """The reduction of `t` over the ranks of `group` (default: all), eagerly or inside a step."""
+    from .dispatch import apply
+    return apply("all_reduce", t, op=op, group=tuple(range(get_world_size())) if group is None else tuple(group))
+
+
+def average_gradient(g, dp_group: tuple):
+    """What `backward()` does to a state gradient under data parallelism: the mean over dp ranks."""
+    return all_reduce(g, "sum", dp_group) * (1.0 / len(dp_group))
+
+
+def run_local(fn, world_size: int, per_rank_args=None) -> list:
+    """fn(rank, *per_rank_args[rank]) on `world_size` threads, each its own rank of one
+    `LocalWorld`; returns the results in rank order, or raises the first rank's error."""
+    world = LocalWorld(world_size)
+    results, errors = [None] * world_size, [None] * world_size
+
+    def main(rank):
+        try:
+            with use_comm(world.comm(rank)):
+                results[rank] = fn(rank, *(per_rank_args[rank] if per_rank_args else ()))
+        except BaseException as e:      # the others would wait at a barrier for this rank forever
+            errors[rank] = e
+            world.abort()
+
+    threads = [threading.Thread(target=main, args=(r,), name=f"tracegrad-rank{r}") for r in range(world_size)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    first = next((e for e in errors if e is not None and not isinstance(e, threading.BrokenBarrierError)),
+                 next((e for e in errors if e is not None), None))
+    if first is not None:
+        raise first
+    return results
