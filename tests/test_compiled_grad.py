@@ -49,6 +49,14 @@ def test_backward_through_a_compiled_module_equals_eager(backend):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
 
 
+def test_the_compiled_backward_can_be_read():
+    w = tg.tensor(np.ones((3, 2), np.float32), requires_grad=True)
+    step = tg.compile(lambda x: (x @ w).tanh())
+    step(tg.ones(4, 3))
+    text = step.ir("backward")        # built on demand, before any backward ran
+    assert "matmul" in text and "vjp(tanh)" in text, text
+
+
 def test_an_output_left_out_of_the_loss_gets_a_zero_cotangent():
     w = tg.tensor(np.arange(6, dtype=np.float32).reshape(2, 3), requires_grad=True)
     step = tg.compile(lambda x: (x @ w, (x @ w).exp()))

@@ -257,7 +257,9 @@ class CompiledFunction:
     # -- inspecting -------------------------------------------------------------------------
     def ir(self, stage: str = "optimized", index: int = -1) -> str:
         """Text of one stage of the latest (or `index`-th) compiled signature:
-        traced, forward, backward, update, simplify, decompose, optimized, fused (Triton), kernels."""
+        traced, forward, backward, update, simplify, decompose, optimized, fused (Triton), kernels.
+        "backward" is the backward phase of the step, or, for a step whose outputs are differentiated
+        after the call, the optimized graph of its compiled backward."""
         if not self.entries:
             raise RuntimeError(f"{self.__name__} has not been compiled yet: call it once first")
         e = self.entries[index]
@@ -266,6 +268,8 @@ class CompiledFunction:
         if stage == "fused":
             from .ir.passes.fusion import format_fused
             return format_fused(e.stages["fused"])
+        if stage == "backward" and e.backward is not None:   # outputs differentiated outside the step
+            return format_graph(e.backward.graph("optimized"))
         if stage in ("forward", "backward", "update"):
             return format_graph(phase_view(e.stages["traced"], stage))
         return format_graph(e.stages[stage])

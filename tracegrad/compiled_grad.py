@@ -50,6 +50,12 @@ class CompiledBackward:
         graph = self.stages.run("traced", lambda g: backward_graph(g, self.diff_in, self.diff_out), self.traced)
         _, self.program = lower(graph, self.stages, self.backend, self.comm)
 
+    def graph(self, stage: str) -> Graph:
+        """A stage of the backward program (built now if no backward has run yet)."""
+        if self.program is None:
+            self._build()
+        return self.stages[stage]
+
     def attach(self, sources: list, outputs: list, ins: list) -> None:
         """Link `outputs` (the call's, at diff_out) to `sources` (its input tensors, at diff_in)."""
         from .creation import zeros
