@@ -91,7 +91,9 @@ def test_data_parallel_training_equals_one_device(dp, backend):
     for losses, params, step in runs:
         for name, want in want_params.items():
             np.testing.assert_allclose(params[name], want, rtol=1e-4, atol=1e-6, err_msg=name)
-        assert "all_reduce" in step.ir("optimized")
+        graphs = step.graphs()      # every gradient's all_reduce, then one per flat bucket
+        assert sum(n.op == "all_reduce" for n in graphs["optimized"].nodes) == len(list(model.parameters()))
+        assert sum(n.op == "all_reduce" for n in graphs["bucketed"].nodes) == 1
         assert step.entries[-1].stages["traced"].inputs[0].type.shape == (8 // dp, 16)   # this rank's rows
 
 
@@ -102,3 +104,35 @@ def test_mesh_misuse_is_explained():
     with pytest.raises(ValueError, match=r"first axis does not split over dp=2"):
         tg.distributed.run_local(lambda rank: step(tg.ones(3)), 2)
     assert LocalWorld(2).comm(1).rank == 1
+
+
+def test_bucketing_keeps_values_and_order():
+    from tracegrad.codegen.numpy_program import generate
+    from tracegrad.ir import GraphBuilder, TensorType, verify
+    from tracegrad.ir.passes.buckets import bucket_all_reduces
+    from tracegrad.ir.types import float32
+
+    b = GraphBuilder("g")
+    xs = [b.input(f"x{i}", TensorType(shape, float32)) for i, shape in enumerate([(2, 3), (4,), (3, 1)])]
+    r0 = b.all_reduce(xs[0], op="sum", group=(0, 1))
+    r1 = b.all_reduce(xs[1], op="sum", group=(0, 1))
+    y = b.mul(r0, 2.0)                           # reads r0: the bucket {r0, r1} goes out before this
+    r2 = b.all_reduce(xs[2], op="mean", group=(0, 1))
+    graph = b.finish([y, r1, r2])
+    bucketed = bucket_all_reduces(graph)
+    verify(bucketed)
+    assert [n.op for n in bucketed.nodes].count("all_reduce") == 2
+    assert [n.op for n in bucketed.nodes].index("concat") < [n.op for n in bucketed.nodes].index("mul")
+
+    def rank_main(rank, g):
+        comm = tg.distributed.current_comm()
+        arrays = [np.arange(np.prod(v.type.shape), dtype=np.float32).reshape(v.type.shape) * (rank + 1)
+                  for v in g.inputs]
+        return generate(g, comm)(*arrays)
+
+    want = tg.distributed.run_local(rank_main, 2, [(graph,)] * 2)
+    got = tg.distributed.run_local(rank_main, 2, [(bucketed,)] * 2)
+    for want_rank, got_rank in zip(want, got):
+        for w, o in zip(want_rank, got_rank):
+            np.testing.assert_array_equal(o, w)
+    np.testing.assert_array_equal(got[0][1], np.arange(4, dtype=np.float32) * 3)   # rank 0's + rank 1's

@@ -12,8 +12,9 @@ collectives as tensor functions, and `run_local` (ranks as threads of one proces
 
 Data parallelism (`dp`): every tensor argument of a step compiled with the mesh is the global
 batch, split along its first axis over the dp ranks; `backward()` inside the step averages the
-gradients of the state it reaches (parameters) over those ranks with an `all_reduce`, so every
-rank applies the same update and the run equals the single-device one. The other mesh axes (tp,
+gradients of the state it reaches (parameters) over those ranks with an `all_reduce`, which the
+`bucketed` stage packs into a few flat buckets (`ir/passes/buckets.py`), so every rank applies
+the same update and the run equals the single-device one. The other mesh axes (tp,
 pp, cp) and the MPI/NCCL communicators are not built yet.
 """
 from __future__ import annotations
@@ -82,7 +83,7 @@ def all_reduce(t, op: str = "sum", group: tuple | None = None):
 
 def average_gradient(g, dp_group: tuple):
     """What `backward()` does to a state gradient under data parallelism: the mean over dp ranks."""
-    return all_reduce(g, "sum", dp_group) * (1.0 / len(dp_group))
+    return all_reduce(g, "mean", dp_group)
 
 
 def run_local(fn, world_size: int, per_rank_args=None) -> list:

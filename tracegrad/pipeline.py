@@ -1,13 +1,14 @@
 """The pass pipeline of a compiled function: traced graph -> program, on the numpy or the Triton
 backend. Every stage is recorded in a `PassManager`, so `step.ir(stage)` can show it.
 
-    traced -> simplify -> decompose -> optimized (-> fused, Triton) -> codegen
+    traced -> simplify -> decompose -> optimized (-> bucketed, data parallel) (-> fused, Triton) -> codegen
 """
 from __future__ import annotations
 
 from . import debug
 from .ir.graph import Graph
 from .ir.passes import PassManager, decompose, simplify
+from .ir.passes.buckets import bucket_all_reduces
 
 
 def choose_backend(requested: str, graph: Graph) -> str:
@@ -25,13 +26,20 @@ def lower(graph: Graph, stages: PassManager, backend: str, comm=None):
         from .codegen.triton_codegen import template_applies
         from .ir.passes.fusion import fuse
         graph = stages.run("decompose", lambda g: decompose(g, template_applies), graph)
-        graph = stages.run("optimized", simplify, graph)
+        graph = _optimize(graph, stages)
         debug.logger("fusion")   # TRACEGRAD_LOGS=fusion: every refused pair, with its reason
         graph = stages.run("fused", fuse, graph)
     else:
         graph = stages.run("decompose", lambda g: decompose(g, frozenset()), graph)
-        graph = stages.run("optimized", simplify, graph)
+        graph = _optimize(graph, stages)
     return graph, codegen(graph, backend, comm)
+
+
+def _optimize(graph: Graph, stages: PassManager) -> Graph:
+    graph = stages.run("optimized", simplify, graph)
+    if sum(n.op == "all_reduce" for n in graph.nodes) > 1:   # data parallel gradients: a few flat buckets
+        graph = stages.run("bucketed", bucket_all_reduces, graph)
+    return graph
 
 
 def codegen(graph: Graph, backend: str = "numpy", comm=None):
