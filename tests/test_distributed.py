@@ -136,3 +136,25 @@ def test_bucketing_keeps_values_and_order():
         for w, o in zip(want_rank, got_rank):
             np.testing.assert_array_equal(o, w)
     np.testing.assert_array_equal(got[0][1], np.arange(4, dtype=np.float32) * 3)   # rank 0's + rank 1's
+
+
+def test_dropout_under_data_parallelism_is_deterministic():
+    # each rank draws from a generator of its own, started from the caller's state
+    config = GPTConfig(block_size=16, vocab_size=31, n_layer=1, n_head=2, n_embd=16, dropout=0.3)
+    rng = np.random.default_rng(1)
+    batches = [(rng.integers(0, 31, (4, 16)), rng.integers(0, 31, (4, 16))) for _ in range(3)]
+    tg.manual_seed(0)
+    model = GPT(config)
+
+    def run():
+        tg.manual_seed(5)
+        return tg.distributed.run_local(lambda rank, m: _train(m, tg.Mesh(dp=2), batches), 2,
+                                        [(copy.deepcopy(model),) for _ in range(2)])
+    first, second = run(), run()
+    np.testing.assert_array_equal(tg.get_rng_state().numpy(), [5, 0])   # the ranks drew from their own
+    for a, b in zip(first, second):
+        assert a[0] == b[0]
+        for name in a[1]:
+            np.testing.assert_array_equal(a[1][name], b[1][name])
+    for name in first[0][1]:                       # the ranks applied the same update
+        np.testing.assert_array_equal(first[0][1][name], first[1][1][name])

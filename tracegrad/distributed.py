@@ -23,6 +23,7 @@ import contextlib
 import threading
 from dataclasses import dataclass
 
+from . import random as rng
 from .codegen.numpy_kernels import SingleProcess
 from .errors import UnsupportedError
 from .runtime.comm import LocalWorld
@@ -88,13 +89,17 @@ def average_gradient(g, dp_group: tuple):
 
 def run_local(fn, world_size: int, per_rank_args=None) -> list:
     """fn(rank, *per_rank_args[rank]) on `world_size` threads, each its own rank of one
-    `LocalWorld`; returns the results in rank order, or raises the first rank's error."""
+    `LocalWorld` with its own random generator (starting from the caller's state, as processes
+    seeded alike); returns the results in rank order, or raises the first rank's error."""
     world = LocalWorld(world_size)
     results, errors = [None] * world_size, [None] * world_size
+    rng_state = rng.current_generator().get_state()
 
     def main(rank):
+        gen = rng.Generator()         # as separate processes seeded alike: one stream per rank
+        gen.set_state(rng_state)
         try:
-            with use_comm(world.comm(rank)):
+            with use_comm(world.comm(rank)), rng.use_generator(gen):
                 results[rank] = fn(rank, *(per_rank_args[rank] if per_rank_args else ()))
         except BaseException as e:      # the others would wait at a barrier for this rank forever
             errors[rank] = e

@@ -1,10 +1,14 @@
-"""Random numbers: one global generator whose state is a tensor i64[2] = (seed, offset).
+"""Random numbers: one global generator whose state is a tensor i64[2] = (seed, offset); each
+rank that `tg.distributed.run_local` starts as a thread has a generator of its own.
 
 Every draw is a random op that reads the state and returns the advanced one, so a compiled step
 lifts the state like any other tensor and writes it back: compiled and eager runs draw the same
 numbers in the same order.
 """
 from __future__ import annotations
+
+import contextlib
+import threading
 
 import numpy as np
 
@@ -57,10 +61,26 @@ class Generator:
 
 
 default_generator = Generator(0)
+_local = threading.local()
+
+
+def current_generator() -> Generator:
+    """`default_generator`, or the generator this thread was given (a rank of `run_local`)."""
+    return getattr(_local, "generator", None) or default_generator
+
+
+@contextlib.contextmanager
+def use_generator(gen: Generator):
+    old = getattr(_local, "generator", None)
+    _local.generator = gen
+    try:
+        yield gen
+    finally:
+        _local.generator = old
 
 
 def manual_seed(seed: int) -> Generator:
-    return default_generator.manual_seed(seed)
+    return current_generator().manual_seed(seed)
 
 
 def seed() -> int:
@@ -71,11 +91,11 @@ def seed() -> int:
 
 
 def get_rng_state():
-    return default_generator.get_state()
+    return current_generator().get_state()
 
 
 def set_rng_state(state) -> None:
-    default_generator.set_state(state)
+    current_generator().set_state(state)
 
 
 def _size(size):
@@ -83,12 +103,12 @@ def _size(size):
 
 
 def rand(*size, dtype=None, device=None, generator=None, requires_grad=False):
-    t = (generator or default_generator).draw("rand_uniform", _size(size), dtype, device)
+    t = (generator or current_generator()).draw("rand_uniform", _size(size), dtype, device)
     return t.requires_grad_(True) if requires_grad else t
 
 
 def randn(*size, dtype=None, device=None, generator=None, requires_grad=False):
-    t = (generator or default_generator).draw("rand_normal", _size(size), dtype, device)
+    t = (generator or current_generator()).draw("rand_normal", _size(size), dtype, device)
     return t.requires_grad_(True) if requires_grad else t
 
 

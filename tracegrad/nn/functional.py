@@ -21,7 +21,7 @@ from ..dispatch import apply
 from ..errors import UnsupportedError
 from ..functions import where
 from ..ir.types import bool_, int64
-from ..random import default_generator
+from ..random import current_generator
 from ..tensor import Tensor
 from .conv_functional import (_autocast, _pair, adaptive_avg_pool2d, avg_pool2d, conv2d,  # noqa: F401
                               max_pool2d, pad)
@@ -153,7 +153,7 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
         return input
     if p == 1.0:
         return input * 0.0
-    state = default_generator.state_for(input._type.device)
+    state = current_generator().state_for(input._type.device)
     y, nxt = apply("dropout", input, state, p=float(p))
     state._assign(nxt)
     return y
