@@ -89,7 +89,7 @@ class GradScaler:
             return outputs
         if isinstance(outputs, (list, tuple)):
             return type(outputs)(self.scale(o) for o in outputs)
-        return outputs * self._scale.to(outputs.dtype)
+        return outputs * self._scale.to(outputs.dtype, device=outputs.device)
 
     def unscale_(self, optimizer) -> None:
         """Divide the optimizer's gradients by the scale, and record whether any is inf or NaN."""
@@ -105,8 +105,8 @@ class GradScaler:
                 for p in group["params"]:
                     if p.grad is None:
                         continue
-                    g = p.grad.float() * inv
-                    flag = (g * 0.0).isnan().any().float()   # inf * 0 and NaN * 0 are NaN
+                    g = p.grad.float() * inv.to(device=p.grad.device)
+                    flag = (g * 0.0).isnan().any().float().to(device=self.device)   # inf * 0, NaN * 0: NaN
                     bad = flag if bad is None else bad + flag
                     p.grad = g.to(p.grad.dtype)
             found = self._found_inf.get(id(optimizer))
@@ -135,7 +135,7 @@ class GradScaler:
             out = optimizer.step(*args, **kwargs)
             skip = self._found_inf[id(optimizer)] > 0
             for t, old in before:
-                t.copy_(where(skip, old, t))
+                t.copy_(where(skip.to(device=t.device), old, t))
         return out
 
     def update(self, new_scale=None) -> None:

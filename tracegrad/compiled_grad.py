@@ -41,7 +41,7 @@ class CompiledBackward:
     def __init__(self, traced: Graph, diff_in: list[int], diff_out: list[int], backend: str, title: str,
                  comm=None):
         self.traced, self.diff_in, self.diff_out, self.comm = traced, diff_in, diff_out, comm
-        self.backend, self.title = backend, f"{title}.backward"
+        self.backend, self.name, self.title = backend, title, f"{title}.backward"
         self.stages: PassManager | None = None
         self.program = None
 
@@ -64,7 +64,7 @@ class CompiledBackward:
 
         def vjp(b, node, cotangents):
             if grad_enabled():
-                raise UnsupportedError(f"backward(create_graph=True) through the compiled {self.title[:-9]}: "
+                raise UnsupportedError(f"backward(create_graph=True) through the compiled {self.name}: "
                                        "its backward is a compiled program without a tape of its own")
             if self.program is None:
                 self._build()
@@ -73,6 +73,6 @@ class CompiledBackward:
             grads = self.program(*ins, *cots)
             return [Tensor._from_array(a, s._type) for a, s in zip(grads, sources)]
 
-        node = TapeNode(f"compiled {self.title[:-9]}", sources, outputs, {}, vjp=vjp)
+        node = TapeNode(f"compiled {self.name}", sources, outputs, {}, vjp=vjp)
         for o in outputs:
             o.requires_grad, o._node = True, node
