@@ -189,3 +189,27 @@ def test_gpt2_small_training_step_on_cuda_matches_numpy(amp, tol):
     else:   # Adam moves each weight ~lr per step; bf16 noise can flip a tiny gradient's sign
         assert np.abs(got_w - want_w).max() <= 2 * 3e-4 * 2 * 1.05
     assert step.graphs()["fused"].meta["kernels"] > 0
+
+
+def test_grad_scaler_on_cuda_matches_the_cpu():
+    """fp32 model, scaled loss, an overflowing batch: the same scales and weights on CUDA as on the CPU."""
+    def run(device):
+        tg.manual_seed(0)
+        lin = tg.nn.Linear(8, 4).to(device)
+        opt = tg.optim.SGD(lin.parameters(), lr=0.1)
+        scaler = tg.amp.GradScaler(device, init_scale=256.0, growth_interval=1)
+
+        @tg.compile
+        def step(x):
+            scaler.scale(lin(x).square().mean()).backward()
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad()
+        scales = []
+        for v in (1.0, np.inf, 0.5):
+            step(tg.tensor(np.full((4, 8), v, np.float32)).to(device))
+            scales.append(scaler.get_scale())
+        return scales, lin.weight.numpy()
+    (cpu_scales, cpu_w), (gpu_scales, gpu_w) = run("cpu"), run("cuda")
+    assert gpu_scales == cpu_scales == [512.0, 256.0, 512.0]
+    assert rel_err(gpu_w, cpu_w) < 1e-5
