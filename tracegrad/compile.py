@@ -80,14 +80,13 @@ class Entry:
         return next((why for check, why in self.guards if not check(leaves)), "")
 
     def run(self, leaves):
-        ins = []
-        for kind, obj in self.sources:
-            ins.append(leaves[obj]._data if kind == "arg" else obj._data if kind == "data" else obj._grad._data)
-            if type(ins[-1]) is Donated:
-                raise ins[-1].error()
-            if kind == "arg" and obj in self.donated:
-                ins[-1] = _writable(ins[-1])
-        outs = self.program(*ins)
+        ins = [leaves[obj]._data if kind == "arg" else obj._data if kind == "data" else obj._grad._data
+               for kind, obj in self.sources]
+        if self.donated:
+            for j, (kind, obj) in enumerate(self.sources):
+                if kind == "arg" and obj in self.donated:
+                    ins[j] = _writable(ins[j])
+        outs = self.program(*ins)     # a Donated buffer among ins raises DonatedError at its first use
         self.calls += 1
         for i, name in self.donated.items():
             leaves[i]._data = Donated(self.title, name)

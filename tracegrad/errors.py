@@ -34,6 +34,11 @@ class Donated:
     def __init__(self, step: str, name: str):
         self.step, self.name = step, name
 
+    def __getattr__(self, name):
+        # every use of the buffer (numpy probing `__array__`, `.shape`, `.reshape`, ...) lands here,
+        # so an eager op on a donated tensor fails without a check on the per-op path
+        raise self.error()
+
     def error(self) -> DonatedError:
         return DonatedError(f"{self.name!r} was donated to {self.step} (tg.compile(..., donate=...)), which may "
                             "have reused its buffer; use the step's outputs, or donate a copy (x.clone())")

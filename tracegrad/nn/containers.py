@@ -93,9 +93,7 @@ class ModuleList(Module):
     def __delitem__(self, idx) -> None:
         mods = list(self._modules.values())
         del mods[idx]
-        for k in list(self._modules):
-            delattr(self, k)
-        self.extend(mods)
+        self._renumber(mods)
 
     def __iadd__(self, modules) -> "ModuleList":
         return self.extend(modules)
@@ -115,6 +113,10 @@ class ModuleList(Module):
     def insert(self, index: int, module: Module) -> None:
         mods = list(self._modules.values())
         mods.insert(index, module)
+        self._renumber(mods)
+
+    def _renumber(self, mods: list) -> None:
+        """Hold exactly `mods`, under the names 0, 1, ... (as after a list edit)."""
         for k in list(self._modules):
             delattr(self, k)
         self.extend(mods)
