@@ -30,7 +30,7 @@ import triton.testing
 import tracegrad as tg
 import tracegrad.nn.functional as F
 from tracegrad.codegen import triton_codegen
-from tracegrad.codegen.triton_host import BF16, TypedArray
+from tracegrad.runtime.devices import BF16, TypedArray
 from timing import measure, torch_alloc
 from tracegrad.ir.types import TensorType, dtype as tg_dtype
 

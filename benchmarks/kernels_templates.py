@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 import triton.testing
 
-from tracegrad.codegen.templates.attention import attention_backward, attention_forward
-from tracegrad.codegen.templates.cross_entropy import cross_entropy, cross_entropy_backward
-from tracegrad.codegen.templates.matmul import matmul
-from tracegrad.codegen.triton_host import BF16, TypedArray
+from tracegrad.runtime.templates.attention import attention_backward, attention_forward
+from tracegrad.runtime.templates.cross_entropy import cross_entropy, cross_entropy_backward
+from tracegrad.runtime.templates.matmul import matmul
+from tracegrad.runtime.devices import BF16, TypedArray
 from timing import measure, torch_alloc
 
 

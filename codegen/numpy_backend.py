@@ -1,22 +1,21 @@
 """The numpy backend: the reference semantics of every primitive, as one table of lowerings.
 
 Each lowering turns argument names into one numpy expression (`np.add(t1, t2)`). The same table
-serves both uses: `generate` writes a straight-line Python function for a whole graph (the
-kernel body the CPU runs), and `run_op` evaluates one op eagerly through a small cached lambda.
+serves both uses: `numpy_program` writes a straight-line Python function for a whole graph (the
+kernel body the CPU runs), and `eager` evaluates one op at a time through a small cached lambda.
 Half-precision math runs in fp32 and rounds once per op, as the GPU kernels do.
 """
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 from typing import Callable
 
 import numpy as np
 
-from ..ir.builder import Builder
 from ..ir.ops import OPS, get
-from ..ir.types import DType, TensorType, bfloat16, dtype as to_dtype, float16
-from . import numpy_kernels
+from ..ir.types import DType, TensorType, bfloat16, float16
+from ..runtime import numpy_kernels
+from ..runtime.comm import SingleProcess
 
 HALF = (float16, bfloat16)
 
@@ -126,7 +125,7 @@ def namespace(comm=None) -> dict:
     import ml_dtypes
     ns = {name: getattr(numpy_kernels, name) for name in
           ("erf", "sigmoid", "index_add", "scatter_add", "iota", "rand_uniform", "rand_normal")}
-    ns.update(np=np, bfloat16=ml_dtypes.bfloat16, comm=comm or numpy_kernels.SingleProcess())
+    ns.update(np=np, bfloat16=ml_dtypes.bfloat16, comm=comm or SingleProcess())
     return ns
 
 
@@ -137,44 +136,6 @@ def lower(op: str, args: list[str], ins: list[TensorType], outs: list[TensorType
         raise NotImplementedError(f"the numpy backend has no lowering for {op!r}"
                                   + (" (a composite: decompose it first)" if get(op).is_composite else "")) from None
     return fn(args, ins, outs, **attrs)
-
-
-# -- eager: one op at a time ------------------------------------------------------------------------
-_NS = None
-
-
-@lru_cache(maxsize=4096)
-def _kernel(op: str, ins: tuple[TensorType, ...], attrs: tuple) -> Callable:
-    global _NS
-    _NS = _NS or namespace()
-    args = [f"a{i}" for i in range(len(ins))]
-    d = dict(attrs)
-    outs = get(op).infer_types(list(ins), d)
-    return eval(f"lambda {', '.join(args)}: {lower(op, args, list(ins), outs, d)}", _NS)
-
-
-def run_op(op: str, arrays: list[np.ndarray], attrs: dict) -> tuple[np.ndarray, ...]:
-    """Run one op on numpy arrays (composites through their decomposition)."""
-    opdef = get(op)
-    if opdef.is_composite:
-        b = ArrayBuilder()
-        outs = opdef.decompose(b, *arrays, **attrs)
-        return outs if isinstance(outs, tuple) else (outs,)
-    ins = tuple(TensorType(a.shape, to_dtype(a.dtype)) for a in arrays)
-    out = _kernel(op, ins, tuple(attrs.items()))(*arrays)
-    if len(opdef.infer_types(list(ins), attrs)) > 1:
-        return tuple(np.asarray(o) for o in out)
-    return () if opdef.side_effect and out is None else (np.asarray(out),)
-
-
-class ArrayBuilder(Builder):
-    """A builder over numpy arrays: rules and decompositions compute at once."""
-
-    def type_of(self, h) -> TensorType:
-        return TensorType(h.shape, to_dtype(h.dtype))
-
-    def emit(self, op, inputs, attrs):
-        return run_op(op, list(inputs), get(op).normalize_attrs(attrs))
 
 
 def missing_lowerings() -> list[str]:

@@ -10,7 +10,7 @@ launches them in order.
         ...
 
 The host function calls what the runtime supplies as `rt` (`rt.launch`, `rt.empty`, the extern ops
-`rt.matmul`, `rt.extern("cross_entropy", ...)`, dtypes `rt.f32`); `runtime.executor` runs it. Block
+`rt.matmul`, `rt.extern("cross_entropy", ...)`, dtypes `rt.f32`); `triton_program` runs it. Block
 sizes come from a small table keyed by problem size and target ("interpret": big blocks, few
 programs; "cuda": H100-sized blocks); the kernel source is the same for both targets.
 """

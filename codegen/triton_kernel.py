@@ -27,7 +27,7 @@ from ..ir.passes.fusion_index import Sym, depends_on, linearize
 from ..ir.passes.fusion_plan import (RANDOM, REDUCTIONS, VIEWS, KernelPlan, index_tags, is_reduction,
                                      make_plan, node_reads, rng_state_out)
 from ..ir.types import DType, bool_, float32, float64, int64
-from . import rng
+from ..runtime import rng
 from .triton_ops import HALF, LOWER, compute_dtype, literal, tl_dtype
 
 PERSISTENT_MAX = 16384     # rows up to this many elements stay in registers (one read of the input)

@@ -1,7 +1,11 @@
 """tracegrad's IR: typed SSA graphs, the op registry, printing, verification and passes.
 
-This package imports nothing else of tracegrad's; codegen, runtime and the frontend build on it.
+This package imports nothing else of tracegrad's; runtime, codegen and the frontend build on it.
 """
+if __name__ == "ir":   # imported as its folder name from the repository root
+    raise ImportError("`import ir` loaded the folder ir/ of the source tree, which installs as "
+                      "`tracegrad.ir`: import tracegrad.ir instead (a second copy would hold a second "
+                      "op registry)")
 from . import ops
 from .builder import Builder, GraphBuilder
 from .errors import IRError, OpTypeError, UnknownOpError, VerifyError

@@ -1,123 +1,86 @@
-"""Communicators: what a compiled program calls for its collectives (`comm.all_reduce(x, op,
-group)`, ...), with the interface of `codegen.numpy_kernels.SingleProcess`.
+"""The communicator protocol: the collective and point-to-point calls a compiled program makes
+(`comm.all_reduce(x, op, group)`, ...), and `SingleProcess`, the communicator of one rank.
 
-`LocalWorld(n).comm(rank)` gives n ranks that are threads of one process, exchanging numpy or
-CuPy arrays through shared slots. It is what tests and `tracegrad.distributed.run_local` use to
-check a parallel plan against the single-device run without launching processes. Every rank
-reduces the group's arrays itself, in rank order, so all ranks get bit-identical results.
+A communicator moves buffers (numpy or CuPy arrays) between the ranks of a group, a tuple of
+global ranks in a fixed order; every rank of the group makes the same call in the same order.
+Implementations: `SingleProcess` (here), `LocalComm` (ranks as threads, `comm_local.py`).
 """
 from __future__ import annotations
 
-import queue
-import threading
-
-import numpy as np
+REDUCE_OPS = ("sum", "mean", "max", "min")
 
 
-def _xp(x):
-    if isinstance(x, np.ndarray):
-        return np
-    import cupy
-    return cupy
+class Communicator:
+    """What every communicator provides. `rank` and `world_size` are global; `timeout` (seconds)
+    bounds every call that waits for another rank, which then raises instead of hanging."""
+    rank: int = 0
+    world_size: int = 1
+    timeout: float = 300.0
 
+    def all_reduce(self, x, op: str, group: tuple):
+        """The elementwise `op` (one of REDUCE_OPS) of `x` over the ranks of `group`, on each of them."""
+        raise NotImplementedError
 
-_REDUCE = {"sum": lambda xs: _fold(xs, lambda a, b: a + b), "max": lambda xs: _fold(xs, _maximum),
-           "min": lambda xs: _fold(xs, _minimum), "mean": lambda xs: _fold(xs, lambda a, b: a + b) / len(xs)}
+    def all_gather(self, x, axis: int, group: tuple):
+        """The group's arrays concatenated along `axis`, in group order, on each rank."""
+        raise NotImplementedError
 
+    def reduce_scatter(self, x, axis: int, group: tuple):
+        """The sum over the group, split along `axis` into len(group) parts; rank i gets part i."""
+        raise NotImplementedError
 
-def _fold(xs, f):
-    out = xs[0]
-    for x in xs[1:]:
-        out = f(out, x)
-    return out
+    def broadcast(self, x, root: int, group: tuple):
+        """`root`'s array on every rank of the group."""
+        raise NotImplementedError
 
+    def send(self, x, peer: int, group: tuple) -> None:
+        """Send `x` to global rank `peer`; the peer takes it with `recv`."""
+        raise NotImplementedError
 
-def _maximum(a, b):
-    return _xp(a).maximum(a, b)
+    def recv(self, shape: tuple, dtype, device: str, peer: int, group: tuple):
+        """The array of `shape` and numpy `dtype` that global rank `peer` sent, on `device`."""
+        raise NotImplementedError
 
+    def barrier(self, group: tuple | None = None) -> None:
+        """Wait until every rank of `group` (default: all) has reached this call."""
+        raise NotImplementedError
 
-def _minimum(a, b):
-    return _xp(a).minimum(a, b)
-
-
-class LocalWorld:
-    """The state `n` thread ranks share: one slot per rank per group, a barrier per group, and a
-    queue per (sender, receiver) pair."""
-
-    def __init__(self, world_size: int, timeout: float = 300.0):
-        self.world_size, self.timeout = world_size, timeout
-        self._lock = threading.Lock()
-        self._barriers: dict[tuple, threading.Barrier] = {}
-        self._slots: dict[tuple, list] = {}
-        self._queues: dict[tuple, queue.Queue] = {}
-        self._aborted = False
-
-    def comm(self, rank: int) -> "LocalComm":
-        return LocalComm(self, rank)
-
-    def abort(self) -> None:
-        """A rank failed: release the others from every barrier (they raise BrokenBarrierError)."""
-        with self._lock:
-            self._aborted = True
-            for barrier in self._barriers.values():
-                barrier.abort()
-
-    def group(self, group: tuple) -> tuple[threading.Barrier, list]:
-        with self._lock:
-            if self._aborted:
-                raise threading.BrokenBarrierError(f"another rank failed before this {len(group)}-rank collective")
-            if group not in self._barriers:
-                self._barriers[group] = threading.Barrier(len(group), timeout=self.timeout)
-                self._slots[group] = [None] * len(group)
-            return self._barriers[group], self._slots[group]
-
-    def channel(self, src: int, dst: int) -> queue.Queue:
-        with self._lock:
-            return self._queues.setdefault((src, dst), queue.Queue())
-
-
-class LocalComm:
-    """One rank of a `LocalWorld`."""
-
-    def __init__(self, world: LocalWorld, rank: int):
-        self.world, self.rank, self.world_size = world, rank, world.world_size
-
-    def _exchange(self, x, group, combine):
-        """Every rank of `group` puts its array in and gets combine(all of them, in group order);
-        combine runs before anyone leaves, while every array is still as it was put in."""
+    def check_group(self, group) -> tuple:
         group = tuple(group)
         if self.rank not in group:
             raise RuntimeError(f"rank {self.rank} runs a collective over ranks {group} it is not part of")
-        barrier, slots = self.world.group(group)
-        slots[group.index(self.rank)] = x
-        barrier.wait()
-        out = combine(list(slots))
-        barrier.wait()       # nobody reuses its array, or puts in the next one, before all have read
-        return out
+        return group
+
+
+class SingleProcess(Communicator):
+    """The communicator of a program with one rank: every collective is the identity."""
+
+    def _one(self, group):
+        if len(group) != 1:
+            raise RuntimeError(f"a collective over ranks {tuple(group)} needs a multi-rank communicator "
+                               f"(compile with a mesh and launch with `tracegrad launch`)")
 
     def all_reduce(self, x, op, group):
-        if op not in _REDUCE:
-            raise ValueError(f"all_reduce: op {op!r} is not one of {sorted(_REDUCE)}")
-        return self._exchange(x, group, lambda xs: _REDUCE[op](xs).astype(x.dtype, copy=False))
+        self._one(group)
+        return x
 
     def all_gather(self, x, axis, group):
-        return self._exchange(x, group, lambda xs: _xp(x).concatenate(xs, axis=axis))
+        self._one(group)
+        return x
 
     def reduce_scatter(self, x, axis, group):
-        size = x.shape[axis] // len(group)
-        i = tuple(group).index(self.rank)
-        mine = (slice(None),) * axis + (slice(i * size, (i + 1) * size),)
-        return self._exchange(x, group, lambda xs: _REDUCE["sum"]([a[mine] for a in xs]))
+        self._one(group)
+        return x
 
     def broadcast(self, x, root, group):
-        return self._exchange(x, group, lambda xs: xs[tuple(group).index(root)].copy())
+        self._one(group)
+        return x
 
     def send(self, x, peer, group):
-        self.world.channel(self.rank, peer).put(x.copy())
+        raise RuntimeError("send needs a multi-rank communicator")
 
     def recv(self, shape, dtype, device, peer, group):
-        x = self.world.channel(peer, self.rank).get(timeout=self.world.timeout)
-        if tuple(x.shape) != tuple(shape):
-            raise RuntimeError(f"recv on rank {self.rank}: expected shape {tuple(shape)} from rank {peer}, got "
-                               f"{tuple(x.shape)}")
-        return x
+        raise RuntimeError("recv needs a multi-rank communicator")
+
+    def barrier(self, group=None):
+        pass

@@ -10,7 +10,7 @@ import pytest
 
 import tracegrad as tg
 from tracegrad.models.gpt import GPT, GPTConfig
-from tracegrad.runtime.comm import LocalWorld
+from tracegrad.runtime.comm_local import LocalWorld
 
 
 def test_local_collectives():

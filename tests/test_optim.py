@@ -322,5 +322,6 @@ def test_accumulate_eagerly_then_compiled_optimizer_step():
                 F.cross_entropy(m(tg.tensor(x)), tg.tensor(y)).backward()
             update_fn()
         return m
+    # eager and compiled steps may hand BLAS operands in different layouts: fp32 rounding apart
     for p, q in zip(run(False).parameters(), run(True).parameters()):
-        np.testing.assert_array_equal(p.numpy(), q.numpy())
+        np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-5, atol=1e-7)

@@ -24,11 +24,12 @@ import pytest
 triton = pytest.importorskip("triton")
 
 import tracegrad as tg  # noqa: E402
-from tracegrad.codegen import kernel_cache, numpy_program, triton_codegen  # noqa: E402
+from tracegrad.codegen import numpy_program, triton_codegen  # noqa: E402
+from tracegrad.runtime import kernel_cache  # noqa: E402
 from tracegrad.ir import GraphBuilder, TensorType  # noqa: E402
 from tracegrad.ir.passes.fusion import fuse  # noqa: E402
 from tracegrad.ir.types import bfloat16, float32, int64  # noqa: E402
-from tracegrad.runtime.executor import TritonProgram  # noqa: E402
+from tracegrad.codegen.triton_program import TritonProgram  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from op_table import CASES, FORWARD_ONLY  # noqa: E402
@@ -288,14 +289,15 @@ def _fake_cupy():
 
 @pytest.fixture
 def fake_cuda(monkeypatch):
-    from tracegrad.runtime import devices
+    from tracegrad.codegen import eager
+    from tracegrad.runtime import cupy_kernels, devices
     for name, mod in _fake_cupy().items():
         monkeypatch.setitem(sys.modules, name, mod)
-    devices._namespace.cache_clear()
-    devices._kernel.cache_clear()
+    cupy_kernels.namespace.cache_clear()
+    eager._cuda_kernel.cache_clear()
     yield devices
-    devices._namespace.cache_clear()
-    devices._kernel.cache_clear()
+    cupy_kernels.namespace.cache_clear()
+    eager._cuda_kernel.cache_clear()
 
 
 @pytest.mark.parametrize("case", CASES + FORWARD_ONLY, ids=lambda c: c.id)
@@ -309,7 +311,7 @@ def test_eager_cuda_ops_on_a_cupy_stand_in(fake_cuda, case):
 
 
 def test_bf16_on_a_cupy_stand_in_is_uint16_and_rounds_like_ml_dtypes(fake_cuda):
-    from tracegrad.codegen.triton_host import TypedArray
+    from tracegrad.runtime.devices import TypedArray
     x = np.random.default_rng(6).uniform(-3, 3, (16, 33)).astype(np.float32)
     x[0, :4] = [np.nan, np.inf, -np.inf, 1.0 + 2 ** -8]      # a tie: rounds to even
     t = tg.tensor(x).to(tg.bfloat16).to("cuda")

@@ -14,8 +14,8 @@ import pytest
 pytest.importorskip("triton")
 ml_dtypes = pytest.importorskip("ml_dtypes")
 
-from tracegrad.codegen.templates import attention, cross_entropy, matmul  # noqa: E402
-from tracegrad.codegen import triton_host  # noqa: E402
+from tracegrad.runtime.templates import attention, cross_entropy, matmul  # noqa: E402
+from tracegrad.runtime import devices, triton_host  # noqa: E402
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 TOL = {np.dtype(np.float32): 2e-5, np.dtype(np.float16): 5e-3, BF16: 1e-2}
@@ -31,11 +31,11 @@ def put(x, cuda):
     if not cuda:
         return x
     import cupy
-    return triton_host.bf16_array(x) if x.dtype == BF16 else cupy.asarray(x)
+    return devices.bf16_array(x) if x.dtype == BF16 else cupy.asarray(x)
 
 
 def assert_close(actual, expected, dtype, what=""):
-    actual = triton_host.to_numpy(actual).astype(np.float64)
+    actual = devices.to_numpy(actual).astype(np.float64)
     err = np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-30)
     assert err <= TOL[np.dtype(dtype)], f"{what}: max error {err:.2e} relative to max |ref| (dtype {dtype})"
 
@@ -98,7 +98,7 @@ def check_matmul(cuda, shape_a, shape_b, dtype, activation="none", bias=False, r
     res_ = randn(rng, out_shape, dtype) if residual else None
     c = matmul.matmul(put(a, cuda), put(b, cuda), put(bias_, cuda) if bias else None, activation,
                       put(res_, cuda) if residual else None, **kw)
-    assert tuple(c.shape) == out_shape and triton_host.dtype_of(c) == np.dtype(dtype)
+    assert tuple(c.shape) == out_shape and devices.dtype_of(c) == np.dtype(dtype)
     assert_close(c, matmul_ref(a, b, bias_, activation, res_), dtype, f"matmul {activation}")
 
 
@@ -131,9 +131,9 @@ def check_cross_entropy(cuda, N, V, dtype, eps, inplace=False, **kw):
     assert_close(lse, lse_ref, np.float32, "cross_entropy lse")
     grad = cross_entropy.cross_entropy_backward(xd, td, lse, 0.5, ignore_index=-1, label_smoothing=eps,
                                                 inplace=inplace, **kw)
-    assert (grad is xd) == inplace and triton_host.dtype_of(grad) == np.dtype(dtype)
+    assert (grad is xd) == inplace and devices.dtype_of(grad) == np.dtype(dtype)
     assert_close(grad, grad_ref, dtype, "cross_entropy dlogits")
-    assert not triton_host.to_numpy(grad)[::5].any(), "ignored rows must get a zero gradient"
+    assert not devices.to_numpy(grad)[::5].any(), "ignored rows must get a zero gradient"
 
 
 # --------------------------------------------------------------------------
@@ -280,7 +280,7 @@ class TestOnCuda:
         # A fresh process where `import torch` fails, as on a machine without it.
         code = ("import sys; sys.modules['torch'] = None\n"
                 "import numpy as np, cupy\n"
-                "from tracegrad.codegen.templates.matmul import matmul\n"
+                "from tracegrad.runtime.templates.matmul import matmul\n"
                 "a = cupy.asarray(np.eye(32, dtype=np.float32))\n"
                 "assert float(abs(matmul(a, a) - a).max()) == 0\n"
                 "print('ok')\n")

@@ -9,7 +9,7 @@ import pytest
 
 from tracegrad.codegen import numpy_program
 from tracegrad.ir.passes.fusion import format_fused, fuse
-from tracegrad.runtime.executor import TritonProgram
+from tracegrad.codegen.triton_program import TritonProgram
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -53,7 +53,7 @@ def tensor(data, dtype=None, device=None, requires_grad: bool = False):
             dtype = to_dtype(arr.dtype)
     else:
         dtype = to_dtype(dtype)
-    t = Tensor._from_array(np.array(arr, dtype=dtype.np), TensorType(arr.shape, dtype))
+    t = Tensor._from_array(np.array(arr, dtype=dtype.np, order="C"), TensorType(arr.shape, dtype))
     device = normalize_device(device)
     if device != "cpu":
         t = t.to(device)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 
-from .codegen.numpy_backend import run_op
+from .codegen.eager import run_op
 from .errors import ShapeError
 from .ir.builder import Builder
 from .ir.errors import OpTypeError
@@ -83,10 +83,7 @@ def _tensor():
 
 def _run_eager(op, inputs, attrs):
     device = inputs[0]._type.device if inputs else attrs.get("device", "cpu")
-    if device == "cpu":
-        return run_op(op, [t._data for t in inputs], attrs)
-    from .runtime.devices import run_op as run_on_device
-    return run_on_device(device, op, [t._data for t in inputs], attrs)
+    return run_op(device, op, [t._data for t in inputs], attrs)
 
 
 class TensorBuilder(Builder):

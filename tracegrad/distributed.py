@@ -24,9 +24,9 @@ import threading
 from dataclasses import dataclass
 
 from . import random as rng
-from .codegen.numpy_kernels import SingleProcess
 from .errors import UnsupportedError
-from .runtime.comm import LocalWorld
+from .runtime.comm import SingleProcess
+from .runtime.comm_local import LocalWorld
 
 _state = threading.local()
 

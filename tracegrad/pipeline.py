@@ -44,7 +44,7 @@ def _optimize(graph: Graph, stages: PassManager) -> Graph:
 
 def codegen(graph: Graph, backend: str = "numpy", comm=None):
     if backend == "triton":   # Triton kernels: compiled on CUDA buffers, interpreted on CPU ones
-        from .runtime.executor import TritonProgram
+        from .codegen.triton_program import TritonProgram
         return TritonProgram(graph, comm)
     from .codegen.numpy_program import generate
     return generate(graph, comm)

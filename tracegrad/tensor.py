@@ -14,6 +14,7 @@ import numpy as np
 from . import functions as F_, indexing, trace as _trace
 from .dispatch import grad_enabled
 from .errors import DataDependentError, Donated, TracegradError
+from .runtime.devices import owned_copy
 from .ir.graph import Value
 from .ir.types import DType, TensorType, bfloat16, bool_, float16, float32, float64, int32, int64
 
@@ -104,7 +105,7 @@ class Tensor:
         data = self._concrete(".numpy()")
         if not isinstance(data, np.ndarray):
             from .runtime.devices import to_numpy
-            return to_numpy(data, self._type)
+            return to_numpy(data)
         return data
 
     def item(self):
@@ -235,7 +236,14 @@ class Tensor:
 
     def copy_(self, src) -> "Tensor":
         src = src if isinstance(src, Tensor) else F_.constant(src, self.dtype, self._type.device)
-        return self._assign(src.to(self.dtype, device=self._type.device))
+        self._assign(src.to(self.dtype, device=self._type.device))
+        if _trace.current() is None:
+            # NOTE: PyTorch's copy_ writes into this tensor's own storage; so do we, rather than
+            # aliasing `src` (a transposed view would send later matmuls down another BLAS path).
+            owner = self if self._base is None else self._base
+            owner._data = owned_copy(owner._data)
+            self._data = owner._data
+        return self
 
     def zero_(self) -> "Tensor":
         return self.fill_(0)

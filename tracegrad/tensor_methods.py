@@ -32,7 +32,7 @@ def to(self, *args, dtype=None, device=None, non_blocking=False, copy=False):
             raise UnsupportedError("moving tensors between devices inside @tg.compile is not supported; "
                                    "move inputs before calling the step")
         dev = normalize_device(device)
-        moved = Tensor._from_array(transfer(out._data, out._type, dev), out._type.with_(device=dev))
+        moved = Tensor._from_array(transfer(out._data, dev), out._type.with_(device=dev))
         moved.requires_grad = out.requires_grad
         out = moved
     return out

@@ -1,5 +1,5 @@
 """The few numpy routines the generated programs call that are not one numpy expression:
-scatter-adds, iota, random draws, erf, and the single-process communicator.
+scatter-adds, iota, random draws, erf.
 
 Generated code refers to these by name (`index_add(...)`), so they are the whole runtime
 library a numpy program needs besides numpy itself.
@@ -56,35 +56,3 @@ def rand_uniform(state, shape, dtype):
 
 def rand_normal(state, shape, dtype):
     return rng.draw("normal", state, shape, dtype)
-
-
-class SingleProcess:
-    """The communicator of a program with one rank: every collective is the identity."""
-    rank, world_size = 0, 1
-
-    def _one(self, group):
-        if len(group) != 1:
-            raise RuntimeError(f"a collective over ranks {group} needs a multi-rank communicator "
-                               f"(compile with a mesh and launch with `tracegrad launch`)")
-
-    def all_reduce(self, x, op, group):
-        self._one(group)
-        return x
-
-    def all_gather(self, x, axis, group):
-        self._one(group)
-        return x
-
-    def reduce_scatter(self, x, axis, group):
-        self._one(group)
-        return x
-
-    def broadcast(self, x, root, group):
-        self._one(group)
-        return x
-
-    def send(self, x, peer, group):
-        raise RuntimeError("send needs a multi-rank communicator")
-
-    def recv(self, shape, dtype, device, peer, group):
-        raise RuntimeError("recv needs a multi-rank communicator")

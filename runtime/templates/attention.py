@@ -10,7 +10,7 @@ one 1), bf16/fp16/fp32, products accumulated in fp32.  With S = scale * Q K^T
     backward:  dV = P^T dO,  dP = dO V^T,  delta = rowsum(dO * O),
                dS = P * (dP - delta),  dQ = scale dS K,  dK = scale dS^T Q
 
-    from tracegrad.codegen.templates.attention import attention_forward, attention_backward
+    from tracegrad.runtime.templates.attention import attention_forward, attention_backward
     o, lse = attention_forward(q, k, v, causal=True)
     dq, dk, dv = attention_backward(q, k, v, o, lse, do, causal=True)
 """
@@ -23,7 +23,8 @@ import numpy as np
 import triton
 import triton.language as tl
 
-from tracegrad.codegen.triton_host import dtype_of, empty, is_cuda, launch, strides_of
+from ..devices import dtype_of, empty, is_cuda, strides_of
+from ..triton_host import launch
 
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)  # exp(x) == exp2(x * LOG2E)
 

@@ -7,7 +7,7 @@ every batch), bias is [N], residual is [M, N] or [Z, M, N]; C has A's dtype.
 bf16/fp16/fp32 inputs, fp32 accumulation; any strides (so `x @ w.T` needs no
 copy).  Under the interpreter (numpy arrays) and on CUDA (CuPy arrays).
 
-    from tracegrad.codegen.templates.matmul import matmul
+    from tracegrad.runtime.templates.matmul import matmul
     y = matmul(x, w, bias=b, activation="gelu_tanh")      # x [4, 8], w [8, 16]
 """
 from __future__ import annotations
@@ -15,7 +15,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from tracegrad.codegen.triton_host import cupy_do_bench, dtype_of, empty, is_cuda, launch, strides_of
+from ..devices import dtype_of, empty, is_cuda, strides_of
+from ..triton_host import cupy_do_bench, launch
 
 ACTIVATIONS = ("none", "relu", "gelu_tanh", "silu")
 

@@ -1,11 +1,10 @@
-"""Runs a fused graph as Triton kernels: `TritonProgram(graph)` is callable on input arrays and
-returns output arrays, like `codegen.numpy_program.NumpyProgram`.
+"""The library a generated Triton host function calls (`rt.matmul(...)`, `rt.empty(...)`, ...):
+buffers and views, the ops outside the generated kernels (matmul: numpy, or on CUDA cuBLAS
+through CuPy or the Triton template, whichever measured faster for the shape), the attention
+and cross-entropy templates, scatters, collectives. One `Externs` serves one program.
 
-On CPU arrays the generated kernels run under Triton's interpreter on numpy buffers (the CI
-path); on CUDA arrays (CuPy, bf16 as `TypedArray`) they run compiled on the arrays' GPU, on
-CuPy's current stream, without PyTorch. Between kernels the host function calls the extern ops
-below: matmul (numpy, or on CUDA cuBLAS through CuPy or the Triton template, whichever measured
-faster for the shape), the attention and cross-entropy templates, scatters, collectives, views.
+Ops without a kernel of their own run through `run_op(device, op, arrays, attrs)`, the eager
+one-op path, which the code generator hands in (runtime knows no graph and no lowering).
 """
 from __future__ import annotations
 
@@ -13,49 +12,20 @@ import math
 
 import numpy as np
 
-from ..codegen import kernel_cache, numpy_backend, numpy_kernels
-from ..codegen.triton_codegen import Generated, generate
-from ..ir.graph import Graph
 from ..ir.types import DTYPES
-from . import devices
-from ..codegen.triton_host import TypedArray, launch
-
-
-def target_of(graph: Graph) -> str:
-    devs = {v.type.device for v in list(graph.inputs) + list(graph.outputs)}
-    return "cuda" if any(d.startswith("cuda") for d in devs) else "interpret"
-
-
-class TritonProgram:
-    """A compiled step: `program(*arrays) -> tuple of arrays`; `.source` shows host code and kernels."""
-
-    def __init__(self, graph: Graph, comm=None, target: str | None = None):
-        self.graph = graph
-        self.target = target or target_of(graph)
-        self.generated: Generated = generate(graph, self.target)
-        self.source = self.generated.source
-        ns = Externs(self.target, comm).namespace()
-        for ks in self.generated.kernels:
-            ns[ks.name] = kernel_cache.load(ks.source, ks.name, ks.key)
-        title = graph.meta.get("title", graph.name)
-        exec(compile(self.generated.host, f"<tracegrad triton {title}>", "exec"), ns)
-        self.fn = ns[graph.name]
-
-    def __call__(self, *arrays):
-        return tuple(np.asarray(o) if isinstance(o, np.generic) else o for o in self.fn(*arrays))
-
-
-def _map(fn, x):
-    """Apply a view function to an array, keeping a TypedArray's dtype tag."""
-    return TypedArray(fn(x.array), x.dtype) if type(x) is TypedArray else fn(x)
+from . import devices, numpy_kernels
+from .comm import SingleProcess
+from .devices import TypedArray, map_array as _map
+from .triton_host import launch
 
 
 class Externs:
     """The names a generated host function calls, for one target."""
 
-    def __init__(self, target: str, comm=None):
+    def __init__(self, target: str, run_op, comm=None):
         self.cuda = target == "cuda"
-        self.comm = comm or numpy_kernels.SingleProcess()
+        self.run_op = run_op
+        self.comm = comm or SingleProcess()
         self.matmul_choice: dict = {}
 
     def namespace(self) -> dict:
@@ -72,7 +42,7 @@ class Externs:
 
     # -- buffers and views ----------------------------------------------------------------------
     def empty(self, shape, dt, device):
-        return devices.empty(shape, dt, device if self.cuda else "cpu")
+        return devices.empty(shape, dt.np, device if self.cuda else "cpu")
 
     def contiguous(self, x):
         if type(x) is TypedArray:
@@ -97,15 +67,15 @@ class Externs:
     def full(self, shape, value, dt, device):
         if not self.cuda:
             return np.full(shape, value, dtype=dt.np)
-        return devices.run_op(device, "full", [], dict(shape=shape, value=value, dtype=dt, device=device))[0]
+        return self.run_op(device, "full", [], dict(shape=shape, value=value, dtype=dt, device=device))[0]
 
     def iota(self, shape, axis, dt, device):
         if not self.cuda:
             return numpy_kernels.iota(shape, axis, dt.np)
-        return devices.run_op(device, "iota", [], dict(shape=shape, axis=axis, dtype=dt, device=device))[0]
+        return self.run_op(device, "iota", [], dict(shape=shape, axis=axis, dtype=dt, device=device))[0]
 
     def _xp(self, x):
-        if devices.is_cuda_array(x):
+        if devices.is_cuda(x):
             import cupy
             return cupy
         return np
@@ -115,11 +85,9 @@ class Externs:
         """One op outside the generated kernels: numpy on the CPU, CuPy on CUDA. Its results are
         made C-contiguous: numpy keeps a transposed operand's layout (`a.T + b.T` is Fortran-
         ordered), and the kernels index row-major."""
-        if not self.cuda:
-            outs = numpy_backend.run_op(op, list(arrays), attrs)
-        else:
-            dev = next((f"cuda:{a.device.id}" for a in arrays if devices.is_cuda_array(a)), "cuda:0")
-            outs = devices.run_op(dev, op, list(arrays), attrs)
+        dev = "cpu" if not self.cuda else next(
+            (f"cuda:{a.device.id}" for a in arrays if devices.is_cuda(a)), "cuda:0")
+        outs = self.run_op(dev, op, list(arrays), attrs)
         return [self.contiguous(o) for o in outs]
 
     def matmul(self, a, b):
@@ -129,7 +97,7 @@ class Externs:
 
     def matmul_epilogue(self, a, b, bias, activation, residual, out_shape):
         """act(a @ b + bias) + residual through the matmul template (interpreted on the CPU)."""
-        from ..codegen.templates import matmul as mm
+        from .templates import matmul as mm
         n = b.shape[-1]
         if bias is not None:
             bias = self.contiguous(self.reshape(bias, (n,)))
@@ -160,7 +128,7 @@ class Externs:
 
     # -- templates: the host code calls these by the op's name where `template_applies` -----------
     def cross_entropy(self, x, t, ignore_index, label_smoothing, reduction):
-        from ..codegen.templates import cross_entropy as ce
+        from .templates import cross_entropy as ce
         rows, lse = ce.cross_entropy_forward(x, t, ignore_index, label_smoothing)
         if reduction == "none":
             return rows, lse
@@ -172,12 +140,12 @@ class Externs:
 
     def cross_entropy_bwd(self, x, t, lse, gy, ignore_index, label_smoothing, reduction, inplace=False):
         """inplace=True (the codegen's choice when the logits die here) writes dlogits over x."""
-        from ..codegen.templates import cross_entropy as ce
+        from .templates import cross_entropy as ce
         return ce.cross_entropy_backward(x, t, lse, gy, ignore_index, label_smoothing, reduction,
                                          inplace=inplace)
 
     def scaled_dot_product_attention(self, q, k, v, is_causal, scale):
-        from ..codegen.templates import attention
+        from .templates import attention
         if q.ndim == 4:
             return attention.attention_forward(_head_dim_contiguous(q), _head_dim_contiguous(k),
                                                _head_dim_contiguous(v), is_causal, scale)
@@ -185,7 +153,7 @@ class Externs:
         return self.reshape(o, q.shape[:-1] + (v.shape[-1],)), self.reshape(lse, q.shape[:-1])
 
     def scaled_dot_product_attention_bwd(self, q, k, v, o, lse, do, is_causal, scale):
-        from ..codegen.templates import attention
+        from .templates import attention
         if q.ndim == 4:
             args = [_head_dim_contiguous(a) for a in (q, k, v, o)] + [lse, _head_dim_contiguous(do)]
             return attention.attention_backward(*args, is_causal, scale)
@@ -196,7 +164,7 @@ class Externs:
     # -- matmul on CUDA: cuBLAS or the Triton template, by measuring -------------------------------
     def _cuda_matmul(self, a, b):
         import cupy
-        from ..codegen.templates import matmul as mm
+        from .templates import matmul as mm
         bf16 = type(a) is TypedArray
         key = (tuple(a.shape), tuple(b.shape), str(a.dtype))
         fits = a.ndim in (2, 3) and b.ndim in (2, 3) and (a.ndim == 2 or b.ndim == 2 or a.shape[0] == b.shape[0])
@@ -217,7 +185,7 @@ MATMUL_CHOICE: dict = {}     # (shapes, dtype) -> "cublas" | "template", measure
 
 
 def _measure(*fns) -> str:
-    from ..codegen.triton_host import cupy_do_bench
+    from .triton_host import cupy_do_bench
     times = [cupy_do_bench(f, warmup=5, rep=20) for f in fns]
     return ("cublas", "template")[int(np.argmin(times))]
 

@@ -1,4 +1,4 @@
-"""tracegrad.codegen.templates: hand-written kernel templates (matmul, attention, cross-entropy).
+"""tracegrad.runtime.templates: hand-written kernel templates (matmul, attention, cross-entropy).
 
 Each module holds its Triton kernels and host functions that take numpy
 arrays (run under Triton's interpreter) or CuPy arrays (compiled, on CUDA)

@@ -1,8 +1,8 @@
 """The few `@triton.jit` helpers generated kernels call: numpy's semantics where Triton's differ
 (floor division and modulo, NaN-propagating max), functions the interpreter lacks
-(tanh, pow), and the counter-based RNG of `codegen/rng.py`, bit for bit.
+(tanh, pow), and the counter-based RNG of `runtime/rng.py`, bit for bit.
 
-Generated kernel modules do `from tracegrad.codegen.triton_lib import *`.
+Generated kernel modules do `from tracegrad.runtime.triton_lib import *`.
 """
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def nan_max(v, axis: tl.constexpr):
 
 @triton.jit
 def mix32(x):
-    """lowbias32 (Wellons 2018) on uint32, as `codegen.rng.mix32`."""
+    """lowbias32 (Wellons 2018) on uint32, as `runtime.rng.mix32`."""
     x = x ^ (x >> 16)
     x = x * 0x7FEB352D
     x = x ^ (x >> 15)
@@ -74,7 +74,7 @@ def mix32(x):
 
 @triton.jit
 def rng_key(seed, golden):
-    """`codegen.rng.key(seed, stream)` for golden = GOLDEN * (stream + 1) mod 2**32."""
+    """`runtime.rng.key(seed, stream)` for golden = GOLDEN * (stream + 1) mod 2**32."""
     lo = seed.to(tl.uint32)
     hi = (seed >> 32).to(tl.uint32)
     return mix32(lo ^ mix32(hi ^ golden))
@@ -92,7 +92,7 @@ def rng_uniform(seed, ctr, golden):
 
 @triton.jit
 def rng_normal(seed, ctr, golden1, golden2):
-    """N(0, 1) by Box-Muller over streams 1 and 2, as `codegen.rng.normal`."""
+    """N(0, 1) by Box-Muller over streams 1 and 2, as `runtime.rng.normal`."""
     u1 = rng_uniform(seed, ctr, golden1) + 5.9604644775390625e-08
     u2 = rng_uniform(seed, ctr, golden2)
     return tl.sqrt(-2.0 * tl.log(u1)) * tl.cos(6.2831854820251465 * u2)

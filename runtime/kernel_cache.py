@@ -17,7 +17,7 @@ import sys
 import tempfile
 import threading
 
-PRELUDE = "import triton\nimport triton.language as tl\nfrom tracegrad.codegen.triton_lib import *  # noqa: F401,F403\n\n\n"
+PRELUDE = "import triton\nimport triton.language as tl\nfrom tracegrad.runtime.triton_lib import *  # noqa: F401,F403\n\n\n"
 
 _memory: dict[str, object] = {}
 _lock = threading.Lock()

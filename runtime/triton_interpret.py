@@ -12,12 +12,11 @@ import contextlib
 import functools
 import threading
 
-import ml_dtypes
 import numpy as np
 from triton.runtime.interpreter import InterpretedFunction
 from triton.runtime.jit import JITFunction
 
-BF16 = np.dtype(ml_dtypes.bfloat16)
+from .devices import BF16
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,7 +1,8 @@
 """Launch Triton kernels without PyTorch: numpy arrays under Triton's
 interpreter on the CPU, CuPy arrays compiled on CUDA.
 
-    from tracegrad.codegen.triton_host import launch, bf16_array
+    from tracegrad.runtime.triton_host import launch
+    from tracegrad.runtime.devices import bf16_array
     launch(add_kernel, (triton.cdiv(n, 1024),), x, y, out, n, BLOCK=1024)
 
 `launch` looks at the array arguments: numpy arrays run the kernel under the
@@ -41,7 +42,6 @@ import contextlib
 import functools
 import types
 
-import ml_dtypes
 import numpy as np
 import triton
 from triton import knobs
@@ -49,10 +49,8 @@ from triton.runtime.autotuner import Autotuner
 from triton.runtime.interpreter import InterpretedFunction
 from triton.runtime.jit import JITFunction
 
+from .devices import TypedArray, on
 from .triton_interpret import LOCK, HostTensor, interpreted, interpreting, patch_interpreter
-
-BF16 = np.dtype(ml_dtypes.bfloat16)
-
 
 # --------------------------------------------------------------------------
 # One Python function, two kernels
@@ -85,41 +83,6 @@ def make_kernel(fn, interpret: bool):
 # --------------------------------------------------------------------------
 # CUDA: CuPy arrays, CuPy's device and stream
 # --------------------------------------------------------------------------
-
-class TypedArray:
-    """A CuPy array plus the element type Triton should see.  bf16 lives in
-    a uint16 buffer: `bf16_array(cupy.empty(shape, cupy.uint16))`."""
-    __slots__ = ("array", "dtype")
-
-    def __init__(self, array, dtype=None):
-        self.array, self.dtype = array, array.dtype if dtype is None else np.dtype(dtype)
-        if self.dtype.itemsize != array.dtype.itemsize:
-            raise TypeError(f"TypedArray: {self.dtype} does not fit {array.dtype} elements")
-
-    def data_ptr(self) -> int:
-        return self.array.data.ptr
-
-    shape = property(lambda self: self.array.shape)
-    strides = property(lambda self: self.array.strides)
-    ndim = property(lambda self: self.array.ndim)
-    size = property(lambda self: self.array.size)
-    device = property(lambda self: self.array.device)
-
-    def get(self) -> np.ndarray:
-        """Copy to a numpy array of the logical dtype (bf16 via ml_dtypes)."""
-        return self.array.get().view(self.dtype)
-
-    def __repr__(self):
-        return f"TypedArray({self.dtype}{list(self.shape)}, device={self.array.device.id})"
-
-
-def bf16_array(array) -> TypedArray:
-    """Wrap a CuPy uint16 array (or upload a numpy bf16 array) as bf16."""
-    if isinstance(array, np.ndarray):
-        import cupy
-        array = cupy.asarray(array.view(np.uint16))
-    return TypedArray(array, BF16)
-
 
 class _CupyBuffer:  # what triton.set_allocator's callback returns
     def __init__(self, nbytes):
@@ -198,44 +161,6 @@ def use_cupy_driver():
 # NOTE: these run on every launch: the host time of a compiled step shows in
 # the time of short kernels (see _launch_compiled).
 
-def is_cuda(x) -> bool:
-    return type(x) is TypedArray or type(x).__module__.startswith("cupy")
-
-
-def dtype_of(x) -> np.dtype:
-    return np.dtype(x.dtype)
-
-
-def strides_of(x) -> tuple:
-    """Strides in elements (numpy and CuPy count bytes)."""
-    itemsize = x.dtype.itemsize
-    return tuple([s // itemsize for s in x.strides])
-
-
-def _on(device):
-    """`with device:` for a CuPy device, a no-op when it is the current one."""
-    import cupy
-    return contextlib.nullcontext() if device.id == cupy.cuda.runtime.getDevice() else device
-
-
-def empty(shape, dtype, like):
-    """An uninitialised array of `like`'s kind and device (bf16 on CUDA: a TypedArray)."""
-    dtype = np.dtype(dtype)
-    if not is_cuda(like):
-        return np.empty(shape, dtype)
-    import cupy
-    with _on(like.device):
-        if dtype == BF16:
-            return TypedArray(cupy.empty(shape, np.uint16), BF16)
-        return cupy.empty(shape, dtype)
-
-
-def to_numpy(x) -> np.ndarray:
-    if isinstance(x, TypedArray):
-        return x.get()
-    return x.get() if is_cuda(x) else np.asarray(x)
-
-
 _SCALARS = frozenset({int, float, bool, type(None)})
 
 
@@ -263,7 +188,7 @@ def launch(kernel, grid, *args, **meta):
     if host:
         raise TypeError("launch: numpy and CUDA arrays mixed in one kernel call")
     use_cupy_driver()
-    with _on(device):
+    with on(device):
         return _launch_compiled(make_kernel(kernel, interpret=False), grid, converted, meta, device.id)
 
 

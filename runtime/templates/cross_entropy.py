@@ -13,7 +13,7 @@ the smoothed target distribution y = (1 - eps) onehot(t) + eps / V (PyTorch's
 One program per row loops over V in BLOCK_V chunks, so no [N, V] fp32 array
 is ever made; the backward can write dlogits over the logits themselves.
 
-    from tracegrad.codegen.templates.cross_entropy import cross_entropy, cross_entropy_backward
+    from tracegrad.runtime.templates.cross_entropy import cross_entropy, cross_entropy_backward
     loss, lse = cross_entropy(logits, targets, ignore_index=-100)
     dlogits = cross_entropy_backward(logits, targets, lse, inplace=True)
 """
@@ -23,7 +23,8 @@ import numpy as np
 import triton
 import triton.language as tl
 
-from tracegrad.codegen.triton_host import dtype_of, empty, is_cuda, launch, strides_of
+from ..devices import dtype_of, empty, is_cuda, strides_of
+from ..triton_host import launch
 
 
 # ---------------------------------------------------------------------------

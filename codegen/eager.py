@@ -1,0 +1,116 @@
+"""The eager path: one op at a time, on the CPU (numpy) or on CUDA (CuPy).
+
+Both run the numpy backend's lowering expression of the op through a small cached lambda; on
+CUDA the expression sees CuPy in numpy's place, bf16 inputs are widened to fp32 (exact), the op
+computes in fp32 and the result is rounded to nearest even, as the numpy backend does on the CPU.
+Composites run their decompositions through a builder that computes at once.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Callable
+
+import numpy as np
+
+from ..ir.builder import Builder
+from ..ir.ops import get
+from ..ir.types import TensorType, bfloat16, dtype as to_dtype, float32
+from ..runtime import cupy_kernels, devices
+from ..runtime.devices import BF16, TypedArray
+from .numpy_backend import lower, namespace
+
+_NS = None
+
+
+def run_op(device: str, op: str, arrays: list, attrs: dict) -> tuple:
+    """Run `op` on the buffers `arrays` (all on `device`); returns a tuple of buffers."""
+    if device == "cpu":
+        return _run_cpu(op, arrays, attrs)
+    return _run_cuda(device, op, arrays, attrs)
+
+
+# -- CPU ---------------------------------------------------------------------------------------------
+@lru_cache(maxsize=4096)
+def _cpu_kernel(op: str, ins: tuple[TensorType, ...], attrs: tuple) -> Callable:
+    global _NS
+    _NS = _NS or namespace()
+    args = [f"a{i}" for i in range(len(ins))]
+    d = dict(attrs)
+    outs = get(op).infer_types(list(ins), d)
+    return eval(f"lambda {', '.join(args)}: {lower(op, args, list(ins), outs, d)}", _NS)
+
+
+def _run_cpu(op: str, arrays: list[np.ndarray], attrs: dict) -> tuple[np.ndarray, ...]:
+    opdef = get(op)
+    if opdef.is_composite:
+        outs = opdef.decompose(ArrayBuilder(), *arrays, **attrs)
+        return outs if isinstance(outs, tuple) else (outs,)
+    ins = tuple(TensorType(a.shape, to_dtype(a.dtype)) for a in arrays)
+    out = _cpu_kernel(op, ins, tuple(attrs.items()))(*arrays)
+    if len(opdef.infer_types(list(ins), attrs)) > 1:
+        return tuple(np.asarray(o) for o in out)
+    return () if opdef.side_effect and out is None else (np.asarray(out),)
+
+
+class ArrayBuilder(Builder):
+    """A builder over numpy arrays: rules and decompositions compute at once."""
+
+    def type_of(self, h) -> TensorType:
+        return TensorType(h.shape, to_dtype(h.dtype))
+
+    def emit(self, op, inputs, attrs):
+        return _run_cpu(op, list(inputs), get(op).normalize_attrs(attrs))
+
+
+# -- CUDA --------------------------------------------------------------------------------------------
+def _f32(t: TensorType) -> TensorType:
+    return t.with_(dtype=float32) if t.dtype == bfloat16 else t
+
+
+@lru_cache(maxsize=4096)
+def _cuda_kernel(op: str, ins: tuple, attrs: tuple):
+    """The numpy lowering of `op` with every bf16 type read as fp32 (CuPy computes bf16 ops in fp32)."""
+    d = dict(attrs)
+    outs = get(op).infer_types(list(ins), d)
+    fattrs = {k: (float32 if v == bfloat16 else v) for k, v in d.items()}
+    args = [f"a{i}" for i in range(len(ins))]
+    expr = lower(op, args, [_f32(t) for t in ins], [_f32(t) for t in outs], fattrs)
+    return eval(f"lambda {', '.join(args)}: {expr}", cupy_kernels.namespace()), outs
+
+
+def _cuda_type(a, device: str) -> TensorType:
+    dt = to_dtype(BF16) if type(a) is TypedArray and a.dtype == BF16 else to_dtype(a.dtype)
+    return TensorType(tuple(a.shape), dt, device)
+
+
+def _run_cuda(device: str, op: str, arrays, attrs):
+    cp = devices.cupy()
+    opdef = get(op)
+    where = attrs.get("device", device) if op in ("full", "iota", "recv") else device
+    with cp.cuda.Device(devices.device_index(where)):
+        if opdef.is_composite:
+            outs = opdef.decompose(CudaBuilder(device), *arrays, **attrs)
+            return outs if isinstance(outs, tuple) else (outs,)
+        ins = tuple(_cuda_type(a, device) for a in arrays)
+        fn, outs = _cuda_kernel(op, ins, tuple(attrs.items()))
+        res = fn(*[devices.widen(a) for a in arrays])
+        res = res if len(outs) > 1 else (res,)
+        if opdef.side_effect and not outs:
+            return ()
+        return tuple(devices.as_dtype(cp.asarray(r), t.dtype.np) for r, t in zip(res, outs))
+
+
+class CudaBuilder(Builder):
+    """Decompositions computing at once on CUDA buffers."""
+
+    def __init__(self, device: str):
+        self.device = device
+
+    def type_of(self, h) -> TensorType:
+        return _cuda_type(h, self.device)
+
+    def emit(self, op, inputs, attrs):
+        attrs = get(op).normalize_attrs(attrs)
+        if "device" in attrs and op in ("full", "iota"):
+            attrs["device"] = self.device
+        return _run_cuda(self.device, op, list(inputs), attrs)
