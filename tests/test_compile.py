@@ -252,4 +252,4 @@ def test_compile_options_are_checked():
     with pytest.raises(TypeError, match="mesh must be a tg.Mesh"):
         tg.compile(lambda x: x, mesh=object())
     with pytest.raises(UnsupportedError, match="only data parallelism"):
-        tg.Mesh(dp=2, tp=2)
+        tg.compile(lambda x: x, mesh=tg.Mesh(dp=2, tp=2))

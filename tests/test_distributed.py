@@ -158,3 +158,19 @@ def test_dropout_under_data_parallelism_is_deterministic():
             np.testing.assert_array_equal(a[1][name], b[1][name])
     for name in first[0][1]:                       # the ranks applied the same update
         np.testing.assert_array_equal(first[0][1][name], first[1][1][name])
+
+
+def test_mesh_groups_lay_tp_innermost_then_cp_pp_dp():
+    m = tg.Mesh(dp=2, pp=2, cp=2, tp=2)
+    assert m.size == 16 and m.coords(0) == {"dp": 0, "pp": 0, "cp": 0, "tp": 0}
+    assert m.coords(13) == {"dp": 1, "pp": 1, "cp": 0, "tp": 1}
+    assert m.group("tp", 13) == (12, 13) and m.group("cp", 13) == (13, 15)
+    assert m.group("pp", 13) == (9, 13) and m.group("dp", 13) == (5, 13)
+    assert all(m.rank_of(**m.coords(r)) == r for r in range(16))
+    # every rank sits in exactly one group of each axis
+    for axis in ("dp", "pp", "cp", "tp"):
+        groups = m.groups(axis)
+        assert sorted(r for g in groups for r in g) == list(range(16))
+    assert tg.Mesh(dp=4).dp_group(2) == (0, 1, 2, 3) and tg.Mesh(dp=2, tp=2).dp_group(3) == (1, 3)
+    with pytest.raises(ValueError, match="outside"):
+        m.coords(16)

@@ -120,6 +120,8 @@ class CompiledFunction:
             raise ValueError(f"backend must be 'auto', 'numpy' or 'triton', got {backend!r}")
         if mesh is not None and not isinstance(mesh, Mesh):
             raise TypeError(f"mesh must be a tg.Mesh, got {type(mesh).__name__}")
+        if mesh is not None and (mesh.tp, mesh.pp, mesh.cp) != (1, 1, 1):
+            raise UnsupportedError(f"{mesh}: only data parallelism (dp) is built so far; tp, pp and cp must be 1")
         self.fn, self.backend, self.mesh, self.dump = fn, backend, mesh, dump
         self.donate = (donate,) if isinstance(donate, (str, int)) else tuple(donate)
         self.entries: list[Entry] = []

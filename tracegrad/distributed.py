@@ -21,36 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from dataclasses import dataclass
 
 from . import random as rng
-from .errors import UnsupportedError
+from .ir.mesh import Mesh
 from .runtime.comm import SingleProcess
 from .runtime.comm_local import LocalWorld
 
 _state = threading.local()
-
-
-@dataclass(frozen=True)
-class Mesh:
-    """How the ranks divide a step: dp (data), tp (tensor), pp (pipeline), cp (context) parallel."""
-    dp: int = 1
-    tp: int = 1
-    pp: int = 1
-    cp: int = 1
-
-    def __post_init__(self):
-        if min(self.dp, self.tp, self.pp, self.cp) < 1:
-            raise ValueError(f"Mesh axes must be >= 1, got {self}")
-        if (self.tp, self.pp, self.cp) != (1, 1, 1):
-            raise UnsupportedError(f"{self}: only data parallelism (dp) is built so far; tp, pp and cp must be 1")
-
-    @property
-    def size(self) -> int:
-        return self.dp * self.tp * self.pp * self.cp
-
-    def dp_group(self, rank: int) -> tuple:
-        return tuple(range(self.dp))
 
 
 def current_comm():
