@@ -24,7 +24,7 @@ from .compiled_grad import CompiledBackward
 from .distributed import Mesh, current_comm
 from .pipeline import choose_backend, lower
 from .tensor import Tensor
-from .trace import Trace
+from .trace import ArgSource, GradSource, StateSource, Trace
 
 MAX_RETRACES = 8
 
@@ -59,8 +59,8 @@ def _describe(key) -> str:
 class Entry:
     key: tuple
     title: str
-    sources: list
-    plan: list
+    sources: list          # per graph input: an ArgSource, StateSource or GradSource
+    plan: list             # WriteBacks of the outputs after the user's
     guards: list
     n_user: int
     out_spec: object
@@ -80,11 +80,10 @@ class Entry:
         return next((why for check, why in self.guards if not check(leaves)), "")
 
     def run(self, leaves):
-        ins = [leaves[obj]._data if kind == "arg" else obj._data if kind == "data" else obj._grad._data
-               for kind, obj in self.sources]
+        ins = [src.read(leaves)._data for src in self.sources]
         if self.donated:
-            for j, (kind, obj) in enumerate(self.sources):
-                if kind == "arg" and obj in self.donated:
+            for j, src in enumerate(self.sources):
+                if isinstance(src, ArgSource) and src.index in self.donated:
                     ins[j] = _writable(ins[j])
         outs = self.program(*ins)     # a Donated buffer among ins raises DonatedError at its first use
         self.calls += 1
@@ -93,16 +92,16 @@ class Entry:
         user = [Tensor._from_array(o, t) for o, t in zip(outs[:self.n_user], self.out_types)]
         if self.backward is not None and grad_enabled():
             bw = self.backward
-            sources = [_source(self.sources[j], leaves) for j in bw.diff_in]
+            sources = [self.sources[j].read(leaves) for j in bw.diff_in]
             bw.attach(sources, [user[i] for i in bw.diff_out], ins)
         rest = iter(zip(outs[self.n_user:], self.out_types[self.n_user:]))
-        for kind, ref in self.plan:
-            obj = leaves[ref] if isinstance(ref, int) else ref
-            if kind == "grad_none":
+        for wb in self.plan:
+            obj = wb.target(leaves)
+            if wb.kind == "grad_none":
                 obj._grad = None
                 continue
             arr, typ = next(rest)
-            if kind == "data":
+            if wb.kind == "data":
                 obj._data = arr
             elif obj._grad is None:
                 obj._grad = Tensor._from_array(arr, typ)
@@ -202,7 +201,7 @@ class CompiledFunction:
             return None
         diff_out = [i for i, t in enumerate(outputs) if t.requires_grad]
         diff_in = [j for j, src in enumerate(tr.sources)
-                   if src[0] != "grad" and _source(src, leaves).requires_grad]
+                   if not isinstance(src, GradSource) and src.read(leaves).requires_grad]
         if not (diff_in and diff_out):
             return None
         if donated:
@@ -236,7 +235,7 @@ class CompiledFunction:
             graph, plan = tr.finish(tensors)
         if donated:
             graph = graph.with_(meta={"donated": tuple(
-                v.name for v, (kind, ref) in zip(graph.inputs, tr.sources) if kind == "arg" and ref in donated)})
+                v.name for v, src in zip(graph.inputs, tr.sources) if isinstance(src, ArgSource) and src.index in donated)})
         backward = self._differentiable(tr, leaves, tensors, title, donated)
         guards = _guards(tr)   # after the trace put .grad attributes back as they were
         ms = (time.perf_counter() - t0) * 1e3
@@ -306,23 +305,20 @@ def _shard(x: Tensor, mesh, rank: int, index: int) -> Tensor:
     return x[rank * rows:(rank + 1) * rows]
 
 
-def _source(src: tuple, leaves: list) -> Tensor:
-    kind, ref = src
-    return leaves[ref] if kind == "arg" else ref if kind == "data" else ref._grad
-
-
 def _guards(tr: Trace) -> list:
     """Checks that must hold for a later call to reuse this trace (state it read, by shape and kind)."""
     def find(ref, leaves):
         return leaves[ref] if isinstance(ref, int) else ref
 
     guards = []
-    for kind, obj in tr.sources:
-        if kind == "data":
+    for src in tr.sources:
+        if isinstance(src, StateSource):
+            obj = src.tensor
             typ, rg = obj._type, obj.requires_grad
             guards.append((lambda lv, o=obj, t=typ, r=rg: o._type == t and o.requires_grad == r,
                            f"{obj._name or 'a captured tensor'} changed type or requires_grad"))
-        elif kind == "grad":
+        elif isinstance(src, GradSource):
+            obj = src.param
             typ = obj._grad._type
             guards.append((lambda lv, o=obj, t=typ: o._grad is not None and o._grad._type == t,
                            f"{obj._name or 'a parameter'}.grad changed"))

@@ -12,6 +12,7 @@ import contextlib
 import keyword
 import re
 import threading
+from dataclasses import dataclass
 
 from .errors import TracegradError
 from .ir.builder import GraphBuilder
@@ -35,6 +36,49 @@ def _variable_name(t) -> str:
     return ""
 
 
+# -- where a graph input comes from, and where a graph output goes ----------------------------------
+@dataclass(frozen=True)
+class ArgSource:
+    """The step's tensor argument at position `index` (among the flattened arguments)."""
+    index: int
+
+    def read(self, leaves: list):
+        return leaves[self.index]
+
+
+@dataclass(frozen=True, eq=False)
+class StateSource:
+    """A tensor from outside the step (a parameter, buffer, optimizer state, constant)."""
+    tensor: object
+
+    def read(self, leaves: list):
+        return self.tensor
+
+
+@dataclass(frozen=True, eq=False)
+class GradSource:
+    """The `.grad` of a parameter, as it is when the step is called."""
+    param: object
+
+    def read(self, leaves: list):
+        return self.param._grad
+
+
+@dataclass(frozen=True, eq=False)
+class WriteBack:
+    """A graph output written back after each call: into a tensor's data (`kind="data"`), into a
+    parameter's `.grad` ("grad"), or `.grad` set to None ("grad_none", which has no output).
+    `ref` is the argument position of the target, or the target tensor itself."""
+    kind: str
+    ref: object
+
+    def target(self, leaves: list):
+        return leaves[self.ref] if isinstance(self.ref, int) else self.ref
+
+
+Source = ArgSource | StateSource | GradSource
+
+
 def current() -> "Trace | None":
     return getattr(_state, "trace", None)
 
@@ -53,7 +97,7 @@ def suspended():
 class Trace:
     def __init__(self, name: str):
         self.b = GraphBuilder(name)
-        self.sources: list[tuple] = []          # per graph input: ("arg", i) | ("data", t) | ("grad", p)
+        self.sources: list[Source] = []         # per graph input: where a call finds it
         self.bindings: dict[int, Value] = {}    # id(outside tensor) -> its current value in the step
         self.keep: list = []                    # outside tensors we refer to by id
         self.mutated: dict[int, object] = {}    # id -> outside tensor updated in place
@@ -95,7 +139,7 @@ class Trace:
         return name
 
     # -- values -----------------------------------------------------------------------------
-    def add_input(self, tensor, name: str, source: tuple) -> Value:
+    def add_input(self, tensor, name: str, source: Source) -> Value:
         v = self.b.input(self.fresh_name(name), tensor._type)
         self.sources.append(source)
         return v
@@ -104,13 +148,13 @@ class Trace:
         """An argument tensor stands for itself in the step: reads give the input, updates write back."""
         if id(t) in self.bindings:
             return
-        self.bindings[id(t)] = self.add_input(t, name, ("arg", index))
+        self.bindings[id(t)] = self.add_input(t, name, ArgSource(index))
         self.arg_index[id(t)] = index
         self.keep.append(t)
 
     def _first_input(self, t) -> Value | None:
         for v, src in zip(self.b.inputs, self.sources):
-            if src == ("data", t) or src == ("arg", self.arg_index.get(id(t))):
+            if (isinstance(src, StateSource) and src.tensor is t) or src == ArgSource(self.arg_index.get(id(t))):
                 return v
         return None
 
@@ -129,7 +173,7 @@ class Trace:
         v = self.bindings.get(id(t))
         if v is None:
             owner = self.grad_owner.get(id(t))
-            source = ("grad", owner) if owner is not None else ("data", t)
+            source = GradSource(owner) if owner is not None else StateSource(t)
             hint = t._name or _variable_name(t)
             if owner is not None:
                 mine = self.bindings.get(id(owner))
@@ -185,22 +229,22 @@ class Trace:
             self._prov, self._tag = saved
 
     # -- the result -------------------------------------------------------------------------
-    def finish(self, outputs: list) -> tuple[Graph, list[tuple]]:
+    def finish(self, outputs: list) -> tuple[Graph, list[WriteBack]]:
         """The graph (user outputs first, then write-backs) and the write-back plan."""
         vals = [self.value_of(t) for t in outputs]
-        plan: list[tuple] = []
+        plan: list[WriteBack] = []
         inputs = set(self.b.inputs)
         for k, t in self.mutated.items():
             v = self.bindings[k]
             if v in inputs and self.b.inputs.index(v) == self.b.inputs.index(self._first_input(t)):
                 continue
             vals.append(v)
-            plan.append(("data", self.ref(t)))
+            plan.append(WriteBack("data", self.ref(t)))
         for p, _ in self.grad_log.values():
             g = p._grad
             if g is None:
-                plan.append(("grad_none", self.ref(p)))
+                plan.append(WriteBack("grad_none", self.ref(p)))
             else:
                 vals.append(self.value_of(g))
-                plan.append(("grad", self.ref(p)))
+                plan.append(WriteBack("grad", self.ref(p)))
         return self.b.finish(vals), plan
