@@ -12,6 +12,7 @@ from .dispatch import BUILDER, TapeNode, grad_enabled, set_grad_enabled
 from .errors import TracegradError
 from .ir.passes.autodiff import backprop
 from . import trace as _trace
+from .creation import ones_like
 
 
 class no_grad:
@@ -93,7 +94,6 @@ def gradients(outputs, inputs, grad_outputs=None, create_graph: bool = False, re
         if g is None:
             if y.numel() != 1:
                 raise TracegradError(f"grad can be implicitly created only for scalar outputs, got shape {list(y.shape)}")
-            from .creation import ones_like
             g = ones_like(y)
         seeds[y] = g
     nodes = _tape(outputs)

@@ -18,6 +18,7 @@ from . import amp, debug, pytree
 from .dispatch import grad_enabled
 from .ir.graph import Graph
 from .ir.passes import PassManager, phase_view
+from .ir.passes.fusion import explain_kernels, format_fused
 from .ir.printer import format_graph
 from .errors import Donated, UnsupportedError
 from .compiled_grad import CompiledBackward
@@ -266,7 +267,6 @@ class CompiledFunction:
         if stage == "kernels":
             return e.program.source
         if stage == "fused":
-            from .ir.passes.fusion import format_fused
             return format_fused(e.stages["fused"])
         if stage == "backward" and e.backward is not None:   # outputs differentiated outside the step
             return format_graph(e.backward.graph("optimized"))
@@ -288,7 +288,6 @@ class CompiledFunction:
         for s in e.stages.stages:
             lines.append(f"  stage {s.name:<10} {len(s.graph.nodes):>5} ops  {s.ms:7.1f} ms")
         if any(s.name == "fused" for s in e.stages.stages):
-            from .ir.passes.fusion import explain_kernels
             lines += explain_kernels(e.stages["fused"])
         return "\n".join(lines)
 

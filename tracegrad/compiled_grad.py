@@ -11,6 +11,8 @@ outputs are never differentiated pay nothing.
 """
 from __future__ import annotations
 
+from . import tensor as tensor_mod
+from .creation import zeros
 from .dispatch import TapeNode, grad_enabled
 from .errors import UnsupportedError
 from .ir.builder import GraphBuilder
@@ -58,8 +60,7 @@ class CompiledBackward:
 
     def attach(self, sources: list, outputs: list, ins: list) -> None:
         """Link `outputs` (the call's, at diff_out) to `sources` (its input tensors, at diff_in)."""
-        from .creation import zeros
-        from .tensor import Tensor
+        Tensor = tensor_mod.Tensor
         types = [o._type for o in outputs]
 
         def vjp(b, node, cotangents):

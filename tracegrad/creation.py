@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import tensor as tensor_mod
 from .dispatch import apply
 from .ir.types import DType, TensorType, bool_, dtype as to_dtype, float32, int64
 
@@ -39,7 +40,7 @@ def _shape(size) -> tuple[int, ...]:
 
 
 def tensor(data, dtype=None, device=None, requires_grad: bool = False):
-    from .tensor import Tensor
+    Tensor = tensor_mod.Tensor
     if isinstance(data, Tensor):
         data = data.numpy()
     python = not isinstance(data, np.ndarray) and not np.isscalar(data) or isinstance(data, (float, int, bool))

@@ -15,7 +15,7 @@ from .errors import ShapeError
 from .ir.builder import Builder
 from .ir.errors import OpTypeError
 from .ir.ops import get
-from . import provenance
+from . import provenance, tensor as tensor_mod
 from .trace import current as _current_trace
 
 _state = threading.local()
@@ -76,9 +76,7 @@ def apply(op: str, /, *inputs, **attrs):
 
 
 def _tensor():
-    # NOTE: tensor.py imports this module, so the class is looked up on first use
-    from .tensor import Tensor
-    return Tensor
+    return tensor_mod.Tensor   # NOTE: tensor.py imports this module before it defines the class
 
 
 def _run_eager(op, inputs, attrs):

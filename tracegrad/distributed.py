@@ -22,7 +22,8 @@ from __future__ import annotations
 import contextlib
 import threading
 
-from . import random as rng
+from . import generator as rng
+from .dispatch import apply
 from .ir.mesh import Mesh
 from .runtime.comm import SingleProcess
 from .runtime.comm_local import LocalWorld
@@ -55,7 +56,6 @@ def use_comm(comm):
 
 def all_reduce(t, op: str = "sum", group: tuple | None = None):
     """The reduction of `t` over the ranks of `group` (default: all), eagerly or inside a step."""
-    from .dispatch import apply
     return apply("all_reduce", t, op=op, group=tuple(range(get_world_size())) if group is None else tuple(group))
 
 

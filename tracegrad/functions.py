@@ -9,7 +9,7 @@ import builtins
 import math
 from collections import namedtuple
 
-from . import amp
+from . import amp, tensor as tensor_mod
 from .dispatch import apply
 from .ir.types import DType, bool_, float32, int64, promote
 
@@ -18,8 +18,7 @@ MaxResult = namedtuple("max", ["values", "indices"])
 
 
 def _tensor_type():
-    from .tensor import Tensor
-    return Tensor
+    return tensor_mod.Tensor
 
 
 def scalar_dtype(x, other: DType) -> DType:

@@ -13,19 +13,19 @@ from .dispatch import BUILDER, apply
 from .errors import DataDependentError, UnsupportedError
 from .ir.ops import get
 from .ir.types import bool_, int64
-from . import trace as _trace
+from . import tensor as tensor_mod, trace as _trace
+from .creation import ones, tensor, zeros_like
+from .functions import constant, scalar_dtype, where
 
 
 def _tensor_type():
-    from .tensor import Tensor
-    return Tensor
+    return tensor_mod.Tensor
 
 
 def _as_index_tensor(k, device):
     T = _tensor_type()
     if isinstance(k, T):
         return k
-    from .creation import tensor
     return tensor(np.asarray(k), device=device)
 
 
@@ -102,7 +102,6 @@ def getitem(x, key):
 def _wrap_negative(i, n):
     if _trace.current() is None and i.numel() and int(np.asarray(i.numpy()).min()) >= 0:
         return i
-    from .functions import where
     return where(i < 0, i + n, i)
 
 
@@ -110,7 +109,6 @@ def setitem(x, key, value):
     """x[key] = value, as a functional update assigned back into x."""
     T = _tensor_type()
     if not isinstance(value, T):
-        from .functions import constant, scalar_dtype
         value = constant(value, scalar_dtype(value, x.dtype), x.device)
     value = value.to(x.dtype)
     if isinstance(key, T) and key.dtype == bool_:
@@ -139,7 +137,6 @@ def setitem(x, key, value):
     node = _FakeSlice(x, dict(starts=tuple(starts), stops=tuple(stops), steps=tuple(steps)))
     rule = get("slice").vjp   # the transpose of slicing places a block back into the full shape
     placed = rule(BUILDER, node, [value.broadcast_to(*shape).contiguous().reshape(*shape)])[0]
-    from .creation import ones
     inside = rule(BUILDER, node, [ones(*shape, dtype=x.dtype, device=x.device)])[0] != 0
     x._assign(apply("where", inside, placed, x))
 
@@ -156,7 +153,6 @@ def _setitem_advanced(x, key, value):
         raise UnsupportedError("index assignment supports one index tensor with ':' on the other axes")
     axis, k = adv[0]
     i = _wrap_negative(_as_index_tensor(k, x.device).to(int64), x.shape[axis])
-    from .creation import zeros_like, ones
     want = x.shape[:axis] + i.shape + x.shape[axis + 1:]
     vals = apply("index_add", zeros_like(x), i, value.broadcast_to(*want).contiguous())
     hit = apply("index_add", zeros_like(x), i, ones(*want, dtype=x.dtype, device=x.device)) != 0

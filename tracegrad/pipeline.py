@@ -8,7 +8,9 @@ from __future__ import annotations
 from . import debug
 from .ir.graph import Graph
 from .ir.passes import PassManager, decompose, simplify
+from .codegen.numpy_program import generate
 from .ir.passes.buckets import bucket_all_reduces
+from .ir.passes.fusion import fuse
 
 
 def choose_backend(requested: str, graph: Graph) -> str:
@@ -23,8 +25,7 @@ def lower(graph: Graph, stages: PassManager, backend: str, comm=None):
     """(final graph, program) from a recorded traced graph; `comm` carries out its collectives."""
     graph = stages.run("simplify", simplify, graph)
     if backend == "triton":   # composites with a kernel template stay whole; the rest is fused
-        from .codegen.triton_codegen import template_applies
-        from .ir.passes.fusion import fuse
+        from .codegen.triton_codegen import template_applies   # NOTE: imports triton, an optional extra
         graph = stages.run("decompose", lambda g: decompose(g, template_applies), graph)
         graph = _optimize(graph, stages)
         debug.logger("fusion")   # TRACEGRAD_LOGS=fusion: every refused pair, with its reason
@@ -44,7 +45,6 @@ def _optimize(graph: Graph, stages: PassManager) -> Graph:
 
 def codegen(graph: Graph, backend: str = "numpy", comm=None):
     if backend == "triton":   # Triton kernels: compiled on CUDA buffers, interpreted on CPU ones
-        from .codegen.triton_program import TritonProgram
+        from .codegen.triton_program import TritonProgram   # NOTE: imports triton, an optional extra
         return TritonProgram(graph, comm)
-    from .codegen.numpy_program import generate
     return generate(graph, comm)

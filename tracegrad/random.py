@@ -1,101 +1,14 @@
-"""Random numbers: one global generator whose state is a tensor i64[2] = (seed, offset); each
-rank that `tg.distributed.run_local` starts as a thread has a generator of its own.
-
-Every draw is a random op that reads the state and returns the advanced one, so a compiled step
-lifts the state like any other tensor and writes it back: compiled and eager runs draw the same
-numbers in the same order.
-"""
+"""Random sampling: rand, randn, randint, randperm, multinomial, topk, drawn from the current
+generator (`generator.py`)."""
 from __future__ import annotations
-
-import contextlib
-import threading
 
 import numpy as np
 
-from .dispatch import apply
-from .ir.types import TensorType, dtype as to_dtype, int64
-
-
-class Generator:
-    def __init__(self, seed: int = 0):
-        from .tensor import Tensor
-        self.state = Tensor._from_array(np.array([seed, 0], dtype=np.int64), TensorType((2,), int64))
-        self.state._name = "rng"
-        self.device_states: dict[str, object] = {}   # one state per CUDA device, as PyTorch keeps
-
-    def manual_seed(self, seed: int) -> "Generator":
-        from . import trace
-        with trace.suspended():
-            self.state._data = np.array([int(seed), 0], dtype=np.int64)
-            for dev, st in self.device_states.items():
-                st._assign(self.state.to(dev))
-        return self
-
-    def state_for(self, device: str):
-        """The state tensor that draws on `device` read and advance (made eagerly the first time)."""
-        if device == "cpu":
-            return self.state
-        if device not in self.device_states:
-            from . import trace
-            with trace.suspended():
-                st = self.state.detach().to(device)
-            st._name = f"rng_{device.replace(':', '')}"
-            self.device_states[device] = st
-        return self.device_states[device]
-
-    def initial_seed(self) -> int:
-        return int(np.asarray(self.state._data)[0])
-
-    def get_state(self):
-        return self.state.detach()
-
-    def set_state(self, state) -> None:
-        self.state._data = np.array(np.asarray(state.numpy()), dtype=np.int64)
-
-    def draw(self, op: str, shape, dtype, device):
-        from .creation import get_default_dtype, normalize_device
-        state = self.state_for(normalize_device(device))
-        sample, nxt = apply(op, state, shape=tuple(shape), dtype=to_dtype(dtype or get_default_dtype()))
-        state._assign(nxt)
-        return sample
-
-
-default_generator = Generator(0)
-_local = threading.local()
-
-
-def current_generator() -> Generator:
-    """`default_generator`, or the generator this thread was given (a rank of `run_local`)."""
-    return getattr(_local, "generator", None) or default_generator
-
-
-@contextlib.contextmanager
-def use_generator(gen: Generator):
-    old = getattr(_local, "generator", None)
-    _local.generator = gen
-    try:
-        yield gen
-    finally:
-        _local.generator = old
-
-
-def manual_seed(seed: int) -> Generator:
-    return current_generator().manual_seed(seed)
-
-
-def seed() -> int:
-    import time
-    s = int(time.time_ns() % (1 << 62))
-    manual_seed(s)
-    return s
-
-
-def get_rng_state():
-    return current_generator().get_state()
-
-
-def set_rng_state(state) -> None:
-    current_generator().set_state(state)
+from .creation import arange, ones, tensor
+from .functions import MaxResult, cat, sum as _sum, where
+from .generator import (Generator, current_generator, default_generator, get_rng_state, manual_seed, seed,
+                        set_rng_state, use_generator)
+from .ir.types import int64
 
 
 def _size(size):
@@ -129,7 +42,6 @@ def randint(low, high=None, size=(), *, dtype=None, device=None, generator=None)
 
 def randperm(n: int, *, dtype=None, device=None, generator=None):
     """A random permutation (eager only: sorting is not an op of the IR)."""
-    from .creation import tensor
     keys = rand(n, device=device, generator=generator)
     return tensor(np.argsort(keys.numpy(), kind="stable"), dtype=dtype or int64, device=keys.device)
 
@@ -139,7 +51,6 @@ def multinomial(probs, num_samples: int, replacement: bool = False, *, generator
 
     With replacement: inverse-CDF sampling. Without: the Gumbel-top-k trick.
     """
-    from .functions import sum as _sum
     p = probs / _sum(probs, -1, keepdim=True)
     lead = p.shape[:-1]
     if replacement or num_samples == 1:
@@ -153,7 +64,6 @@ def multinomial(probs, num_samples: int, replacement: bool = False, *, generator
 
 def _cumsum_last(p):
     """Prefix sums along the last axis as a matmul with an upper-triangular ones matrix."""
-    from .creation import ones
     n = p.shape[-1]
     tri = ones(n, n, dtype=p.dtype, device=p.device).triu()
     return p @ tri
@@ -161,8 +71,6 @@ def _cumsum_last(p):
 
 def topk(x, k: int, dim: int = -1, largest: bool = True, sorted: bool = True):
     """(values, indices) of the k largest entries along `dim`, by k rounds of argmax."""
-    from .functions import MaxResult
-    from .functions import where
     dim = dim % x.ndim
     y = x if largest else -x
     vals, idxs = [], []
@@ -173,12 +81,10 @@ def topk(x, k: int, dim: int = -1, largest: bool = True, sorted: bool = True):
         idxs.append(i)
         hit = _onehot_like(work, i, dim)
         work = where(hit, float("-inf"), work)
-    from .functions import cat
     values, indices = cat(vals, dim), cat(idxs, dim)
     return MaxResult(values if largest else -values, indices)
 
 
 def _onehot_like(x, i, dim):
-    from .creation import arange
     pos = arange(x.shape[dim], device=x.device).reshape(*[-1 if a == dim else 1 for a in range(x.ndim)])
     return pos == i

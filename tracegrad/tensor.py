@@ -14,12 +14,16 @@ import numpy as np
 from . import functions as F_, indexing, trace as _trace
 from .dispatch import grad_enabled
 from .errors import DataDependentError, Donated, TracegradError
-from .runtime.devices import owned_copy
+from .runtime.devices import owned_copy, to_numpy
+from .autograd import _tape, backward as _backward, no_grad
+from .creation import full, normalize_device, tensor as _tensor_of
+from .provenance import where
+from .tensor_methods import TensorMethods
 from .ir.graph import Value
 from .ir.types import DType, TensorType, bfloat16, bool_, float16, float32, float64, int32, int64
 
 
-class Tensor:
+class Tensor(TensorMethods):
     __slots__ = ("_data", "_type", "requires_grad", "_grad", "_node", "_trace", "_name", "_base", "__weakref__",
                  "__dict__")
     __hash__ = object.__hash__
@@ -39,8 +43,7 @@ class Tensor:
         return t
 
     def __init__(self, data=None, *args, **kwargs):
-        from .creation import tensor
-        src = tensor(data if data is not None else [], **kwargs)
+        src = _tensor_of(data if data is not None else [], **kwargs)
         self._data, self._type, self.requires_grad, self._grad, self._node, self._trace, self._name, self._base = \
             src._data, src._type, False, None, None, None, "", None
 
@@ -92,7 +95,6 @@ class Tensor:
     def _concrete(self, what: str):
         tr = _trace.current()
         if isinstance(self._data, Value) or tr is not None:
-            from .provenance import where
             raise DataDependentError(
                 f"{what} needs the value of a tensor, but inside @tg.compile tensors are symbolic "
                 f"(a traced {self._type}).\n  at {where()}\n"
@@ -104,7 +106,6 @@ class Tensor:
     def numpy(self) -> np.ndarray:
         data = self._concrete(".numpy()")
         if not isinstance(data, np.ndarray):
-            from .runtime.devices import to_numpy
             return to_numpy(data)
         return data
 
@@ -179,8 +180,7 @@ class Tensor:
         return self
 
     def backward(self, gradient=None, retain_graph=None, create_graph: bool = False, inputs=None) -> None:
-        from .autograd import backward
-        backward(self, gradient, retain_graph, create_graph, inputs)
+        _backward(self, gradient, retain_graph, create_graph, inputs)
 
     def detach(self) -> "Tensor":
         tr = _trace.current()
@@ -230,7 +230,6 @@ class Tensor:
 
     @data.setter
     def data(self, value: "Tensor") -> None:
-        from .autograd import no_grad
         with no_grad():
             self._assign(value)
 
@@ -249,7 +248,6 @@ class Tensor:
         return self.fill_(0)
 
     def fill_(self, value) -> "Tensor":
-        from .creation import full
         if isinstance(value, Tensor):
             return self._assign(value.reshape(()).broadcast_to(*self.shape))
         return self._assign(full(self.shape, value, dtype=self.dtype, device=self._type.device))
@@ -267,7 +265,6 @@ class Tensor:
 def _take_over(t: Tensor, new: Tensor) -> None:
     """t becomes the output of new's node; its old value lives on as a separate tensor, so the
     history (keyed by tensor identity) stays a DAG."""
-    from .autograd import _tape
     old = Tensor._from_array(t._data, t._type)
     old._trace, old._node, old.requires_grad = t._trace, t._node, t.requires_grad
     if t._node is not None:
@@ -303,11 +300,4 @@ class Device(str):
 
 
 def device(name: str) -> Device:
-    from .creation import normalize_device
     return Device(normalize_device(name))
-
-
-_DTYPE_METHODS = dict(float=float32, double=float64, half=float16, bfloat16=bfloat16, long=int64, int=int32,
-                      bool=bool_)
-for _m, _d in _DTYPE_METHODS.items():
-    setattr(Tensor, _m, (lambda d: lambda self: self.to(d))(_d))

@@ -1,296 +1,692 @@
-"""Tensor's math and shape methods and operators, attached to the class in one table.
+"""Tensor's math, shape and in-place methods and its operators: the mixin `TensorMethods`, which
+`Tensor` inherits, so every method has a signature and a docstring for `help()` and editors.
 
 Each is a line or two over `functions` and `apply`; the names and arguments are PyTorch's.
+Nothing here imports `tensor.py` (which imports this module): a method finds the class it
+builds through `type(self)`.
 """
 from __future__ import annotations
 
 import math
 
 from . import functions as F_, trace as _trace
-from .creation import normalize_device
+from .creation import full, normalize_device, tensor
 from .dispatch import apply
 from .errors import UnsupportedError
-from .ir.types import bool_, dtype as to_dtype, int64
-from .tensor import Tensor
+from .random import rand, randn
+from .runtime.devices import transfer
+from .ir.types import bfloat16, bool_, dtype as to_dtype, float16, float32, float64, int32, int64
 
 
-# -- conversion -------------------------------------------------------------------------------
-def to(self, *args, dtype=None, device=None, non_blocking=False, copy=False):
-    for a in args:
-        if isinstance(a, Tensor):
-            dtype, device = a.dtype, a.device
-        elif isinstance(a, str) and (a in ("cpu", "cuda") or a.startswith("cuda:")):
-            device = a
-        elif a is not None:
-            dtype = a
-    out = self
-    if dtype is not None and to_dtype(dtype) != self.dtype:
-        out = apply("cast", out, dtype=to_dtype(dtype))
-    if device is not None and normalize_device(device) != self._type.device:
-        from .runtime.devices import transfer
-        if out._trace is not None or _trace.current() is not None:
-            raise UnsupportedError("moving tensors between devices inside @tg.compile is not supported; "
-                                   "move inputs before calling the step")
-        dev = normalize_device(device)
-        moved = Tensor._from_array(transfer(out._data, dev), out._type.with_(device=dev))
-        moved.requires_grad = out.requires_grad
-        out = moved
-    return out
-
-
-def _cuda(self, device=None):
-    return self.to(f"cuda:{device}" if isinstance(device, int) else (device or "cuda"))
-
-
-# -- shape ------------------------------------------------------------------------------------
 def _sizes(args) -> tuple:
+    """`f(2, 3)` and `f((2, 3))` alike."""
     return tuple(args[0]) if len(args) == 1 and isinstance(args[0], (tuple, list)) else tuple(args)
 
 
-def reshape(self, *shape):
-    shape = list(_sizes(shape))
-    if shape.count(-1) > 1:
-        raise ValueError("only one dimension can be -1")
-    if -1 in shape:
-        known = math.prod(s for s in shape if s != -1)
-        if known == 0 or self.numel() % known:
-            raise RuntimeError(f"shape {shape} is invalid for input of size {self.numel()}")
-        shape[shape.index(-1)] = self.numel() // known
-    shape = tuple(shape)
-    return self if shape == self.shape else apply("reshape", self, shape=shape)
-
-
-def permute(self, *dims):
-    dims = tuple(d % self.ndim for d in _sizes(dims))
-    return self if dims == tuple(range(self.ndim)) else apply("permute", self, dims=dims)
-
-
-def transpose(self, d0: int, d1: int):
-    dims = list(range(self.ndim))
-    d0, d1 = d0 % self.ndim, d1 % self.ndim
-    dims[d0], dims[d1] = dims[d1], dims[d0]
-    return permute(self, *dims)
-
-
-def unsqueeze(self, dim: int):
-    dim = dim % (self.ndim + 1)
-    return reshape(self, *self.shape[:dim], 1, *self.shape[dim:])
-
-
-def squeeze(self, dim=None):
-    if dim is None:
-        return reshape(self, *[s for s in self.shape if s != 1])
-    dims = {d % max(self.ndim, 1) for d in ((dim,) if isinstance(dim, int) else dim)}
-    return reshape(self, *[s for i, s in enumerate(self.shape) if not (i in dims and s == 1)])
-
-
-def flatten(self, start_dim: int = 0, end_dim: int = -1):
-    if self.ndim == 0:
-        return reshape(self, 1)
-    s, e = start_dim % self.ndim, end_dim % self.ndim
-    return reshape(self, *self.shape[:s], -1, *self.shape[e + 1:])
-
-
-def expand(self, *sizes):
-    sizes = _sizes(sizes)
-    lead = len(sizes) - self.ndim
-    shape = tuple(self.shape[i - lead] if s == -1 else s for i, s in enumerate(sizes))
-    return self if shape == self.shape else apply("expand", self, shape=shape)
-
-
-def repeat(self, *reps):
-    reps = _sizes(reps)
-    x = reshape(self, *([1] * (len(reps) - self.ndim)), *self.shape)
-    inter = []
-    for s, r in zip(x.shape, reps):
-        inter += [1, s]
-    x = reshape(x, *inter)
-    x = expand(x, *[v for s, r in zip(x.shape[1::2], reps) for v in (r, s)])
-    return reshape(x, *[s * r for s, r in zip(x.shape[1::2], reps)])
-
-
-def split(self, split_size, dim: int = 0):
-    dim = dim % self.ndim
-    n = self.shape[dim]
-    sizes = [split_size] * (n // split_size) + ([n % split_size] if n % split_size else []) \
-        if isinstance(split_size, int) else list(split_size)
-    out, at = [], 0
-    for s in sizes:
-        idx = [slice(None)] * self.ndim
-        idx[dim] = slice(at, at + s)
-        out.append(self[tuple(idx)])
-        at += s
-    return tuple(out)
-
-
-def chunk(self, chunks: int, dim: int = 0):
-    n = self.shape[dim % self.ndim]
-    return split(self, -(-n // chunks), dim)
-
-
-def unbind(self, dim: int = 0):
-    return tuple(t.squeeze(dim) for t in split(self, 1, dim))
-
-
-def tril(self, diagonal: int = 0):
-    return _tri(self, diagonal, lower=True)
-
-
-def triu(self, diagonal: int = 0):
-    return _tri(self, diagonal, lower=False)
-
-
-def _tri(x, k, lower):
-    r, c = x.shape[-2:]
-    dev = x._type.device
-    rows = apply("iota", shape=(r, c), axis=0, dtype=int64, device=dev)
-    cols = apply("iota", shape=(r, c), axis=1, dtype=int64, device=dev)
-    keep = (cols - rows <= k) if lower else (cols - rows >= k)
-    return F_.where(keep, x, F_.constant(False if x.dtype == bool_ else 0, x.dtype, dev))
-
-
-def masked_fill(self, mask, value):
-    if isinstance(value, Tensor):
-        return F_.where(mask, value.to(self.dtype), self)
-    return F_.where(mask, F_.constant(value, F_.scalar_dtype(value, self.dtype), self._type.device).to(self.dtype),
-                    self)
-
-
-def gather(self, dim: int, index):
-    return apply("gather", self, index, axis=dim % self.ndim)
-
-
-def scatter_add(self, dim: int, index, src):
-    return apply("scatter_add", self, index, src, axis=dim % self.ndim)
-
-
-def index_select(self, dim: int, index):
-    return apply("take", self, index, axis=dim % self.ndim)
-
-
-def softmax(self, dim: int = -1, dtype=None):
-    x = self.to(dtype) if dtype is not None else self
-    return apply("softmax", x if x.dtype.is_floating else x.float(), axis=dim % x.ndim)
-
-
-def log_softmax(self, dim: int = -1, dtype=None):
-    x = self.to(dtype) if dtype is not None else self
-    return apply("log_softmax", x if x.dtype.is_floating else x.float(), axis=dim % x.ndim)
-
-
-def _inplace(fn):
-    def method(self, *args, **kwargs):
-        return self._assign(fn(self, *args, **kwargs))
-    return method
-
-
-def _scaled(fn):
-    def op(self, other, *, alpha=1):
-        return fn(self, other * alpha if alpha != 1 else other)
-    return op
-
-
-def addcmul(self, t1, t2, *, value=1):
-    return self + t1 * t2 * value if value != 1 else self + t1 * t2
-
-
-def addcdiv(self, t1, t2, *, value=1):
-    return self + t1 / t2 * value if value != 1 else self + t1 / t2
-
-
-def lerp(self, end, weight):
-    return self + (end - self) * weight
-
-
-def _normal(self, mean=0.0, std=1.0):
-    from .random import randn
-    return randn(*self.shape, dtype=self.dtype, device=self._type.device) * std + mean
-
-
-def _uniform(self, a=0.0, b=1.0):
-    from .random import rand
-    return rand(*self.shape, dtype=self.dtype, device=self._type.device) * (b - a) + a
-
-
-def norm(self, p=2, dim=None, keepdim=False):
-    if p == 2:
-        return F_.sum(self * self, dim, keepdim).sqrt()
-    if p == 1:
-        return F_.sum(self.abs(), dim, keepdim)
-    return F_.sum(self.abs() ** p, dim, keepdim) ** (1.0 / p)
-
-
-def _rbinary(op):
-    return lambda self, other: F_.binary(op, other, self)
-
-
-METHODS = dict(
-    to=to, cuda=_cuda, cpu=lambda self: self.to("cpu"), type_as=lambda self, o: self.to(o.dtype),
-    reshape=reshape, view=reshape, view_as=lambda self, o: reshape(self, *o.shape),
-    reshape_as=lambda self, o: reshape(self, *o.shape),
-    permute=permute, transpose=transpose, t=lambda self: transpose(self, 0, 1) if self.ndim == 2 else self,
-    T=property(lambda self: permute(self, *reversed(range(self.ndim)))),
-    mT=property(lambda self: transpose(self, -2, -1)),
-    contiguous=lambda self, memory_format=None: self, clone=lambda self, memory_format=None: self + 0 if
-    self.dtype != bool_ else self.to(int64).to(bool_),
-    unsqueeze=unsqueeze, squeeze=squeeze, flatten=flatten, expand=expand,
-    expand_as=lambda self, o: expand(self, *o.shape), broadcast_to=expand, repeat=repeat,
-    split=split, chunk=chunk, unbind=unbind, tril=tril, triu=triu,
-    masked_fill=masked_fill, masked_fill_=_inplace(masked_fill), gather=gather, scatter_add=scatter_add,
-    index_select=index_select, softmax=softmax, log_softmax=log_softmax,
-    sum=F_.sum, mean=F_.mean, var=F_.var, std=F_.std, max=F_.max, min=F_.min, amax=F_.amax, amin=F_.amin,
-    argmax=F_.argmax, argmin=F_.argmin, logsumexp=F_.logsumexp, all=F_.all, any=F_.any, norm=norm,
-    matmul=F_.matmul, __matmul__=F_.matmul, __rmatmul__=lambda self, o: F_.matmul(o, self),
-    __add__=lambda self, o: F_.binary("add", self, o), __radd__=_rbinary("add"),
-    __sub__=lambda self, o: F_.binary("sub", self, o), __rsub__=_rbinary("sub"),
-    __mul__=lambda self, o: F_.binary("mul", self, o), __rmul__=_rbinary("mul"),
-    __truediv__=F_.true_divide, __rtruediv__=lambda self, o: F_.true_divide(o, self),
-    __floordiv__=F_.floor_divide, __rfloordiv__=lambda self, o: F_.floor_divide(o, self),
-    __mod__=lambda self, o: F_.binary("mod", self, o),
-    __pow__=lambda self, o: F_.binary("pow", self, o) if self.dtype.is_floating or isinstance(o, Tensor)
-    else F_.binary("pow", self.float(), o), __rpow__=_rbinary("pow"),
-    __neg__=lambda self: F_.unary("neg", self), __pos__=lambda self: self, __abs__=lambda self: F_.unary("abs", self),
-    __invert__=lambda self: F_.unary("logical_not", self.to(bool_)),
-    __and__=lambda self, o: F_.binary("logical_and", self.to(bool_), o.to(bool_)),
-    __or__=lambda self, o: F_.binary("logical_or", self.to(bool_), o.to(bool_)),
-    __eq__=lambda self, o: F_.binary("eq", self, o), __ne__=lambda self, o: F_.binary("ne", self, o),
-    __lt__=lambda self, o: F_.binary("lt", self, o), __le__=lambda self, o: F_.binary("le", self, o),
-    __gt__=lambda self, o: F_.binary("gt", self, o), __ge__=lambda self, o: F_.binary("ge", self, o),
-    eq=lambda self, o: F_.binary("eq", self, o), ne=lambda self, o: F_.binary("ne", self, o),
-    lt=lambda self, o: F_.binary("lt", self, o), gt=lambda self, o: F_.binary("gt", self, o),
-    add=_scaled(lambda self, o: F_.binary("add", self, o)), sub=_scaled(lambda self, o: F_.binary("sub", self, o)),
-    mul=lambda self, o: F_.binary("mul", self, o), div=F_.true_divide, pow=lambda self, o: self ** o,
-    maximum=lambda self, o: F_.binary("maximum", self, o), minimum=lambda self, o: F_.binary("minimum", self, o),
-    where=lambda self, cond, other: F_.where(cond, self, other), clamp=F_.clamp, clip=F_.clamp,
-    addcmul=addcmul, addcdiv=addcdiv, lerp=lerp,
-    zeros_like=lambda self: F_.constant(0, self.dtype, self._type.device).expand(*self.shape),
-    new_zeros=lambda self, *s, dtype=None: _new(self, s, 0, dtype), new_ones=lambda self, *s, dtype=None: _new(self, s, 1, dtype),
-    new_full=lambda self, s, v, dtype=None: _new(self, s, v, dtype), new_tensor=lambda self, d, dtype=None: _new_tensor(self, d, dtype),
-    normal_=_inplace(_normal), uniform_=_inplace(_uniform),
-)
-for _name in ("exp", "log", "sqrt", "rsqrt", "tanh", "sin", "cos", "abs", "sign", "sigmoid", "erf", "reciprocal",
-              "neg", "floor", "isnan", "logical_not"):
-    METHODS[_name] = (lambda op: lambda self: F_.unary(op, self))(_name)
-METHODS["relu"] = lambda self: apply("relu", self)
-METHODS["square"] = lambda self: self * self
-METHODS["exp2"] = lambda self: (self * math.log(2.0)).exp()
-METHODS["log2"] = lambda self: self.log() * (1.0 / math.log(2.0))
-for _name in ("add", "sub", "mul", "div", "clamp", "pow", "addcmul", "addcdiv", "lerp", "neg", "exp", "sqrt",
-              "tanh", "sigmoid", "relu", "abs", "maximum", "minimum"):
-    METHODS[_name + "_"] = _inplace(METHODS[_name])
-for _op, _name in (("add", "__iadd__"), ("sub", "__isub__"), ("mul", "__imul__"), ("div", "__itruediv__")):
-    METHODS[_name] = METHODS[_op + "_"]
-
-
-def _new(self, size, value, dtype):
-    from .creation import full
-    return full(_sizes(size), value, dtype=dtype or self.dtype, device=self._type.device)
-
-
-def _new_tensor(self, data, dtype):
-    from .creation import tensor
-    return tensor(data, dtype=dtype or self.dtype, device=self._type.device)
-
-
-for _name, _fn in METHODS.items():
-    setattr(Tensor, _name, _fn)
+def wrap_dim(dim: int, ndim: int) -> int:
+    """A dimension index in [0, ndim), negative ones counted from the end; out of range raises
+    IndexError as PyTorch does (a 0-d tensor takes dims -1 and 0)."""
+    n = max(ndim, 1)
+    if not -n <= dim < n:
+        raise IndexError(f"Dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {dim})")
+    return dim % n
+
+
+class TensorMethods:
+    """The methods and operators of `Tensor` that compute new tensors."""
+    __slots__ = ()
+
+    # -- conversion ---------------------------------------------------------------------------
+    def to(self, *args, dtype=None, device=None, non_blocking=False, copy=False):
+        """This tensor in another dtype and/or on another device: `t.to(tg.bfloat16)`,
+        `t.to("cuda")`, `t.to(other)` (other's dtype and device). Returns self when nothing changes."""
+        for a in args:
+            if isinstance(a, TensorMethods):
+                dtype, device = a.dtype, a.device
+            elif isinstance(a, str) and (a in ("cpu", "cuda") or a.startswith("cuda:") or a == "mps"):
+                device = a
+            elif a is not None:
+                dtype = a
+        out = self
+        if dtype is not None and to_dtype(dtype) != self.dtype:
+            out = apply("cast", out, dtype=to_dtype(dtype))
+        if device is not None and normalize_device(device) != self._type.device:
+            if out._trace is not None or _trace.current() is not None:
+                raise UnsupportedError("moving tensors between devices inside @tg.compile is not supported; "
+                                       "move inputs before calling the step")
+            dev = normalize_device(device)
+            moved = type(self)._from_array(transfer(out._data, dev), out._type.with_(device=dev))
+            moved.requires_grad = out.requires_grad
+            out = moved
+        return out
+
+    def cuda(self, device=None):
+        """This tensor on a GPU (`cuda:device`, default the current one)."""
+        return self.to(f"cuda:{device}" if isinstance(device, int) else (device or "cuda"))
+
+    def cpu(self):
+        """This tensor on the CPU."""
+        return self.to("cpu")
+
+    def type_as(self, other):
+        """This tensor in `other`'s dtype."""
+        return self.to(other.dtype)
+
+    def float(self):
+        """This tensor as float32."""
+        return self.to(float32)
+
+    def double(self):
+        """This tensor as float64."""
+        return self.to(float64)
+
+    def half(self):
+        """This tensor as float16."""
+        return self.to(float16)
+
+    def bfloat16(self):
+        """This tensor as bfloat16."""
+        return self.to(bfloat16)
+
+    def long(self):
+        """This tensor as int64."""
+        return self.to(int64)
+
+    def int(self):
+        """This tensor as int32."""
+        return self.to(int32)
+
+    def bool(self):
+        """This tensor as bool."""
+        return self.to(bool_)
+
+    # -- shape --------------------------------------------------------------------------------
+    def reshape(self, *shape):
+        """The same elements in a new shape; one size may be -1 (inferred)."""
+        shape = list(_sizes(shape))
+        if shape.count(-1) > 1:
+            raise ValueError("only one dimension can be -1")
+        if -1 in shape:
+            known = math.prod(s for s in shape if s != -1)
+            if known == 0 or self.numel() % known:
+                raise RuntimeError(f"shape {shape} is invalid for input of size {self.numel()}")
+            shape[shape.index(-1)] = self.numel() // known
+        shape = tuple(shape)
+        if math.prod(shape) != self.numel():
+            raise RuntimeError(f"shape {list(shape)} is invalid for input of size {self.numel()}")
+        return self if shape == self.shape else apply("reshape", self, shape=shape)
+
+    def view(self, *shape):
+        """As `reshape` (tensors here have no separate storage to share)."""
+        return self.reshape(*shape)
+
+    def view_as(self, other):
+        """This tensor in `other`'s shape."""
+        return self.reshape(*other.shape)
+
+    def reshape_as(self, other):
+        """This tensor in `other`'s shape."""
+        return self.reshape(*other.shape)
+
+    def permute(self, *dims):
+        """The axes reordered: `x.permute(0, 2, 1)`."""
+        dims = tuple(wrap_dim(d, self.ndim) for d in _sizes(dims))
+        if sorted(dims) != list(range(self.ndim)):
+            raise RuntimeError(f"permute: {list(_sizes(dims))} is not a permutation of the {self.ndim} dims "
+                               f"of a tensor of shape {list(self.shape)}")
+        return self if dims == tuple(range(self.ndim)) else apply("permute", self, dims=dims)
+
+    def transpose(self, dim0: int, dim1: int):
+        """Axes `dim0` and `dim1` swapped."""
+        dims = list(range(self.ndim))
+        d0, d1 = wrap_dim(dim0, self.ndim), wrap_dim(dim1, self.ndim)
+        if self.ndim < 2:
+            return self
+        dims[d0], dims[d1] = dims[d1], dims[d0]
+        return self.permute(*dims)
+
+    def t(self):
+        """The transpose of a matrix (a 0-d or 1-d tensor is returned as it is)."""
+        return self.transpose(0, 1) if self.ndim == 2 else self
+
+    @property
+    def T(self):
+        """All axes reversed."""
+        return self.permute(*reversed(range(self.ndim)))
+
+    @property
+    def mT(self):
+        """The last two axes swapped (a batch of matrices transposed)."""
+        return self.transpose(-2, -1)
+
+    def contiguous(self, memory_format=None):
+        """This tensor (layouts are the runtime's business)."""
+        return self
+
+    def clone(self, memory_format=None):
+        """A new tensor with the same values, on the autograd tape."""
+        return self + 0 if self.dtype != bool_ else self.to(int64).to(bool_)
+
+    def unsqueeze(self, dim: int):
+        """A new axis of size 1 at `dim`."""
+        dim = wrap_dim(dim, self.ndim + 1)
+        return self.reshape(*self.shape[:dim], 1, *self.shape[dim:])
+
+    def squeeze(self, dim=None):
+        """Axes of size 1 removed (all, or those in `dim`)."""
+        if dim is None:
+            return self.reshape(*[s for s in self.shape if s != 1])
+        dims = {wrap_dim(d, self.ndim) for d in ((dim,) if isinstance(dim, int) else dim)}
+        return self.reshape(*[s for i, s in enumerate(self.shape) if not (i in dims and s == 1)])
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1):
+        """Axes `start_dim`..`end_dim` merged into one."""
+        if self.ndim == 0:
+            return self.reshape(1)
+        s, e = wrap_dim(start_dim, self.ndim), wrap_dim(end_dim, self.ndim)
+        if s > e:
+            raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
+        return self.reshape(*self.shape[:s], math.prod(self.shape[s:e + 1]), *self.shape[e + 1:])
+
+    def expand(self, *sizes):
+        """Size-1 axes broadcast to `sizes` (-1 keeps an axis); no copy."""
+        sizes = _sizes(sizes)
+        lead = len(sizes) - self.ndim
+        shape = tuple(self.shape[i - lead] if s == -1 else s for i, s in enumerate(sizes))
+        return self if shape == self.shape else apply("expand", self, shape=shape)
+
+    def expand_as(self, other):
+        """This tensor broadcast to `other`'s shape."""
+        return self.expand(*other.shape)
+
+    def broadcast_to(self, *sizes):
+        """As `expand`."""
+        return self.expand(*sizes)
+
+    def repeat(self, *reps):
+        """The tensor tiled `reps[i]` times along each axis."""
+        reps = _sizes(reps)
+        x = self.reshape(*([1] * (len(reps) - self.ndim)), *self.shape)
+        inter = []
+        for s in x.shape:
+            inter += [1, s]
+        x = x.reshape(*inter)
+        x = x.expand(*[v for s, r in zip(x.shape[1::2], reps) for v in (r, s)])
+        return x.reshape(*[s * r for s, r in zip(x.shape[1::2], reps)])
+
+    def split(self, split_size, dim: int = 0):
+        """Pieces of `split_size` along `dim` (the last may be smaller), or of the sizes in a list."""
+        dim = wrap_dim(dim, self.ndim)
+        n = self.shape[dim]
+        sizes = [split_size] * (n // split_size) + ([n % split_size] if n % split_size else []) \
+            if isinstance(split_size, int) else list(split_size)
+        if sum(sizes) != n:
+            raise RuntimeError(f"split: sizes {sizes} do not add up to {n}, the size of dim {dim}")
+        out, at = [], 0
+        for s in sizes:
+            idx = [slice(None)] * self.ndim
+            idx[dim] = slice(at, at + s)
+            out.append(self[tuple(idx)])
+            at += s
+        return tuple(out)
+
+    def chunk(self, chunks: int, dim: int = 0):
+        """At most `chunks` equal pieces along `dim`."""
+        n = self.shape[wrap_dim(dim, self.ndim)]
+        return self.split(max(-(-n // chunks), 1), dim)
+
+    def unbind(self, dim: int = 0):
+        """The slices along `dim`, each without that axis."""
+        return tuple(t.squeeze(dim) for t in self.split(1, dim))
+
+    def tril(self, diagonal: int = 0):
+        """The lower triangle of the last two axes (others zero)."""
+        return self._triangle(diagonal, lower=True)
+
+    def triu(self, diagonal: int = 0):
+        """The upper triangle of the last two axes (others zero)."""
+        return self._triangle(diagonal, lower=False)
+
+    def _triangle(self, k, lower):
+        r, c = self.shape[-2:]
+        dev = self._type.device
+        rows = apply("iota", shape=(r, c), axis=0, dtype=int64, device=dev)
+        cols = apply("iota", shape=(r, c), axis=1, dtype=int64, device=dev)
+        keep = (cols - rows <= k) if lower else (cols - rows >= k)
+        return F_.where(keep, self, F_.constant(False if self.dtype == bool_ else 0, self.dtype, dev))
+
+    # -- selection ----------------------------------------------------------------------------
+    def masked_fill(self, mask, value):
+        """`value` where `mask` is True, this tensor elsewhere."""
+        if isinstance(value, TensorMethods):
+            return F_.where(mask, value.to(self.dtype), self)
+        return F_.where(mask, F_.constant(value, F_.scalar_dtype(value, self.dtype), self._type.device).to(self.dtype),
+                        self)
+
+    def masked_fill_(self, mask, value):
+        """In-place `masked_fill`."""
+        return self._assign(self.masked_fill(mask, value))
+
+    def gather(self, dim: int, index):
+        """out[i][j] = self[index[i][j]][j] (for dim=0), as torch.gather."""
+        return apply("gather", self, index, axis=wrap_dim(dim, self.ndim))
+
+    def scatter_add(self, dim: int, index, src):
+        """This tensor plus `src` added at the places `index` names along `dim`."""
+        return apply("scatter_add", self, index, src, axis=wrap_dim(dim, self.ndim))
+
+    def index_select(self, dim: int, index):
+        """The entries of `index` along `dim`."""
+        return apply("take", self, index, axis=wrap_dim(dim, self.ndim))
+
+    def where(self, condition, other):
+        """This tensor where `condition` holds, `other` elsewhere."""
+        return F_.where(condition, self, other)
+
+    # -- reductions and normalizations --------------------------------------------------------
+    def softmax(self, dim: int = -1, dtype=None):
+        """exp(x) / sum(exp(x)) along `dim`."""
+        x = self.to(dtype) if dtype is not None else self
+        return apply("softmax", x if x.dtype.is_floating else x.float(), axis=wrap_dim(dim, x.ndim))
+
+    def log_softmax(self, dim: int = -1, dtype=None):
+        """log(softmax(x)) along `dim`, computed stably."""
+        x = self.to(dtype) if dtype is not None else self
+        return apply("log_softmax", x if x.dtype.is_floating else x.float(), axis=wrap_dim(dim, x.ndim))
+
+    def sum(self, dim=None, keepdim: bool = False, *, dtype=None):
+        """The sum over `dim` (all axes by default)."""
+        return F_.sum(self, dim, keepdim, dtype=dtype)
+
+    def mean(self, dim=None, keepdim: bool = False, *, dtype=None):
+        """The mean over `dim` (all axes by default)."""
+        return F_.mean(self, dim, keepdim, dtype=dtype)
+
+    def var(self, dim=None, unbiased=None, keepdim: bool = False, *, correction=None):
+        """The variance over `dim` (Bessel's correction unless unbiased=False or correction=0)."""
+        return F_.var(self, dim, unbiased, keepdim, correction=correction)
+
+    def std(self, dim=None, unbiased=None, keepdim: bool = False, *, correction=None):
+        """The standard deviation over `dim`."""
+        return F_.std(self, dim, unbiased, keepdim, correction=correction)
+
+    def max(self, dim=None, keepdim: bool = False):
+        """The maximum; with `dim`, (values, indices); with a tensor, the elementwise maximum."""
+        return F_.max(self, dim, keepdim)
+
+    def min(self, dim=None, keepdim: bool = False):
+        """The minimum; with `dim`, (values, indices); with a tensor, the elementwise minimum."""
+        return F_.min(self, dim, keepdim)
+
+    def amax(self, dim=None, keepdim: bool = False):
+        """The maximum over `dim`."""
+        return F_.amax(self, dim, keepdim)
+
+    def amin(self, dim=None, keepdim: bool = False):
+        """The minimum over `dim`."""
+        return F_.amin(self, dim, keepdim)
+
+    def argmax(self, dim=None, keepdim: bool = False):
+        """The index of the maximum (over the flattened tensor without `dim`)."""
+        return F_.argmax(self, dim, keepdim)
+
+    def argmin(self, dim=None, keepdim: bool = False):
+        """The index of the minimum (over the flattened tensor without `dim`)."""
+        return F_.argmin(self, dim, keepdim)
+
+    def logsumexp(self, dim, keepdim: bool = False):
+        """log(sum(exp(x))) over `dim`, computed stably."""
+        return F_.logsumexp(self, dim, keepdim)
+
+    def all(self, dim=None, keepdim=False):
+        """True where every element (over `dim`) is nonzero."""
+        return F_.all(self, dim, keepdim)
+
+    def any(self, dim=None, keepdim=False):
+        """True where some element (over `dim`) is nonzero."""
+        return F_.any(self, dim, keepdim)
+
+    def norm(self, p=2, dim=None, keepdim=False):
+        """The p-norm over `dim` (all axes by default)."""
+        if p == 2:
+            return F_.sum(self * self, dim, keepdim).sqrt()
+        if p == 1:
+            return F_.sum(self.abs(), dim, keepdim)
+        return F_.sum(self.abs() ** p, dim, keepdim) ** (1.0 / p)
+
+    # -- elementwise math ---------------------------------------------------------------------
+    def exp(self):
+        """e ** x."""
+        return F_.unary("exp", self)
+
+    def exp2(self):
+        """2 ** x."""
+        return (self * math.log(2.0)).exp()
+
+    def log(self):
+        """The natural logarithm."""
+        return F_.unary("log", self)
+
+    def log2(self):
+        """The base-2 logarithm."""
+        return self.log() * (1.0 / math.log(2.0))
+
+    def sqrt(self):
+        """The square root."""
+        return F_.unary("sqrt", self)
+
+    def rsqrt(self):
+        """1 / sqrt(x)."""
+        return F_.unary("rsqrt", self)
+
+    def square(self):
+        """x * x."""
+        return self * self
+
+    def tanh(self):
+        """The hyperbolic tangent."""
+        return F_.unary("tanh", self)
+
+    def sin(self):
+        """The sine."""
+        return F_.unary("sin", self)
+
+    def cos(self):
+        """The cosine."""
+        return F_.unary("cos", self)
+
+    def abs(self):
+        """The absolute value."""
+        return F_.unary("abs", self)
+
+    def sign(self):
+        """-1, 0 or 1 by the sign of each element."""
+        return F_.unary("sign", self)
+
+    def sigmoid(self):
+        """1 / (1 + exp(-x))."""
+        return F_.unary("sigmoid", self)
+
+    def erf(self):
+        """The error function."""
+        return F_.unary("erf", self)
+
+    def reciprocal(self):
+        """1 / x."""
+        return F_.unary("reciprocal", self)
+
+    def neg(self):
+        """-x."""
+        return F_.unary("neg", self)
+
+    def floor(self):
+        """The largest integer not above x."""
+        return F_.unary("floor", self)
+
+    def isnan(self):
+        """True where x is NaN."""
+        return F_.unary("isnan", self)
+
+    def logical_not(self):
+        """True where x is zero (or False)."""
+        return F_.unary("logical_not", self)
+
+    def relu(self):
+        """max(x, 0)."""
+        return apply("relu", self)
+
+    def add(self, other, *, alpha=1):
+        """self + alpha * other."""
+        return F_.binary("add", self, other * alpha if alpha != 1 else other)
+
+    def sub(self, other, *, alpha=1):
+        """self - alpha * other."""
+        return F_.binary("sub", self, other * alpha if alpha != 1 else other)
+
+    def mul(self, other):
+        """self * other."""
+        return F_.binary("mul", self, other)
+
+    def div(self, other):
+        """self / other (true division)."""
+        return F_.true_divide(self, other)
+
+    def pow(self, exponent):
+        """self ** exponent."""
+        return self ** exponent
+
+    def maximum(self, other):
+        """The elementwise maximum (NaN wins)."""
+        return F_.binary("maximum", self, other)
+
+    def minimum(self, other):
+        """The elementwise minimum (NaN wins)."""
+        return F_.binary("minimum", self, other)
+
+    def clamp(self, min=None, max=None):
+        """Values limited to [min, max] (either may be None)."""
+        return F_.clamp(self, min, max)
+
+    clip = clamp
+
+    def addcmul(self, tensor1, tensor2, *, value=1):
+        """self + value * tensor1 * tensor2."""
+        return self + tensor1 * tensor2 * value if value != 1 else self + tensor1 * tensor2
+
+    def addcdiv(self, tensor1, tensor2, *, value=1):
+        """self + value * tensor1 / tensor2."""
+        return self + tensor1 / tensor2 * value if value != 1 else self + tensor1 / tensor2
+
+    def lerp(self, end, weight):
+        """self + weight * (end - self)."""
+        return self + (end - self) * weight
+
+    def matmul(self, other):
+        """The matrix product, with PyTorch's broadcasting of batch axes and 1-d operands."""
+        return F_.matmul(self, other)
+
+    def eq(self, other):
+        """self == other, elementwise."""
+        return F_.binary("eq", self, other)
+
+    def ne(self, other):
+        """self != other, elementwise."""
+        return F_.binary("ne", self, other)
+
+    def lt(self, other):
+        """self < other, elementwise."""
+        return F_.binary("lt", self, other)
+
+    def gt(self, other):
+        """self > other, elementwise."""
+        return F_.binary("gt", self, other)
+
+    # -- in place (a new value rebound to this tensor) ----------------------------------------
+    def add_(self, other, *, alpha=1):
+        """In-place `add`."""
+        return self._assign(self.add(other, alpha=alpha))
+
+    def sub_(self, other, *, alpha=1):
+        """In-place `sub`."""
+        return self._assign(self.sub(other, alpha=alpha))
+
+    def mul_(self, other):
+        """In-place `mul`."""
+        return self._assign(self.mul(other))
+
+    def div_(self, other):
+        """In-place `div`."""
+        return self._assign(self.div(other))
+
+    def pow_(self, exponent):
+        """In-place `pow`."""
+        return self._assign(self.pow(exponent))
+
+    def clamp_(self, min=None, max=None):
+        """In-place `clamp`."""
+        return self._assign(self.clamp(min, max))
+
+    def addcmul_(self, tensor1, tensor2, *, value=1):
+        """In-place `addcmul`."""
+        return self._assign(self.addcmul(tensor1, tensor2, value=value))
+
+    def addcdiv_(self, tensor1, tensor2, *, value=1):
+        """In-place `addcdiv`."""
+        return self._assign(self.addcdiv(tensor1, tensor2, value=value))
+
+    def lerp_(self, end, weight):
+        """In-place `lerp`."""
+        return self._assign(self.lerp(end, weight))
+
+    def maximum_(self, other):
+        """In-place `maximum`."""
+        return self._assign(self.maximum(other))
+
+    def minimum_(self, other):
+        """In-place `minimum`."""
+        return self._assign(self.minimum(other))
+
+    def neg_(self):
+        """In-place `neg`."""
+        return self._assign(self.neg())
+
+    def exp_(self):
+        """In-place `exp`."""
+        return self._assign(self.exp())
+
+    def sqrt_(self):
+        """In-place `sqrt`."""
+        return self._assign(self.sqrt())
+
+    def tanh_(self):
+        """In-place `tanh`."""
+        return self._assign(self.tanh())
+
+    def sigmoid_(self):
+        """In-place `sigmoid`."""
+        return self._assign(self.sigmoid())
+
+    def relu_(self):
+        """In-place `relu`."""
+        return self._assign(self.relu())
+
+    def abs_(self):
+        """In-place `abs`."""
+        return self._assign(self.abs())
+
+    def normal_(self, mean=0.0, std=1.0):
+        """Fill with draws from N(mean, std**2)."""
+        return self._assign(randn(*self.shape, dtype=self.dtype, device=self._type.device) * std + mean)
+
+    def uniform_(self, a=0.0, b=1.0):
+        """Fill with draws from U(a, b)."""
+        return self._assign(rand(*self.shape, dtype=self.dtype, device=self._type.device) * (b - a) + a)
+
+    __iadd__ = add_
+    __isub__ = sub_
+    __imul__ = mul_
+    __itruediv__ = div_
+
+    # -- operators ----------------------------------------------------------------------------
+    def __matmul__(self, other):
+        return F_.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return F_.matmul(other, self)
+
+    def __add__(self, other):
+        return F_.binary("add", self, other)
+
+    def __radd__(self, other):
+        return F_.binary("add", other, self)
+
+    def __sub__(self, other):
+        return F_.binary("sub", self, other)
+
+    def __rsub__(self, other):
+        return F_.binary("sub", other, self)
+
+    def __mul__(self, other):
+        return F_.binary("mul", self, other)
+
+    def __rmul__(self, other):
+        return F_.binary("mul", other, self)
+
+    def __truediv__(self, other):
+        return F_.true_divide(self, other)
+
+    def __rtruediv__(self, other):
+        return F_.true_divide(other, self)
+
+    def __floordiv__(self, other):
+        return F_.floor_divide(self, other)
+
+    def __rfloordiv__(self, other):
+        return F_.floor_divide(other, self)
+
+    def __mod__(self, other):
+        return F_.binary("mod", self, other)
+
+    def __pow__(self, other):
+        base = self if self.dtype.is_floating or isinstance(other, TensorMethods) else self.float()
+        return F_.binary("pow", base, other)
+
+    def __rpow__(self, other):
+        return F_.binary("pow", other, self)
+
+    def __neg__(self):
+        return F_.unary("neg", self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return F_.unary("abs", self)
+
+    def __invert__(self):
+        return F_.unary("logical_not", self.to(bool_))
+
+    def __and__(self, other):
+        return F_.binary("logical_and", self.to(bool_), other.to(bool_))
+
+    def __or__(self, other):
+        return F_.binary("logical_or", self.to(bool_), other.to(bool_))
+
+    def __eq__(self, other):
+        return F_.binary("eq", self, other)
+
+    def __ne__(self, other):
+        return F_.binary("ne", self, other)
+
+    def __lt__(self, other):
+        return F_.binary("lt", self, other)
+
+    def __le__(self, other):
+        return F_.binary("le", self, other)
+
+    def __gt__(self, other):
+        return F_.binary("gt", self, other)
+
+    def __ge__(self, other):
+        return F_.binary("ge", self, other)
+
+    # -- new tensors like this one ------------------------------------------------------------
+    def zeros_like(self):
+        """Zeros of this tensor's shape, dtype and device (a broadcast constant)."""
+        return F_.constant(0, self.dtype, self._type.device).expand(*self.shape)
+
+    def new_zeros(self, *size, dtype=None):
+        """Zeros of `size`, in this tensor's dtype (or `dtype`) and on its device."""
+        return self.new_full(_sizes(size), 0, dtype=dtype)
+
+    def new_ones(self, *size, dtype=None):
+        """Ones of `size`, in this tensor's dtype (or `dtype`) and on its device."""
+        return self.new_full(_sizes(size), 1, dtype=dtype)
+
+    def new_full(self, size, fill_value, dtype=None):
+        """`fill_value` everywhere in a tensor of `size`, this tensor's dtype and device."""
+        return full(_sizes((size,)), fill_value, dtype=dtype or self.dtype, device=self._type.device)
+
+    def new_tensor(self, data, dtype=None):
+        """A tensor of `data` in this tensor's dtype (or `dtype`) and on its device."""
+        return tensor(data, dtype=dtype or self.dtype, device=self._type.device)

@@ -294,7 +294,6 @@ class Module:
     # -- device and dtype -------------------------------------------------------------------
     def to(self, *args, **kwargs) -> "Module":
         """Move/cast parameters and buffers in place (floating ones take a dtype; all take a device)."""
-        from ..tensor_methods import to as tensor_to
         if _trace.current() is not None:
             raise TracegradError("Module.to() inside @tg.compile: move the model before the step")
         dtype, device = kwargs.get("dtype"), kwargs.get("device")
@@ -310,7 +309,7 @@ class Module:
             kw = dict(device=device)
             if dtype is not None and t.dtype.is_floating:
                 kw["dtype"] = dtype
-            new = tensor_to(Tensor._from_array(t._data, t._type), **kw)
+            new = Tensor.to(Tensor._from_array(t._data, t._type), **kw)
             t._data, t._type = new._data, new._type
             if t._grad is not None:
                 convert(t._grad)
