@@ -86,3 +86,20 @@ def test_folder_names_refuse_import_from_the_repository_root(name):
                          timeout=120)
     assert out.returncode != 0
     assert f"import tracegrad.{name} instead" in out.stderr, out.stderr[-2000:]
+
+
+def test_frontend_imports_its_own_modules_at_the_top():
+    """An import of our own code inside a function body must say why (a `NOTE:` on its line or the
+    one above): the frontend's modules import one another at the top, in one direction."""
+    bad = []
+    for path in (ROOT / "tracegrad").rglob("*.py"):
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.ImportFrom) and inner.level > 0:
+                    here, above = lines[inner.lineno - 1], lines[inner.lineno - 2]
+                    if "NOTE:" not in here and "NOTE:" not in above:
+                        bad.append(f"{path.relative_to(ROOT)}:{inner.lineno}")
+    assert not bad, "imports inside functions without a reason: " + ", ".join(sorted(set(bad)))

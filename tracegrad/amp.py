@@ -45,9 +45,9 @@ def cast_for_matmul(a, b):
 
 
 def __getattr__(name):
-    # NOTE: GradScaler is built of tensor ops, which read the autocast state here: it is found on
-    # first use so that this module stays below the tensor API.
     if name == "GradScaler":
+        # NOTE: GradScaler is built of tensor ops, which read the autocast state here: it is found
+        # on first use so that this module stays below the tensor API.
         from .grad_scaler import GradScaler
         return GradScaler
     raise AttributeError(f"module 'tracegrad.amp' has no attribute {name!r}")

@@ -123,7 +123,8 @@ def backward(tensor, gradient=None, retain_graph=None, create_graph: bool = Fals
         if not create_graph:
             g = g.detach()
         if tr is not None and tr.dp_group is not None and id(leaf) not in tr.arg_index:
-            from .distributed import average_gradient   # state, not the batch: same on every dp rank
+            # NOTE: distributed builds on autograd; state, not the batch: same on every dp rank
+            from .distributed import average_gradient
             with set_grad_enabled(False):
                 g = average_gradient(g, tr.dp_group)
         leaf.grad = g if leaf.grad is None else leaf.grad + g

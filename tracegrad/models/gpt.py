@@ -21,6 +21,7 @@ import tracegrad.nn as nn
 import tracegrad.nn.functional as F
 
 from .generate import cache_attend
+from ..utils.checkpoint import read_safetensors, save_safetensors
 
 
 @dataclass
@@ -207,7 +208,6 @@ class GPT(nn.Module):
         `h.0.attn.c_attn.weight` stored as Conv1D [in, out], optionally prefixed `transformer.`).
         The config comes from `config`, else `config.json` next to the file, else the shapes
         (n_head from GPT-2's sizes); `overrides` (e.g. dropout=0.1) change fields of it."""
-        from ..utils.checkpoint import read_safetensors
         sd, _ = read_safetensors(path)
         sd = {k[len("transformer."):] if k.startswith("transformer.") else k: v for k, v in sd.items()}
         if config is None:
@@ -247,7 +247,6 @@ class GPT(nn.Module):
 
     def save_pretrained(self, folder: str) -> None:
         """Write `model.safetensors` and `config.json` in Hugging Face's GPT-2 layout."""
-        from ..utils.checkpoint import save_safetensors
         os.makedirs(folder, exist_ok=True)
         save_safetensors(os.path.join(folder, "model.safetensors"), self.hf_state_dict(), {"format": "pt"})
         c = self.config

@@ -19,6 +19,7 @@ import tracegrad.nn as nn
 import tracegrad.nn.functional as F
 
 from .generate import cache_attend
+from ..utils.checkpoint import read_safetensors
 
 
 @dataclass
@@ -197,7 +198,6 @@ class Llama(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str, config: LlamaConfig | None = None) -> "Llama":
         """Weights from a local safetensors file in HF's layout; config from `config.json` beside it."""
-        from ..utils.checkpoint import read_safetensors
         if config is None:
             with open(os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")) as f:
                 hf = json.load(f)

@@ -14,6 +14,7 @@ from ..autograd import no_grad
 from ..functions import where
 from ..random import rand, randn
 from ..tensor import Tensor
+from ..creation import eye
 
 
 def calculate_gain(nonlinearity: str, param=None) -> float:
@@ -94,7 +95,6 @@ def ones_(tensor: Tensor) -> Tensor:
 
 
 def eye_(tensor: Tensor) -> Tensor:
-    from ..creation import eye
     if tensor.ndim != 2:
         raise ValueError("Only tensors with 2 dimensions are supported")
     return _set(tensor, eye(*tensor.shape, dtype=tensor.dtype, device=tensor._type.device))

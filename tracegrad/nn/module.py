@@ -27,6 +27,7 @@ from ..errors import TracegradError
 from ..ir import types as _types
 from ..tensor import Tensor
 from .parameter import Parameter
+from ..autograd import no_grad
 
 _IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 _version = [0]   # bumped whenever any module gains or loses a submodule (invalidates path caches)
@@ -358,7 +359,6 @@ class Module:
         """Copy values into this module's parameters and buffers (they keep their identity, so a
         compiled step and an optimizer that hold them see the new values).
         Returns (missing_keys, unexpected_keys); with strict=True a mismatch raises."""
-        from ..autograd import no_grad
         if _trace.current() is not None:
             raise TracegradError("load_state_dict() inside @tg.compile: load before the step")
         own = self.state_dict(keep_vars=True)

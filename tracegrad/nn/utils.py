@@ -15,6 +15,7 @@ from ..autograd import no_grad
 from ..creation import zeros
 from ..functions import amax, stack
 from ..tensor import Tensor
+from ..functions import cat
 
 
 def _grads_of(parameters) -> list:
@@ -65,5 +66,4 @@ def clip_grad_value_(parameters, clip_value: float, foreach=None) -> None:
 
 
 def parameters_to_vector(parameters) -> Tensor:
-    from ..functions import cat
     return cat([p.reshape(-1) for p in parameters])

@@ -23,7 +23,11 @@ import struct
 import numpy as np
 import safetensors.numpy as stnp
 
+from ..creation import tensor
 from ..errors import TracegradError
+from ..generator import get_rng_state, set_rng_state as set_tg
+from ..ir.types import dtype as to_dtype
+from ..tensor import Tensor
 
 FORMAT = "tracegrad-checkpoint"
 VERSION = 1
@@ -38,7 +42,6 @@ class CheckpointError(TracegradError):
 
 # -- nested state <-> (JSON tree, flat tensors) ---------------------------------------------------
 def _flatten(obj, prefix: str, tensors: dict):
-    from ..tensor import Tensor
     if isinstance(obj, (Tensor, np.ndarray)) and prefix in tensors:
         raise ValueError(f"two entries of the state map to the tensor name {prefix!r}")
     if isinstance(obj, Tensor):
@@ -63,8 +66,6 @@ def _flatten(obj, prefix: str, tensors: dict):
 
 
 def _unflatten(tree, tensors: dict):
-    from ..creation import tensor
-    from ..ir.types import dtype as to_dtype
     if isinstance(tree, list):
         return [_unflatten(v, tensors) for v in tree]
     if not isinstance(tree, dict):
@@ -91,14 +92,12 @@ def _digest(tensors: dict) -> str:
 
 # -- RNG ------------------------------------------------------------------------------------------
 def rng_state() -> dict:
-    from ..random import get_rng_state
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {"tracegrad": get_rng_state(), "python": random.getstate(),
             "numpy": {"keys": keys, "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)}}
 
 
 def set_rng_state(state: dict) -> None:
-    from ..random import set_rng_state as set_tg
     set_tg(state["tracegrad"])
     v, internal, gauss = state["python"]
     random.setstate((v, tuple(internal), gauss))

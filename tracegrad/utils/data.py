@@ -22,6 +22,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..creation import tensor
+from ..random import randint
 from ..tensor import Tensor
 
 
@@ -90,7 +92,6 @@ def _seed_from(generator=None, seed=None) -> int:
     if generator is not None:   # a tracegrad Generator: its seed and how far it has been drawn
         s = np.asarray(generator.state.numpy())
         return int(s[0]) * 1_000_003 + int(s[1])
-    from ..random import randint
     return int(randint(0, 2 ** 62, ()).item())   # one draw from the global RNG, as PyTorch does
 
 
@@ -138,7 +139,6 @@ def default_collate(batch):
 
 
 def _to_tensor(arr: np.ndarray, dtype=None) -> Tensor:
-    from ..creation import tensor
     if dtype is None and arr.dtype == np.float64:
         arr = arr.astype(np.float32)       # float64 arrays usually mean "numbers", as in the model's dtype
     return tensor(arr, dtype=dtype)

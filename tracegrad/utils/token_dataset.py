@@ -16,6 +16,8 @@ import json
 import os
 
 import numpy as np
+from .tokenizers import tokenizer_from_dict
+from ..creation import tensor
 
 SPLITS = ("train", "val")
 
@@ -63,7 +65,6 @@ class TokenDataset:
         return self.meta.get("vocab_size")
 
     def tokenizer(self):
-        from .tokenizers import tokenizer_from_dict
         return tokenizer_from_dict(self.meta["tokenizer"])
 
     def __len__(self) -> int:
@@ -89,7 +90,6 @@ class TokenDataset:
 
     def get_batch(self, split: str, k: int | None = None):
         """(x, y) as tracegrad i64 tensors of shape [batch_size, block_size]."""
-        from ..creation import tensor
         x, y = self.get_batch_numpy(split, k)
         return tensor(x, device=self.device), tensor(y, device=self.device)
 
