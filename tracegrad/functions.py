@@ -139,7 +139,20 @@ def var(x, dim=None, unbiased=None, keepdim: bool = False, *, correction=None):
 
 
 def std(x, dim=None, unbiased=None, keepdim: bool = False, *, correction=None):
-    return var(x, dim, unbiased, keepdim, correction=correction).sqrt()
+    return safe_sqrt(var(x, dim, unbiased, keepdim, correction=correction))
+
+
+def safe_sqrt(v):
+    """sqrt(v) whose gradient at v = 0 is 0 (as PyTorch's std and norm give), not inf * 0 = NaN."""
+    # NOTE: the double `where` keeps the unused branch's infinite derivative out of the sum
+    pos = v > 0
+    return where(pos, where(pos, v, 1.0).sqrt(), 0.0)
+
+
+def safe_root(v, p):
+    """v ** (1/p) for v >= 0 with a zero gradient at v = 0."""
+    pos = v > 0
+    return where(pos, where(pos, v, 1.0) ** (1.0 / p), 0.0)
 
 
 def amax(x, dim=None, keepdim: bool = False):

@@ -214,10 +214,10 @@ def _uniform(self, a=0.0, b=1.0):
 
 def norm(self, p=2, dim=None, keepdim=False):
     if p == 2:
-        return F_.sum(self * self, dim, keepdim).sqrt()
+        return F_.safe_sqrt(F_.sum(self * self, dim, keepdim))
     if p == 1:
         return F_.sum(self.abs(), dim, keepdim)
-    return F_.sum(self.abs() ** p, dim, keepdim) ** (1.0 / p)
+    return F_.safe_root(F_.sum(self.abs() ** p, dim, keepdim), p)
 
 
 def _rbinary(op):
