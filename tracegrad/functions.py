@@ -103,6 +103,15 @@ def clamp(x, min=None, max=None):
     return x
 
 
+def wrap_dim(d: int, ndim: int) -> int:
+    """A dimension argument in [-ndim, ndim) as an axis in [0, ndim); IndexError otherwise, as in PyTorch
+    (a 0-d tensor takes dims -1 and 0)."""
+    n = builtins.max(ndim, 1)
+    if not -n <= d < n:
+        raise IndexError(f"Dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {d})")
+    return d % n
+
+
 # -- reductions -------------------------------------------------------------------------------
 def axes_of(x, dim) -> tuple[int, ...]:
     if dim is None:
@@ -228,10 +237,10 @@ def cat(tensors, dim: int = 0):
     for t in tensors[1:]:
         d = promote(d, t.dtype)
     nd = tensors[0].ndim
-    return apply("concat", *[t.to(d) for t in tensors], axis=dim % nd)
+    return apply("concat", *[t.to(d) for t in tensors], axis=wrap_dim(dim, nd))
 
 
 def stack(tensors, dim: int = 0):
     tensors = list(tensors)
-    nd = tensors[0].ndim + 1
-    return cat([t.unsqueeze(dim % nd) for t in tensors], dim % nd)
+    dim = wrap_dim(dim, tensors[0].ndim + 1)
+    return cat([t.unsqueeze(dim) for t in tensors], dim)

@@ -61,33 +61,33 @@ def reshape(self, *shape):
 
 
 def permute(self, *dims):
-    dims = tuple(d % self.ndim for d in _sizes(dims))
+    dims = tuple(F_.wrap_dim(d, self.ndim) for d in _sizes(dims))
     return self if dims == tuple(range(self.ndim)) else apply("permute", self, dims=dims)
 
 
 def transpose(self, d0: int, d1: int):
     dims = list(range(self.ndim))
-    d0, d1 = d0 % self.ndim, d1 % self.ndim
+    d0, d1 = F_.wrap_dim(d0, self.ndim), F_.wrap_dim(d1, self.ndim)
     dims[d0], dims[d1] = dims[d1], dims[d0]
     return permute(self, *dims)
 
 
 def unsqueeze(self, dim: int):
-    dim = dim % (self.ndim + 1)
+    dim = F_.wrap_dim(dim, self.ndim + 1)
     return reshape(self, *self.shape[:dim], 1, *self.shape[dim:])
 
 
 def squeeze(self, dim=None):
     if dim is None:
         return reshape(self, *[s for s in self.shape if s != 1])
-    dims = {d % max(self.ndim, 1) for d in ((dim,) if isinstance(dim, int) else dim)}
+    dims = {F_.wrap_dim(d, self.ndim) for d in ((dim,) if isinstance(dim, int) else dim)}
     return reshape(self, *[s for i, s in enumerate(self.shape) if not (i in dims and s == 1)])
 
 
 def flatten(self, start_dim: int = 0, end_dim: int = -1):
     if self.ndim == 0:
         return reshape(self, 1)
-    s, e = start_dim % self.ndim, end_dim % self.ndim
+    s, e = F_.wrap_dim(start_dim, self.ndim), F_.wrap_dim(end_dim, self.ndim)
     return reshape(self, *self.shape[:s], -1, *self.shape[e + 1:])
 
 
@@ -110,7 +110,7 @@ def repeat(self, *reps):
 
 
 def split(self, split_size, dim: int = 0):
-    dim = dim % self.ndim
+    dim = F_.wrap_dim(dim, self.ndim)
     n = self.shape[dim]
     sizes = [split_size] * (n // split_size) + ([n % split_size] if n % split_size else []) \
         if isinstance(split_size, int) else list(split_size)
@@ -124,7 +124,7 @@ def split(self, split_size, dim: int = 0):
 
 
 def chunk(self, chunks: int, dim: int = 0):
-    n = self.shape[dim % self.ndim]
+    n = self.shape[F_.wrap_dim(dim, self.ndim)]
     return split(self, -(-n // chunks), dim)
 
 
@@ -157,25 +157,25 @@ def masked_fill(self, mask, value):
 
 
 def gather(self, dim: int, index):
-    return apply("gather", self, index, axis=dim % self.ndim)
+    return apply("gather", self, index, axis=F_.wrap_dim(dim, self.ndim))
 
 
 def scatter_add(self, dim: int, index, src):
-    return apply("scatter_add", self, index, src, axis=dim % self.ndim)
+    return apply("scatter_add", self, index, src, axis=F_.wrap_dim(dim, self.ndim))
 
 
 def index_select(self, dim: int, index):
-    return apply("take", self, index, axis=dim % self.ndim)
+    return apply("take", self, index, axis=F_.wrap_dim(dim, self.ndim))
 
 
 def softmax(self, dim: int = -1, dtype=None):
     x = self.to(dtype) if dtype is not None else self
-    return apply("softmax", x if x.dtype.is_floating else x.float(), axis=dim % x.ndim)
+    return apply("softmax", x if x.dtype.is_floating else x.float(), axis=F_.wrap_dim(dim, x.ndim))
 
 
 def log_softmax(self, dim: int = -1, dtype=None):
     x = self.to(dtype) if dtype is not None else self
-    return apply("log_softmax", x if x.dtype.is_floating else x.float(), axis=dim % x.ndim)
+    return apply("log_softmax", x if x.dtype.is_floating else x.float(), axis=F_.wrap_dim(dim, x.ndim))
 
 
 def _inplace(fn):
