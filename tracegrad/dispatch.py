@@ -62,6 +62,12 @@ def apply(op: str, /, *inputs, **attrs):
     tr = _current_trace()
     if tr is not None:
         values, prov = tr.emit(op, inputs, attrs)
+        if not grad_enabled() and not opdef.nondiff and tr.phase == "forward" \
+                and any(t.requires_grad for t in inputs):
+            # NOTE: `no_grad` must show in the graph: a compiled function's outputs may be
+            # differentiated later, through the traced graph alone
+            values = [tr.b.emit("stop_gradient", [v], {})[0] if v.type.dtype.is_floating else v
+                      for v in values]
         outs = tuple(_tensor()._from_value(v, tr) for v in values)
     else:
         prov = None

@@ -102,6 +102,15 @@ def clamp(x, min=None, max=None):
     return x
 
 
+def wrap_dim(d: int, ndim: int) -> int:
+    """A dimension argument in [-ndim, ndim) as an axis in [0, ndim); IndexError otherwise, as in PyTorch
+    (a 0-d tensor takes dims -1 and 0)."""
+    n = builtins.max(ndim, 1)
+    if not -n <= d < n:
+        raise IndexError(f"Dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {d})")
+    return d % n
+
+
 # -- reductions -------------------------------------------------------------------------------
 def axes_of(x, dim) -> tuple[int, ...]:
     if dim is None:
@@ -138,7 +147,20 @@ def var(x, dim=None, unbiased=None, keepdim: bool = False, *, correction=None):
 
 
 def std(x, dim=None, unbiased=None, keepdim: bool = False, *, correction=None):
-    return var(x, dim, unbiased, keepdim, correction=correction).sqrt()
+    return safe_sqrt(var(x, dim, unbiased, keepdim, correction=correction))
+
+
+def safe_sqrt(v):
+    """sqrt(v) whose gradient at v = 0 is 0 (as PyTorch's std and norm give), not inf * 0 = NaN."""
+    # NOTE: the double `where` keeps the unused branch's infinite derivative out of the sum
+    pos = v > 0
+    return where(pos, where(pos, v, 1.0).sqrt(), 0.0)
+
+
+def safe_root(v, p):
+    """v ** (1/p) for v >= 0 with a zero gradient at v = 0."""
+    pos = v > 0
+    return where(pos, where(pos, v, 1.0) ** (1.0 / p), 0.0)
 
 
 def amax(x, dim=None, keepdim: bool = False):
@@ -214,10 +236,10 @@ def cat(tensors, dim: int = 0):
     for t in tensors[1:]:
         d = promote(d, t.dtype)
     nd = tensors[0].ndim
-    return apply("concat", *[t.to(d) for t in tensors], axis=dim % nd)
+    return apply("concat", *[t.to(d) for t in tensors], axis=wrap_dim(dim, nd))
 
 
 def stack(tensors, dim: int = 0):
     tensors = list(tensors)
-    nd = tensors[0].ndim + 1
-    return cat([t.unsqueeze(dim % nd) for t in tensors], dim % nd)
+    dim = wrap_dim(dim, tensors[0].ndim + 1)
+    return cat([t.unsqueeze(dim) for t in tensors], dim)

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from . import functions as F_, indexing, trace as _trace
-from .dispatch import grad_enabled
+from .dispatch import apply, grad_enabled
 from .errors import DataDependentError, Donated, TracegradError
 from .runtime.devices import owned_copy, to_numpy
 from .autograd import _tape, backward as _backward, no_grad
@@ -185,10 +185,17 @@ class Tensor(TensorMethods):
     def detach(self) -> "Tensor":
         tr = _trace.current()
         if tr is not None and self._trace is not tr:    # an outside tensor: detach its current value
-            return Tensor._from_value(tr.value_of(self), tr)
+            return Tensor._from_value(tr.value_of(self), tr)._stop_gradient()
+        if tr is not None and self.dtype.is_floating:
+            return self._stop_gradient()
         t = Tensor._from_array(self._data, self._type)
         t._trace = self._trace
         return t
+
+    def _stop_gradient(self) -> "Tensor":
+        # NOTE: in a trace, detach must be visible in the graph: a compiled function's outputs
+        # may be differentiated later by the IR's autodiff, which sees only the graph.
+        return apply("stop_gradient", self)
 
     def detach_(self) -> "Tensor":
         self._node, self.requires_grad = None, False

@@ -23,15 +23,6 @@ def _sizes(args) -> tuple:
     return tuple(args[0]) if len(args) == 1 and isinstance(args[0], (tuple, list)) else tuple(args)
 
 
-def wrap_dim(dim: int, ndim: int) -> int:
-    """A dimension index in [0, ndim), negative ones counted from the end; out of range raises
-    IndexError as PyTorch does (a 0-d tensor takes dims -1 and 0)."""
-    n = max(ndim, 1)
-    if not -n <= dim < n:
-        raise IndexError(f"Dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {dim})")
-    return dim % n
-
-
 class TensorMethods:
     """The methods and operators of `Tensor` that compute new tensors."""
     __slots__ = ()
@@ -130,7 +121,7 @@ class TensorMethods:
 
     def permute(self, *dims):
         """The axes reordered: `x.permute(0, 2, 1)`."""
-        dims = tuple(wrap_dim(d, self.ndim) for d in _sizes(dims))
+        dims = tuple(F_.wrap_dim(d, self.ndim) for d in _sizes(dims))
         if sorted(dims) != list(range(self.ndim)):
             raise RuntimeError(f"permute: {list(_sizes(dims))} is not a permutation of the {self.ndim} dims "
                                f"of a tensor of shape {list(self.shape)}")
@@ -139,7 +130,7 @@ class TensorMethods:
     def transpose(self, dim0: int, dim1: int):
         """Axes `dim0` and `dim1` swapped."""
         dims = list(range(self.ndim))
-        d0, d1 = wrap_dim(dim0, self.ndim), wrap_dim(dim1, self.ndim)
+        d0, d1 = F_.wrap_dim(dim0, self.ndim), F_.wrap_dim(dim1, self.ndim)
         if self.ndim < 2:
             return self
         dims[d0], dims[d1] = dims[d1], dims[d0]
@@ -169,21 +160,21 @@ class TensorMethods:
 
     def unsqueeze(self, dim: int):
         """A new axis of size 1 at `dim`."""
-        dim = wrap_dim(dim, self.ndim + 1)
+        dim = F_.wrap_dim(dim, self.ndim + 1)
         return self.reshape(*self.shape[:dim], 1, *self.shape[dim:])
 
     def squeeze(self, dim=None):
         """Axes of size 1 removed (all, or those in `dim`)."""
         if dim is None:
             return self.reshape(*[s for s in self.shape if s != 1])
-        dims = {wrap_dim(d, self.ndim) for d in ((dim,) if isinstance(dim, int) else dim)}
+        dims = {F_.wrap_dim(d, self.ndim) for d in ((dim,) if isinstance(dim, int) else dim)}
         return self.reshape(*[s for i, s in enumerate(self.shape) if not (i in dims and s == 1)])
 
     def flatten(self, start_dim: int = 0, end_dim: int = -1):
         """Axes `start_dim`..`end_dim` merged into one."""
         if self.ndim == 0:
             return self.reshape(1)
-        s, e = wrap_dim(start_dim, self.ndim), wrap_dim(end_dim, self.ndim)
+        s, e = F_.wrap_dim(start_dim, self.ndim), F_.wrap_dim(end_dim, self.ndim)
         if s > e:
             raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
         return self.reshape(*self.shape[:s], math.prod(self.shape[s:e + 1]), *self.shape[e + 1:])
@@ -216,7 +207,7 @@ class TensorMethods:
 
     def split(self, split_size, dim: int = 0):
         """Pieces of `split_size` along `dim` (the last may be smaller), or of the sizes in a list."""
-        dim = wrap_dim(dim, self.ndim)
+        dim = F_.wrap_dim(dim, self.ndim)
         n = self.shape[dim]
         sizes = [split_size] * (n // split_size) + ([n % split_size] if n % split_size else []) \
             if isinstance(split_size, int) else list(split_size)
@@ -232,7 +223,7 @@ class TensorMethods:
 
     def chunk(self, chunks: int, dim: int = 0):
         """At most `chunks` equal pieces along `dim`."""
-        n = self.shape[wrap_dim(dim, self.ndim)]
+        n = self.shape[F_.wrap_dim(dim, self.ndim)]
         return self.split(max(-(-n // chunks), 1), dim)
 
     def unbind(self, dim: int = 0):
@@ -269,15 +260,15 @@ class TensorMethods:
 
     def gather(self, dim: int, index):
         """out[i][j] = self[index[i][j]][j] (for dim=0), as torch.gather."""
-        return apply("gather", self, index, axis=wrap_dim(dim, self.ndim))
+        return apply("gather", self, index, axis=F_.wrap_dim(dim, self.ndim))
 
     def scatter_add(self, dim: int, index, src):
         """This tensor plus `src` added at the places `index` names along `dim`."""
-        return apply("scatter_add", self, index, src, axis=wrap_dim(dim, self.ndim))
+        return apply("scatter_add", self, index, src, axis=F_.wrap_dim(dim, self.ndim))
 
     def index_select(self, dim: int, index):
         """The entries of `index` along `dim`."""
-        return apply("take", self, index, axis=wrap_dim(dim, self.ndim))
+        return apply("take", self, index, axis=F_.wrap_dim(dim, self.ndim))
 
     def where(self, condition, other):
         """This tensor where `condition` holds, `other` elsewhere."""
@@ -287,12 +278,12 @@ class TensorMethods:
     def softmax(self, dim: int = -1, dtype=None):
         """exp(x) / sum(exp(x)) along `dim`."""
         x = self.to(dtype) if dtype is not None else self
-        return apply("softmax", x if x.dtype.is_floating else x.float(), axis=wrap_dim(dim, x.ndim))
+        return apply("softmax", x if x.dtype.is_floating else x.float(), axis=F_.wrap_dim(dim, x.ndim))
 
     def log_softmax(self, dim: int = -1, dtype=None):
         """log(softmax(x)) along `dim`, computed stably."""
         x = self.to(dtype) if dtype is not None else self
-        return apply("log_softmax", x if x.dtype.is_floating else x.float(), axis=wrap_dim(dim, x.ndim))
+        return apply("log_softmax", x if x.dtype.is_floating else x.float(), axis=F_.wrap_dim(dim, x.ndim))
 
     def sum(self, dim=None, keepdim: bool = False, *, dtype=None):
         """The sum over `dim` (all axes by default)."""
@@ -349,10 +340,10 @@ class TensorMethods:
     def norm(self, p=2, dim=None, keepdim=False):
         """The p-norm over `dim` (all axes by default)."""
         if p == 2:
-            return F_.sum(self * self, dim, keepdim).sqrt()
+            return F_.safe_sqrt(F_.sum(self * self, dim, keepdim))
         if p == 1:
             return F_.sum(self.abs(), dim, keepdim)
-        return F_.sum(self.abs() ** p, dim, keepdim) ** (1.0 / p)
+        return F_.safe_root(F_.sum(self.abs() ** p, dim, keepdim), p)
 
     # -- elementwise math ---------------------------------------------------------------------
     def exp(self):

@@ -98,6 +98,52 @@ def _sdpa_vjp(b, n, gs):
     q, k, v = n.inputs[:3]
     o, lse = n.outputs
     mask = list(n.inputs[3:])
-    do = gs[0] if gs[0] is not None else b.zeros_like(o)
-    dq, dk, dv = b.scaled_dot_product_attention_bwd(q, k, v, o, lse, do, *mask, **n.attrs)
-    return (dq, dk, dv) + (None,) * len(mask)
+    do, glse = gs
+    if do is not None:
+        dq, dk, dv = b.scaled_dot_product_attention_bwd(q, k, v, o, lse, do, *mask, **n.attrs)
+    else:
+        dq = dk = dv = None
+    if glse is not None:
+        # NOTE: dL/dS = P, so a cotangent of the logsumexp (grad of grad through the backward,
+        # which reads it) adds P * glse to dS
+        ds = _ds_lse(b, q, k, mask, lse, glse, n.attrs)
+        scale = _scale(b, q, n.attrs)
+        dsq = b.cast_to(b.mul(ds, scale), b.dtype(q))
+        dq = _plus(b, dq, b.matmul(dsq, k))
+        dk = _plus(b, dk, b.matmul(transpose_last(b, dsq), q))
+    dmask = ()
+    if mask:
+        dmask = (None,)
+        if b.dtype(mask[0]).is_floating:   # an additive float mask is learnable: d mask = dS
+            dmask = (lambda: b.cast_to(_ds(b, q, k, v, o, lse, do, glse, mask, n.attrs), b.dtype(mask[0])),)
+    return (dq, dk, dv) + dmask
+
+
+def _plus(b, a, c):
+    return c if a is None else b.add(a, c)
+
+
+def _scale(b, q, attrs):
+    return attrs["scale"] if attrs["scale"] is not None else 1.0 / math.sqrt(b.shape(q)[-1])
+
+
+def _probs(b, q, k, mask, lse, attrs):
+    s = _scores(b, q, k, mask[0] if mask else None, attrs["is_causal"], attrs["scale"])
+    return b.exp(b.sub(s, b.reshape_to(lse, b.shape(lse) + (1,))))
+
+
+def _ds_lse(b, q, k, mask, lse, glse, attrs):
+    return b.mul(_probs(b, q, k, mask, lse, attrs), b.reshape_to(glse, b.shape(glse) + (1,)))
+
+
+def _ds(b, q, k, v, o, lse, do, glse, mask, attrs):
+    """dL/dS (S the masked, scaled scores) = P (dP - D) + P glse."""
+    p = _probs(b, q, k, mask, lse, attrs)
+    acc = None
+    if do is not None:
+        dp = upcast(b, b.matmul(do, transpose_last(b, v)))
+        delta = b.sum(b.mul(upcast(b, do), upcast(b, o)), axes=(len(b.shape(o)) - 1,), keepdim=True)
+        acc = b.sub(dp, delta)
+    if glse is not None:
+        acc = _plus(b, acc, b.reshape_to(glse, b.shape(glse) + (1,)))
+    return b.mul(p, acc)

@@ -119,7 +119,9 @@ def _pow_vjp(b, n, gs):
 
 @vjp("mod")
 def _mod_vjp(b, n, gs):
-    return gs[0], None
+    # x mod y = x - floor(x / y) y  (Python's and PyTorch's sign convention)
+    x, y = n.inputs
+    return gs[0], (lambda: b.neg(b.mul(gs[0], b.floor(b.div(x, y)))))
 
 
 def _minmax_vjp(cmp):

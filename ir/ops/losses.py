@@ -88,6 +88,12 @@ def _ce_bwd(b, x, t, lse, gy, ignore_index, label_smoothing, reduction):
 @vjp("cross_entropy")
 def _ce_vjp(b, n, gs):
     x, t = n.inputs
-    if gs[0] is None:   # only the logsumexp was used downstream; it carries no gradient here
-        return None, None
-    return b.cross_entropy_bwd(x, t, n.outputs[1], gs[0], **n.attrs), None
+    loss_g, lse_g = gs
+    dx = b.cross_entropy_bwd(x, t, n.outputs[1], loss_g, **n.attrs) if loss_g is not None else None
+    if lse_g is not None:
+        # NOTE: d lse_i / dx_ij = softmax(x)_ij; the backward reads lse, so grad of grad sends
+        # a cotangent here
+        p = b.exp(b.sub(upcast(b, x), b.reshape_to(n.outputs[1], (b.shape(x)[0], 1))))
+        extra = b.cast_to(b.mul(p, b.reshape_to(lse_g, (b.shape(x)[0], 1))), b.dtype(x))
+        dx = extra if dx is None else b.add(dx, extra)
+    return dx, None

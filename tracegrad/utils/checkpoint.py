@@ -30,7 +30,7 @@ from ..ir.types import dtype as to_dtype
 from ..tensor import Tensor
 
 FORMAT = "tracegrad-checkpoint"
-VERSION = 1
+VERSION = 2     # 2: the checksum covers the metadata too
 _ST_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
               "I16": np.int16, "I8": np.int8, "U64": np.uint64, "U32": np.uint32, "U16": np.uint16,
               "U8": np.uint8, "BOOL": np.bool_}
@@ -45,11 +45,11 @@ def _flatten(obj, prefix: str, tensors: dict):
     if isinstance(obj, (Tensor, np.ndarray)) and prefix in tensors:
         raise ValueError(f"two entries of the state map to the tensor name {prefix!r}")
     if isinstance(obj, Tensor):
-        arr = np.ascontiguousarray(obj.numpy())
+        arr = _contiguous(obj.numpy())
         tensors[prefix] = arr.view(np.uint16) if obj.dtype.name == "bfloat16" else arr
         return {"__tensor__": prefix, "dtype": obj.dtype.name}
     if isinstance(obj, np.ndarray):
-        tensors[prefix] = np.ascontiguousarray(obj.view(np.uint16) if obj.dtype.name == "bfloat16" else obj)
+        tensors[prefix] = _contiguous(obj.view(np.uint16) if obj.dtype.name == "bfloat16" else obj)
         return {"__array__": prefix, "dtype": obj.dtype.name}
     if isinstance(obj, np.generic):
         return obj.item()
@@ -63,6 +63,11 @@ def _flatten(obj, prefix: str, tensors: dict):
         return obj
     raise TypeError(f"cannot store a {type(obj).__name__} in a checkpoint (at {prefix!r}); "
                     "use tensors, arrays, numbers, strings, lists, tuples and dicts")
+
+
+def _contiguous(a: np.ndarray) -> np.ndarray:
+    # NOTE: not np.ascontiguousarray, which turns a 0-d array into shape [1]
+    return np.require(a, requirements="C")
 
 
 def _unflatten(tree, tensors: dict):
@@ -81,8 +86,11 @@ def _unflatten(tree, tensors: dict):
     return {k: _unflatten(v, tensors) for k, v in tree["__dict__"]}
 
 
-def _digest(tensors: dict) -> str:
+def _digest(tensors: dict, meta: dict | None = None) -> str:
+    """SHA-256 of the tensors and (from version 2 on) of every metadata entry but the digest itself."""
     h = hashlib.sha256()
+    if meta is not None:
+        h.update(json.dumps({k: v for k, v in meta.items() if k != "sha256"}, sort_keys=True).encode())
     for k in sorted(tensors):
         a = tensors[k]
         h.update(f"{k}|{a.dtype.str}|{a.shape}|".encode())
@@ -111,6 +119,7 @@ def save_safetensors(path: str, tensors: dict, metadata: dict[str, str] | None =
     blob = stnp.save(tensors, metadata=metadata)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
+    _remove_stale_temporaries(folder, os.path.basename(path))
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp.{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
@@ -121,6 +130,26 @@ def save_safetensors(path: str, tensors: dict, metadata: dict[str, str] | None =
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _remove_stale_temporaries(folder: str, name: str) -> None:
+    """Delete what killed writers of `name` left behind (temporary files of processes now gone)."""
+    prefix = f".{name}.tmp."
+    for entry in os.listdir(folder):
+        pid = entry[len(prefix):]
+        if not (entry.startswith(prefix) and pid.isdigit()) or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue            # its writer is still running
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        try:
+            os.remove(os.path.join(folder, entry))
+        except OSError:
+            pass
 
 
 def read_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -194,7 +223,8 @@ def save_checkpoint(path: str, model=None, optimizer=None, step: int = 0, data_s
         state["rng"] = rng_state()
     tensors: dict[str, np.ndarray] = {}
     tree = {k: _flatten(v, k, tensors) for k, v in state.items()}
-    meta = {"format": FORMAT, "version": str(VERSION), "state": json.dumps(tree), "sha256": _digest(tensors)}
+    meta = {"format": FORMAT, "version": str(VERSION), "state": json.dumps(tree)}
+    meta["sha256"] = _digest(tensors, meta)
     save_safetensors(path, tensors, meta)
 
 
@@ -204,11 +234,12 @@ def read_checkpoint(path: str) -> dict:
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: a safetensors file, but not a tracegrad checkpoint (no "
                               f"'format: {FORMAT}' in its metadata); for bare weights use read_safetensors")
-    if int(meta.get("version", 0)) > VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {meta['version']} is newer than this tracegrad "
-                              f"reads ({VERSION})")
-    if meta.get("sha256") != _digest(tensors):
-        raise CheckpointError(f"{path}: corrupt: the tensor data does not match its SHA-256 checksum "
+    version = meta.get("version")
+    if version not in ("1", "2"):
+        raise CheckpointError(f"{path}: checkpoint version {version!r} is not one this tracegrad reads "
+                              f"(1 to {VERSION}); a newer tracegrad wrote it, or the file is damaged")
+    if meta.get("sha256") != _digest(tensors, meta if version != "1" else None):
+        raise CheckpointError(f"{path}: corrupt: the contents do not match their SHA-256 checksum "
                               "(the file was damaged after it was written)")
     try:
         tree = json.loads(meta["state"])
