@@ -22,6 +22,7 @@ from .autograd import enable_grad, grad, is_grad_enabled, no_grad, value_and_gra
 from .autograd import gradients as _gradients
 from .compile import CompiledFunction, compile, last_graphs
 from . import distributed
+from . import accelerator, backends, cuda  # noqa: F401  (torch.accelerator, torch.backends, torch.cuda)
 from .distributed import Mesh
 from .creation import (arange, as_tensor, empty, empty_like, eye, from_numpy, full, full_like, get_default_dtype,
                        linspace, ones, ones_like, set_default_dtype, tensor, zeros, zeros_like)

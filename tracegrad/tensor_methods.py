@@ -19,7 +19,7 @@ def to(self, *args, dtype=None, device=None, non_blocking=False, copy=False):
     for a in args:
         if isinstance(a, Tensor):
             dtype, device = a.dtype, a.device
-        elif isinstance(a, str) and (a in ("cpu", "cuda") or a.startswith("cuda:")):
+        elif isinstance(a, str) and a.split(":")[0] in ("cpu", "cuda", "mps", "xpu", "meta"):
             device = a
         elif a is not None:
             dtype = a
