@@ -16,6 +16,7 @@ from .ir import types as _types
 from .ir.types import DType as dtype  # noqa: F401  (tg.dtype is the dtype class, as in torch)
 from .tensor import Tensor, Size, Device, device
 from . import tensor_methods as _tensor_methods  # noqa: F401  (attaches Tensor's methods)
+from . import tensor_info as _tensor_info  # noqa: F401  (format, stride, pin_memory, ...)
 from . import ops
 from .amp import autocast
 from .autograd import enable_grad, grad, is_grad_enabled, no_grad, value_and_grad

@@ -120,9 +120,19 @@ def randn_like(t, *, dtype=None, device=None):
     return randn(*t.shape, dtype=dtype or t.dtype, device=device or t.device)
 
 
-def randint(low, high=None, size=(), *, dtype=None, device=None, generator=None):
+def randint(low, high=None, size=None, *, dtype=None, device=None, generator=None, requires_grad=False):
+    """Integers uniform in [low, high): PyTorch's `randint(high, size)` and `randint(low, high, size)`."""
+    if isinstance(high, (tuple, list)):          # randint(high, size)
+        if size is not None:
+            raise TypeError(f"randint: size given twice ({high!r} and {size!r})")
+        low, high, size = 0, low, high
     if high is None:
         low, high = 0, low
+    if size is None:
+        raise TypeError("randint() missing the argument 'size' (a tuple of ints): randint(high, size) or "
+                        "randint(low, high, size)")
+    if int(high) <= int(low):
+        raise ValueError(f"randint: expected low < high, got low={low}, high={high}")
     u = rand(*_size((size,) if isinstance(size, int) else size), device=device, generator=generator)
     return (u * (high - low)).floor().to(dtype or int64) + low
 
@@ -161,7 +171,7 @@ def _cumsum_last(p):
 
 def topk(x, k: int, dim: int = -1, largest: bool = True, sorted: bool = True):
     """(values, indices) of the k largest entries along `dim`, by k rounds of argmax."""
-    from .functions import MaxResult
+    from .functions import TopkResult as MaxResult
     from .functions import where
     dim = dim % x.ndim
     y = x if largest else -x
