@@ -21,10 +21,17 @@ from .autograd import enable_grad, grad, is_grad_enabled, no_grad, value_and_gra
 from .autograd import gradients as _gradients
 from .compile import CompiledFunction, compile, last_graphs
 from . import distributed
+from . import distributed_compat as _dist_compat
+for _name in _dist_compat.NAMES:     # the one-process names the distributed runtime does not define
+    if not hasattr(distributed, _name):
+        setattr(distributed, _name, getattr(_dist_compat, _name))
+del _name
+from . import accelerator, backends, cuda  # noqa: F401  (torch.accelerator, torch.backends, torch.cuda)
 from .distributed import Mesh
 from .creation import (arange, as_tensor, empty, empty_like, eye, from_numpy, full, full_like, get_default_dtype,
                        linspace, ones, ones_like, set_default_dtype, tensor, zeros, zeros_like)
 from .dispatch import set_grad_enabled
+from .serialization import load, save
 from .errors import DataDependentError, ShapeError, TracegradError, UnsupportedError
 from .functions import (all, amax, amin, any, argmax, argmin, cat, clamp, logsumexp, matmul, max, mean, min, std,
                         stack, sum, var, where)

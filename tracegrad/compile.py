@@ -355,15 +355,27 @@ def write_dump(fn: CompiledFunction, e: Entry, target: str) -> None:
         f.write(e.stages["optimized"].to_dot() + "\n")
 
 
-def compile(fn=None, *, backend: str = "auto", donate=(), mesh=None, dump: str | None = None):
-    """Compile a step: `@tg.compile` or `tg.compile(fn, backend="numpy")`.
+def compile(fn=None, *, backend="auto", donate=(), mesh=None, dump: str | None = None, mode=None,
+            fullgraph: bool = False, dynamic=None, options=None, disable: bool = False):
+    """Compile a step: `@tg.compile` or `tg.compile(fn, backend="numpy")`; `tg.compile(model)`
+    returns a module whose calls are compiled (see compile_module.py).
 
     `donate` names arguments (by name or position) whose buffers the caller gives up, as JAX's
     donate_argnums: the step may write its results over them (e.g. the cross-entropy gradient over
-    the logits), and using them after the call raises `DonatedError`."""
-    if fn is None:
-        return lambda f: CompiledFunction(f, backend, mesh, dump, donate)
-    return CompiledFunction(fn, backend, mesh, dump, donate)
+    the logits), and using them after the call raises `DonatedError`. torch.compile's `mode`,
+    `fullgraph`, `dynamic`, `options` and `backend="inductor"` are accepted; `disable=True` returns
+    `fn` itself."""
+    from .compile_module import compile_module, torch_options
+    from .nn.module import Module
+    backend = torch_options(backend, mode, fullgraph, dynamic, options, disable)
+
+    def make(f):
+        if disable:
+            return f
+        if isinstance(f, Module):
+            return compile_module(f, lambda g: CompiledFunction(g, backend, mesh, dump, donate))
+        return CompiledFunction(f, backend, mesh, dump, donate)
+    return make if fn is None else make(fn)
 
 
 def last_graphs(fn: CompiledFunction) -> dict[str, Graph]:

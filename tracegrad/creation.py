@@ -30,6 +30,9 @@ def normalize_device(device) -> str:
         return "cuda:0"
     if device == "cpu" or device.startswith("cuda:"):
         return device
+    if device.split(":")[0] in ("mps", "xpu", "hip", "xla", "meta", "vulkan", "mtia"):
+        raise ValueError(f"device {device!r} is not supported: tracegrad runs on 'cpu' and NVIDIA 'cuda[:N]' "
+                         "only (tg.backends.mps.is_available() is False); use 'cpu' instead")
     raise ValueError(f"unknown device {device!r}; tracegrad knows 'cpu' and 'cuda[:N]'")
 
 

@@ -14,7 +14,11 @@ from .dispatch import apply
 from .ir.types import DType, bool_, float32, int64, promote
 
 Number = (int, float, bool)
+# NOTE: named as PyTorch's torch.return_types (max, min, topk, sort), which reprs and pickles show
 MaxResult = namedtuple("max", ["values", "indices"])
+MinResult = namedtuple("min", ["values", "indices"])
+TopkResult = namedtuple("topk", ["values", "indices"])
+SortResult = namedtuple("sort", ["values", "indices"])
 
 
 def _tensor_type():
@@ -196,7 +200,7 @@ def min(x, dim=None, keepdim: bool = False):
         return binary("minimum", x, dim)
     if dim is None:
         return amin(x)
-    return MaxResult(amin(x, dim, keepdim), argmin(x, dim, keepdim))
+    return MinResult(amin(x, dim, keepdim), argmin(x, dim, keepdim))
 
 
 def logsumexp(x, dim, keepdim: bool = False):

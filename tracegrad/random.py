@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .creation import arange, ones, tensor
-from .functions import MaxResult, cat, sum as _sum, where
+from .functions import TopkResult, cat, sum as _sum, where
 from .generator import (Generator, current_generator, default_generator, get_rng_state, manual_seed, seed,
                         set_rng_state, use_generator)
 from .ir.types import int64
@@ -33,9 +33,19 @@ def randn_like(t, *, dtype=None, device=None):
     return randn(*t.shape, dtype=dtype or t.dtype, device=device or t.device)
 
 
-def randint(low, high=None, size=(), *, dtype=None, device=None, generator=None):
+def randint(low, high=None, size=None, *, dtype=None, device=None, generator=None, requires_grad=False):
+    """Integers uniform in [low, high): PyTorch's `randint(high, size)` and `randint(low, high, size)`."""
+    if isinstance(high, (tuple, list)):          # randint(high, size)
+        if size is not None:
+            raise TypeError(f"randint: size given twice ({high!r} and {size!r})")
+        low, high, size = 0, low, high
     if high is None:
         low, high = 0, low
+    if size is None:
+        raise TypeError("randint() missing the argument 'size' (a tuple of ints): randint(high, size) or "
+                        "randint(low, high, size)")
+    if int(high) <= int(low):
+        raise ValueError(f"randint: expected low < high, got low={low}, high={high}")
     u = rand(*_size((size,) if isinstance(size, int) else size), device=device, generator=generator)
     return (u * (high - low)).floor().to(dtype or int64) + low
 
@@ -82,7 +92,7 @@ def topk(x, k: int, dim: int = -1, largest: bool = True, sorted: bool = True):
         hit = _onehot_like(work, i, dim)
         work = where(hit, float("-inf"), work)
     values, indices = cat(vals, dim), cat(idxs, dim)
-    return MaxResult(values if largest else -values, indices)
+    return TopkResult(values if largest else -values, indices)
 
 
 def _onehot_like(x, i, dim):

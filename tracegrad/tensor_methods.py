@@ -34,7 +34,7 @@ class TensorMethods:
         for a in args:
             if isinstance(a, TensorMethods):
                 dtype, device = a.dtype, a.device
-            elif isinstance(a, str) and (a in ("cpu", "cuda") or a.startswith("cuda:") or a == "mps"):
+            elif isinstance(a, str) and a.split(":")[0] in ("cpu", "cuda", "mps", "xpu", "meta"):
                 device = a
             elif a is not None:
                 dtype = a
@@ -660,6 +660,55 @@ class TensorMethods:
 
     def __ge__(self, other):
         return F_.binary("ge", self, other)
+
+    # -- description: formatting, strides, pinning -------------------------------------------
+    # NOTE: tensors are values laid out row-major, so strides are those of the shape and every
+    # tensor is contiguous.
+    def __format__(self, spec: str) -> str:
+        """A 0-d tensor formats as its Python number; any tensor formats with an empty spec (as PyTorch)."""
+        if self.ndim == 0:
+            return format(self.item(), spec)
+        if not spec:
+            return str(self)
+        raise TypeError(f"unsupported format string {spec!r} for a tensor of shape {list(self.shape)}; "
+                        "format one element (t.item()) or use str(t)")
+
+    def stride(self, dim: int | None = None):
+        """Elements to step over per index of each dimension (row-major)."""
+        out, acc = [], 1
+        for s in reversed(self.shape):
+            out.append(acc)
+            acc *= max(s, 1)
+        out = tuple(reversed(out))
+        return out if dim is None else out[dim]
+
+    def is_contiguous(self, memory_format=None) -> bool:
+        """True: every tracegrad tensor is row-major."""
+        return True
+
+    def pin_memory(self, device=None):
+        """The tensor itself: host-to-device copies go through CuPy, which needs no pinned buffer here."""
+        return self
+
+    def is_pinned(self, device=None) -> bool:
+        return False
+
+    def storage_offset(self) -> int:
+        return 0
+
+    def get_device(self) -> int:
+        """The CUDA device index, or -1 on the CPU (as PyTorch)."""
+        d = self._type.device
+        return int(d.split(":")[1]) if d.startswith("cuda") else -1
+
+    def type(self, dtype=None):
+        """The type name ('torch.FloatTensor' style) or, given a dtype, the tensor cast to it."""
+        if dtype is None:
+            names = {"float32": "Float", "float64": "Double", "float16": "Half", "bfloat16": "BFloat16",
+                     "int64": "Long", "int32": "Int", "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool"}
+            prefix = "torch.cuda." if self._type.device.startswith("cuda") else "torch."
+            return f"{prefix}{names.get(self.dtype.name, self.dtype.name)}Tensor"
+        return self.to(dtype)
 
     # -- new tensors like this one ------------------------------------------------------------
     def zeros_like(self):

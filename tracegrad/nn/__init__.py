@@ -4,16 +4,17 @@
     model = nn.Sequential(nn.Linear(4, 16), nn.GELU(), nn.Linear(16, 1))
     print(model)                          # Sequential((0): Linear(in_features=4, ...) ...)
 """
-from . import functional, init, utils
+from . import functional, init, parallel, utils
 from .containers import ModuleDict, ModuleList, Sequential
 from .conv import AdaptiveAvgPool2d, AvgPool2d, Conv2d, MaxPool2d
 from .layers import (GELU, CrossEntropyLoss, Dropout, Embedding, Flatten, Identity, L1Loss, LeakyReLU, Linear,
                      LogSoftmax, MSELoss, NLLLoss, ReLU, Sigmoid, SiLU, Softmax, Tanh, Unflatten)
 from .module import Module, Parameter
+from .parallel import DataParallel
 from .norm import BatchNorm1d, BatchNorm2d, LayerNorm, RMSNorm
 
 __all__ = ["Module", "Parameter", "Sequential", "ModuleList", "ModuleDict", "Linear", "Embedding", "LayerNorm",
            "RMSNorm", "BatchNorm1d", "BatchNorm2d", "Dropout", "GELU", "SiLU", "ReLU", "LeakyReLU", "Tanh",
            "Sigmoid", "Softmax", "LogSoftmax", "Identity", "Flatten", "Unflatten", "Conv2d", "MaxPool2d",
            "AvgPool2d", "AdaptiveAvgPool2d", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss",
-           "functional", "init", "utils"]
+           "DataParallel", "functional", "init", "parallel", "utils"]

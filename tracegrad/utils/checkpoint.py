@@ -53,6 +53,9 @@ def _flatten(obj, prefix: str, tensors: dict):
         return {"__array__": prefix, "dtype": obj.dtype.name}
     if isinstance(obj, np.generic):
         return obj.item()
+    from ..ir.types import DType
+    if isinstance(obj, DType):
+        return {"__dtype__": obj.name}
     if isinstance(obj, dict):   # keys may be ints (optimizer state), so a list of pairs
         return {"__dict__": [[k, _flatten(v, f"{prefix}.{k}", tensors)] for k, v in obj.items()]}
     if isinstance(obj, tuple):
@@ -81,6 +84,8 @@ def _unflatten(tree, tensors: dict):
             import ml_dtypes
             arr = arr.view(ml_dtypes.bfloat16)
         return tensor(arr, dtype=to_dtype(tree["dtype"])) if "__tensor__" in tree else arr
+    if "__dtype__" in tree:
+        return to_dtype(tree["__dtype__"])
     if "__tuple__" in tree:
         return tuple(_unflatten(v, tensors) for v in tree["__tuple__"])
     return {k: _unflatten(v, tensors) for k, v in tree["__dict__"]}
@@ -154,17 +159,40 @@ def _remove_stale_temporaries(folder: str, name: str) -> None:
 
 def read_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """(tensors, metadata) of any safetensors file, checking the header and sizes first."""
-    def bad(why: str):
-        return CheckpointError(f"{path}: {why}")
-
     try:
         with open(path, "rb") as f:
             blob = f.read()
     except OSError as e:
-        raise bad(f"cannot be read ({e.strerror or e})") from None
+        raise CheckpointError(f"{path}: cannot be read ({e.strerror or e})") from None
+    return parse_safetensors(blob, path)
+
+
+def sniff_format(blob: bytes) -> str | None:
+    """What a file that is not safetensors looks like, from its first bytes (None: no guess)."""
+    if blob[:4] == b"PK\x03\x04":
+        return "looks like a PyTorch pickle: a zip archive, as torch.save writes"
+    if blob[:1] == b"\x80" and blob[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "looks like a PyTorch pickle: a Python pickle stream"
+    if blob[:4] == b"\x93NUM":
+        return "looks like a numpy .npy file"
+    return None
+
+
+def parse_safetensors(blob: bytes, path: str = "<bytes>") -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(tensors, metadata) of the bytes of a safetensors file, checking the header and sizes first."""
+    def bad(why: str):
+        return CheckpointError(f"{path}: {why}")
+
+    guess = sniff_format(blob)
+    if guess is not None:
+        raise bad(f"not a safetensors file ({guess}); tracegrad never unpickles files. Convert it where it "
+                  "was made, e.g. safetensors.torch.save_file(state_dict, 'model.safetensors')")
     if len(blob) < 8:
         raise bad(f"truncated: {len(blob)} bytes, too short for a safetensors header")
     (n,) = struct.unpack("<Q", blob[:8])
+    if 8 + n > len(blob) and (n > 1 << 32 or blob[8:9] != b"{"):
+        raise bad(f"not a safetensors file (its first 8 bytes {blob[:8]!r} are not a header length and no "
+                  "JSON header follows them)")
     if 8 + n > len(blob):
         raise bad(f"truncated: the header says it is {n} bytes long, but the file has only {len(blob)} bytes")
     try:
