@@ -6,6 +6,7 @@ query first. tracegrad's one accelerator is CUDA; without a GPU every answer is 
 from __future__ import annotations
 
 from . import cuda as _cuda
+from .tensor import device
 
 
 def is_available() -> bool:
@@ -18,7 +19,6 @@ def device_count() -> int:
 
 def current_accelerator(check_available: bool = False):
     """`tg.device("cuda")` when a GPU is there, else None."""
-    from .tensor import device
     return device("cuda") if _cuda.is_available() else None
 
 

@@ -26,6 +26,8 @@ from .distributed import Mesh, current_comm
 from .pipeline import choose_backend, lower
 from .tensor import Tensor
 from .trace import ArgSource, GradSource, StateSource, Trace
+from .compile_module import compile_module, torch_options
+from .nn.module import Module
 
 MAX_RETRACES = 8
 
@@ -365,8 +367,6 @@ def compile(fn=None, *, backend="auto", donate=(), mesh=None, dump: str | None =
     the logits), and using them after the call raises `DonatedError`. torch.compile's `mode`,
     `fullgraph`, `dynamic`, `options` and `backend="inductor"` are accepted; `disable=True` returns
     `fn` itself."""
-    from .compile_module import compile_module, torch_options
-    from .nn.module import Module
     backend = torch_options(backend, mode, fullgraph, dynamic, options, disable)
 
     def make(f):

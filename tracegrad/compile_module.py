@@ -64,6 +64,9 @@ class OptimizedModule(Module):
         try:
             return super().__getattr__(name)
         except AttributeError:
+            compiled = self.__dict__.get("_compiled")
+            if compiled is not None and name in ("entries", "retrace_reasons", "explain", "profile"):
+                return getattr(compiled, name)      # what a compiled function tells about itself
             return getattr(self._modules["_orig_mod"], name)
 
     def ir(self, stage: str = "optimized") -> str:

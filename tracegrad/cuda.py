@@ -15,6 +15,7 @@ import contextlib
 import functools
 
 from . import amp as _amp
+from .random import manual_seed as seed_all
 
 
 @functools.lru_cache(maxsize=1)
@@ -86,7 +87,6 @@ def synchronize(device=None) -> None:
 
 def manual_seed(seed: int) -> None:
     """Seeds tracegrad's generator, which draws CUDA numbers too (one stream per device)."""
-    from .random import manual_seed as seed_all
     seed_all(seed)
 
 

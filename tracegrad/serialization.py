@@ -19,6 +19,9 @@ import pickle
 import safetensors.numpy as stnp
 
 from .utils.checkpoint import CheckpointError, _flatten, _unflatten, parse_safetensors, save_safetensors
+from .utils.checkpoint import read_checkpoint
+from .creation import tensor
+from .tensor import Tensor
 
 FORMAT = "tracegrad-save"
 
@@ -67,10 +70,8 @@ def load(f, map_location=None, pickle_module=None, *, weights_only=None, mmap=No
     if meta.get("format") == FORMAT:
         obj = _unflatten(json.loads(meta["tree"]), tensors)
     elif meta.get("format") == "tracegrad-checkpoint":
-        from .utils.checkpoint import read_checkpoint
         obj = read_checkpoint(name)
     else:                         # a bare safetensors file: its tensors by name, as a state dict
-        from .creation import tensor
         obj = {k: tensor(v) for k, v in tensors.items()}
     device = _target_device(map_location)
     return obj if device is None else _move(obj, device)
@@ -85,7 +86,6 @@ def _target_device(map_location):
 
 
 def _move(obj, device):
-    from .tensor import Tensor
     if isinstance(obj, Tensor):
         return obj.to(device)
     if isinstance(obj, dict):

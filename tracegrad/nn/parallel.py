@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 
 from .module import Module
+from ..distributed import get_world_size
 
 
 class DistributedDataParallel(Module):
@@ -20,7 +21,6 @@ class DistributedDataParallel(Module):
                  broadcast_buffers: bool = True, process_group=None, bucket_cap_mb=None,
                  find_unused_parameters: bool = False, check_reduction: bool = False,
                  gradient_as_bucket_view: bool = False, static_graph: bool = False, **kwargs):
-        from ..distributed import get_world_size
         if get_world_size() != 1:
             raise RuntimeError("DistributedDataParallel here wraps a one-rank run; for several ranks compile "
                                "the step with mesh=tg.Mesh(dp=N)")

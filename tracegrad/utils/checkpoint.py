@@ -28,6 +28,7 @@ from ..errors import TracegradError
 from ..generator import get_rng_state, set_rng_state as set_tg
 from ..ir.types import dtype as to_dtype
 from ..tensor import Tensor
+from ..ir.types import DType
 
 FORMAT = "tracegrad-checkpoint"
 VERSION = 2     # 2: the checksum covers the metadata too
@@ -53,7 +54,6 @@ def _flatten(obj, prefix: str, tensors: dict):
         return {"__array__": prefix, "dtype": obj.dtype.name}
     if isinstance(obj, np.generic):
         return obj.item()
-    from ..ir.types import DType
     if isinstance(obj, DType):
         return {"__dtype__": obj.name}
     if isinstance(obj, dict):   # keys may be ints (optimizer state), so a list of pairs

@@ -24,6 +24,7 @@ import numpy as np
 from ...tensor import Tensor
 from .dataset import Dataset, IterableDataset
 from .sampler import BatchSampler, RandomSampler, SequentialSampler
+from ...creation import tensor
 
 
 def default_collate(batch):
@@ -51,7 +52,6 @@ def default_collate(batch):
 
 
 def _to_tensor(arr: np.ndarray, dtype=None) -> Tensor:
-    from ...creation import tensor
     if dtype is None and arr.dtype == np.float64:
         arr = arr.astype(np.float32)       # float64 arrays usually mean "numbers", as in the model's dtype
     return tensor(arr, dtype=dtype)

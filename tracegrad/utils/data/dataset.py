@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from ...tensor import Tensor
+from ...random import randint
 
 
 class Dataset:
@@ -76,7 +77,6 @@ def _seed_from(generator=None, seed=None) -> int:
     if generator is not None:   # a tracegrad Generator: its seed and how far it has been drawn
         s = np.asarray(generator.state.numpy())
         return int(s[0]) * 1_000_003 + int(s[1])
-    from ...random import randint
     return int(randint(0, 2 ** 62, ()).item())   # one draw from the global RNG, as PyTorch does
 
 

@@ -6,6 +6,7 @@ import math
 import numpy as np
 
 from .sampler import Sampler
+from ... import distributed as dist
 
 
 class DistributedSampler(Sampler):
@@ -14,7 +15,6 @@ class DistributedSampler(Sampler):
 
     def __init__(self, dataset, num_replicas: int | None = None, rank: int | None = None, shuffle: bool = True,
                  seed: int = 0, drop_last: bool = False):
-        from ... import distributed as dist
         self.num_replicas = dist.get_world_size() if num_replicas is None else num_replicas
         self.rank = dist.get_rank() if rank is None else rank
         if not 0 <= self.rank < self.num_replicas:
