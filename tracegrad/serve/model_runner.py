@@ -16,6 +16,8 @@ every batch; padding rows sample greedily and write to the sink.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 import tracegrad as tg
@@ -118,9 +120,11 @@ class ModelRunner:
         """One step: the next token of each sequence (the cache now holds all their tokens)."""
         p = self.prepare(seqs, is_prefill)
         a = {k: self._put(v) for k, v in p["args"].items()}
-        tok, new_k, new_v = self.steps[p["filtered"]](
-            a["idx"], a["positions"], a["last"], a["ctx_slots"], a["n_cached"], self.k_cache, self.v_cache,
-            a["temperature"], a["top_k"], a["top_p"], a["seed"], a["counter"])
+        with warnings.catch_warnings():     # NOTE: one trace per shape bucket is by design, not a retrace storm
+            warnings.filterwarnings("ignore", message=".*was traced")
+            tok, new_k, new_v = self.steps[p["filtered"]](
+                a["idx"], a["positions"], a["last"], a["ctx_slots"], a["n_cached"], self.k_cache, self.v_cache,
+                a["temperature"], a["top_k"], a["top_p"], a["seed"], a["counter"])
         slots = self._put(p["slots"])._data
         for cache, new in zip(self.k_cache + self.v_cache, new_k + new_v):
             _write_rows(cache, slots, new)
