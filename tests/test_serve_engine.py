@@ -65,6 +65,8 @@ def test_prefix_cache_hits_are_counted_and_give_the_same_tokens():
     prompts = [shared + [1, 2], shared + [3], shared + [4, 5, 6]]
     cold = LLM(model, block_size=4, enable_prefix_caching=False)
     want = [o.token_ids for o in cold.generate(prompts, GREEDY)]
+    # one prefill step with three prompts of one prefix: none may read blocks the step has yet to write
+    assert [o.token_ids for o in LLM(model, block_size=4).generate(prompts, GREEDY)] == want
     warm = LLM(model, block_size=4)
     warm.generate(prompts[:1], GREEDY)               # the first request leaves its blocks in the cache
     assert warm.stats()["prefix_cache_hit_tokens"] == 0
@@ -138,6 +140,10 @@ def test_block_manager_shares_and_frees_blocks():
     a = Sequence([1, 2, 3, 4, 5], SamplingParams(), 0)
     b = Sequence([1, 2, 3, 4, 9], SamplingParams(), 0)
     bm.allocate(a)
+    bm.allocate(b)
+    assert b.num_cached_tokens == 0       # a's blocks are not written yet: b computes its own
+    bm.deallocate(b)
+    bm.written([a])
     bm.allocate(b)
     assert b.block_table[:2] == a.block_table[:2] and b.num_cached_tokens == 4
     assert bm.num_free == 6 - 4

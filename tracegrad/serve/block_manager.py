@@ -9,7 +9,8 @@ hash, so a key names the whole prefix. A new sequence whose leading full blocks 
 table shares those blocks (reference counts) and skips their prefill. Freed blocks keep their key
 and content until they are handed out again (least recently freed first), so a finished request's
 prefix still hits. The block holding a prompt's last token is never taken from the cache: the
-step must run at least that token to get logits.
+step must run at least that token to get logits, and a block is shared only once a step has
+written it (two prompts with one prefix in the same prefill step each compute it).
 """
 from __future__ import annotations
 
@@ -26,10 +27,11 @@ def block_hash(tokens: list[int], prefix: bytes) -> bytes:
 
 
 class Block:
-    __slots__ = ("block_id", "ref_count", "hash", "tokens")
+    __slots__ = ("block_id", "ref_count", "hash", "tokens", "ready")
 
     def __init__(self, block_id: int):
         self.block_id, self.ref_count, self.hash, self.tokens = block_id, 0, None, None
+        self.ready = False                # its K and V are written (a step ran over it)
 
 
 class BlockManager:
@@ -52,6 +54,7 @@ class BlockManager:
             if b.hash is not None and self.by_hash.get(b.hash) == block_id:
                 del self.by_hash[b.hash]           # its old content is about to be overwritten
             b.hash = b.tokens = None
+            b.ready = False
         else:
             self.free.remove(block_id)
             b = self.blocks[block_id]
@@ -78,8 +81,8 @@ class BlockManager:
             if hit and self.prefix_caching and full and (i + 1) * bs < len(seq):
                 h = block_hash(tokens, prefix)
                 cached = self.by_hash.get(h)
-                if cached is not None and self.blocks[cached].tokens != tuple(tokens):
-                    cached = None                  # a hash collision: treat as a miss
+                if cached is not None and (self.blocks[cached].tokens != tuple(tokens) or not self.blocks[cached].ready):
+                    cached = None                  # a hash collision, or a block this very step is still to write
             if cached is not None:
                 b = self.blocks[cached]
                 if b.ref_count == 0:
@@ -124,6 +127,12 @@ class BlockManager:
                 prefix = self.blocks[seq.block_table[n - 2]].hash if n >= 2 else b""
                 if prefix is not None:
                     self._register(b, seq.block(n - 1, bs), prefix)
+
+    def written(self, seqs) -> None:
+        """After a step: the blocks of `seqs` hold their K and V, so later prefills may share them."""
+        for seq in seqs:
+            for block_id in seq.block_table:
+                self.blocks[block_id].ready = True
 
     def slot(self, seq: Sequence, j: int) -> int:
         return seq.block_table[j // self.block_size] * self.block_size + j % self.block_size

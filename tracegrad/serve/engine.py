@@ -136,6 +136,7 @@ class LLM:
             return []
         self.num_steps["prefill" if is_prefill else "decode"] += 1
         tokens = self.runner.run(seqs, is_prefill)
+        self.blocks.written(seqs)
         outs = []
         for seq, tok in zip(seqs, tokens):
             seq.token_ids.append(tok)

@@ -20,6 +20,9 @@ import threading
 import time
 import uuid
 
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
 from .engine import LLM, StepOutput
 from .sampling_params import SamplingParams
 
@@ -98,7 +101,6 @@ class EngineThread:
 
 
 def _error(message: str, status: int = 400, param: str | None = None, kind: str = "invalid_request_error"):
-    from fastapi.responses import JSONResponse
     return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": None}}, status)
 
 
@@ -131,9 +133,6 @@ def _params(body: dict, prompt_len: int, max_len: int, chat: bool) -> SamplingPa
 def build_app(llm: LLM, served_name: str | None = None):
     """The FastAPI app serving `llm` under the model name `served_name` (default: the model's)."""
     from contextlib import asynccontextmanager
-
-    from fastapi import FastAPI, Request
-    from fastapi.responses import StreamingResponse
 
     name = served_name or llm.model_name
     engine: dict = {}
