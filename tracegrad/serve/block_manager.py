@@ -63,7 +63,9 @@ class BlockManager:
 
     def _register(self, b: Block, tokens: list[int], prefix: bytes) -> bytes:
         b.hash, b.tokens = block_hash(tokens, prefix), tuple(tokens)
-        self.by_hash[b.hash] = b.block_id
+        old = self.by_hash.get(b.hash)
+        if old is None or not self.blocks[old].ready:       # keep a written twin over an unwritten one
+            self.by_hash[b.hash] = b.block_id
         return b.hash
 
     def can_allocate(self, seq: Sequence) -> bool:
