@@ -134,7 +134,10 @@ class BlockManager:
         """After a step: the blocks of `seqs` hold their K and V, so later prefills may share them."""
         for seq in seqs:
             for block_id in seq.block_table:
-                self.blocks[block_id].ready = True
+                b = self.blocks[block_id]
+                b.ready = True
+                if b.hash is not None and not self.blocks[self.by_hash.get(b.hash, block_id)].ready:
+                    self.by_hash[b.hash] = block_id
 
     def slot(self, seq: Sequence, j: int) -> int:
         return seq.block_table[j // self.block_size] * self.block_size + j % self.block_size
