@@ -136,7 +136,8 @@ class BlockManager:
             for block_id in seq.block_table:
                 b = self.blocks[block_id]
                 b.ready = True
-                if b.hash is not None and not self.blocks[self.by_hash.get(b.hash, block_id)].ready:
+                cur = self.by_hash.get(b.hash) if b.hash is not None else block_id
+                if cur is None or not self.blocks[cur].ready:
                     self.by_hash[b.hash] = block_id
 
     def slot(self, seq: Sequence, j: int) -> int:
