@@ -46,10 +46,10 @@ def main(argv=None):
     dt = time.perf_counter() - t0
     for i, row in enumerate(out.tolist()):
         print(f"--- sample {i} ---\n{tok.decode(row)}")
-    step = decode_step_fn(model)
+    step = decode_step_fn(model, filtered=bool(args.top_k) or args.top_p is not None)
     print(f"--- {args.num_samples} x {args.max_new_tokens} tokens in {dt:.1f} s "
-          f"({args.num_samples * args.max_new_tokens / dt:,.0f} tokens/s); decode step traced "
-          f"{len(step.entries)} time(s), run {sum(e.calls for e in step.entries)} times")
+          f"({args.num_samples * args.max_new_tokens / dt:,.0f} tokens/s); step traced "
+          f"{len(step.entries)} time(s) (prefill, decode), run {sum(e.calls for e in step.entries)} times")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ input/output embeddings, so nanoGPT checkpoints and habits carry over.
 
 `config.flash` picks the attention path: `F.scaled_dot_product_attention(is_causal=True)` (one
 composite op with its own backward) or the explicit `masked_fill` + `softmax` of the original
-GPT-2 code. `decode_step` runs one token against a static-shape KV cache (see models/generate.py).
+GPT-2 code. `step` runs new tokens against a KV cache held by its caller (an `attend` callback:
+models/generate.py keeps a contiguous cache, tracegrad/serve a paged one).
 """
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ import tracegrad as tg
 import tracegrad.nn as nn
 import tracegrad.nn.functional as F
 
-from .generate import cache_attend
 from ..utils.checkpoint import read_safetensors, save_safetensors
 
 
@@ -71,12 +71,11 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
-    def decode(self, x, pos, cache):
-        """x: [B, 1, C] at position `pos` (i64 0-d); cache: (k, v) each [B, nh, block_size, hs]."""
+    def step(self, x, attend):
+        """x: [B, T, C] new tokens; `attend(q, k, v)` ([B, nh, T, hs] each) reads and extends the cache."""
         B, T, C = x.size()
-        q, k, v = self._qkv(x)
-        y, cache = cache_attend(q, k, v, pos, cache)
-        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)), cache
+        y = attend(*self._qkv(x))
+        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
 
 class MLP(nn.Module):
@@ -103,10 +102,9 @@ class Block(nn.Module):
         x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
 
-    def decode(self, x, pos, cache):
-        a, cache = self.attn.decode(self.ln_1(x), pos, cache)
-        x = x + a
-        return x + self.mlp(self.ln_2(x)), cache
+    def step(self, x, attend):
+        x = x + self.attn.step(self.ln_1(x), attend)
+        return x + self.mlp(self.ln_2(x))
 
 
 class GPT(nn.Module):
@@ -169,20 +167,20 @@ class GPT(nn.Module):
             loss = None
         return logits, loss
 
-    def new_cache(self, batch_size: int, dtype=None) -> list:
+    def kv_layout(self) -> tuple[int, int, int]:
+        """(layers, kv heads, head dim) of the KV cache."""
         c = self.config
-        shape = (batch_size, c.n_head, c.block_size, c.n_embd // c.n_head)
-        dt = dtype or self.lm_head.weight.dtype
-        return [(tg.zeros(*shape, dtype=dt), tg.zeros(*shape, dtype=dt)) for _ in range(c.n_layer)]
+        return c.n_layer, c.n_head, c.n_embd // c.n_head
 
-    def decode_step(self, idx, pos, cache):
-        """One token per sequence: idx i64[B, 1] at position `pos` (i64 0-d) -> (logits [B, V], cache)."""
-        x = self.transformer.wte(idx) + self.transformer.wpe(pos.view(1))
-        new = []
-        for block, kv in zip(self.transformer.h, cache):
-            x, kv = block.decode(x, pos, kv)
-            new.append(kv)
-        return self.lm_head(self.transformer.ln_f(x))[:, 0, :], new
+    def step(self, idx, positions, attend, last):
+        """New tokens idx i64[B, T] at `positions` i64[B, T] against a cache behind `attend(layer, q,
+        k, v) -> y`; returns the logits [B, V] at column `last` i64[B] of each row."""
+        x = self.transformer.wte(idx) + self.transformer.wpe(positions)
+        for i, block in enumerate(self.transformer.h):
+            x = block.step(x, lambda q, k, v, i=i: attend(i, q, k, v))
+        B, T, C = x.shape
+        x = x.gather(1, last.view(B, 1, 1).expand(B, 1, C))
+        return self.lm_head(self.transformer.ln_f(x))[:, 0, :]
 
     def crop_block_size(self, block_size: int) -> None:
         assert block_size <= self.config.block_size

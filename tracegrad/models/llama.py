@@ -1,6 +1,8 @@
 """A LLaMA-style decoder (Touvron et al. 2023) with Hugging Face's parameter names: RMSNorm before
 each sublayer, rotary position embeddings (RoPE, Su et al. 2021), a SwiGLU MLP (Shazeer 2020) and
 grouped-query attention (Ainslie et al. 2023: `num_key_value_heads` < `num_attention_heads`).
+Qwen2 adds biases to the q, k, v projections (`attention_bias`); Qwen3 an RMSNorm over each head of
+q and k before RoPE (`qk_norm`) and a `head_dim` apart from hidden_size / heads.
 
     model = Llama(LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=172,
                               num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2))
@@ -18,7 +20,6 @@ import tracegrad as tg
 import tracegrad.nn as nn
 import tracegrad.nn.functional as F
 
-from .generate import cache_attend
 from ..utils.checkpoint import read_safetensors
 
 
@@ -35,16 +36,17 @@ class LlamaConfig:
     rope_theta: float = 10000.0
     tie_word_embeddings: bool = False
     initializer_range: float = 0.02
+    head_dim: int | None = None                # None: hidden_size // num_attention_heads
+    attention_bias: bool = False               # Qwen2: biases on q_proj, k_proj, v_proj
+    qk_norm: bool = False                      # Qwen3: q_norm, k_norm (RMSNorm over head_dim)
 
     def __post_init__(self):
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
+        if self.head_dim is None:
+            self.head_dim = self.hidden_size // self.num_attention_heads
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError("num_attention_heads must be a multiple of num_key_value_heads")
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
 
     @property
     def block_size(self) -> int:
@@ -74,16 +76,22 @@ class LlamaAttention(nn.Module):
         super().__init__()
         c = config
         self.n_head, self.n_kv, self.head_dim = c.num_attention_heads, c.num_key_value_heads, c.head_dim
-        self.q_proj = nn.Linear(c.hidden_size, self.n_head * self.head_dim, bias=False)
-        self.k_proj = nn.Linear(c.hidden_size, self.n_kv * self.head_dim, bias=False)
-        self.v_proj = nn.Linear(c.hidden_size, self.n_kv * self.head_dim, bias=False)
+        self.q_proj = nn.Linear(c.hidden_size, self.n_head * self.head_dim, bias=c.attention_bias)
+        self.k_proj = nn.Linear(c.hidden_size, self.n_kv * self.head_dim, bias=c.attention_bias)
+        self.v_proj = nn.Linear(c.hidden_size, self.n_kv * self.head_dim, bias=c.attention_bias)
         self.o_proj = nn.Linear(self.n_head * self.head_dim, c.hidden_size, bias=False)
+        self.qk_norm = c.qk_norm
+        if c.qk_norm:
+            self.q_norm = nn.RMSNorm(self.head_dim, eps=c.rms_norm_eps)
+            self.k_norm = nn.RMSNorm(self.head_dim, eps=c.rms_norm_eps)
 
     def _qkv(self, x, cos, sin):
         B, T, _ = x.size()
         q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, k, cos, sin)
         return q, k, v
 
@@ -95,13 +103,14 @@ class LlamaAttention(nn.Module):
             k = k[:, :, None].expand(B, self.n_kv, rep, T, self.head_dim).reshape(B, self.n_head, T, self.head_dim)
             v = v[:, :, None].expand(B, self.n_kv, rep, T, self.head_dim).reshape(B, self.n_head, T, self.head_dim)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.o_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+        return self.o_proj(y.transpose(1, 2).contiguous().view(B, T, self.n_head * self.head_dim))
 
-    def decode(self, x, pos, cos, sin, cache):
+    def step(self, x, cos, sin, attend):
+        """x: [B, T, C] new tokens; cos, sin: [B, 1, T, D]; `attend(q, k, v)` reads and extends the
+        cache (k, v have the kv heads; repeating them for grouped queries is the cache's job)."""
         B, T, C = x.size()
-        q, k, v = self._qkv(x, cos, sin)
-        y, cache = cache_attend(q, k, v, pos, cache, n_rep=self.n_head // self.n_kv)
-        return self.o_proj(y.transpose(1, 2).contiguous().view(B, T, C)), cache
+        y = attend(*self._qkv(x, cos, sin))
+        return self.o_proj(y.transpose(1, 2).contiguous().view(B, T, self.n_head * self.head_dim))
 
 
 class LlamaMLP(nn.Module):
@@ -127,10 +136,9 @@ class LlamaDecoderLayer(nn.Module):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin)
         return x + self.mlp(self.post_attention_layernorm(x))
 
-    def decode(self, x, pos, cos, sin, cache):
-        a, cache = self.self_attn.decode(self.input_layernorm(x), pos, cos, sin, cache)
-        x = x + a
-        return x + self.mlp(self.post_attention_layernorm(x)), cache
+    def step(self, x, cos, sin, attend):
+        x = x + self.self_attn.step(self.input_layernorm(x), cos, sin, attend)
+        return x + self.mlp(self.post_attention_layernorm(x))
 
 
 class LlamaModel(nn.Module):
@@ -179,21 +187,25 @@ class Llama(nn.Module):
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
         return logits, loss
 
-    def new_cache(self, batch_size: int, dtype=None) -> list:
+    def kv_layout(self) -> tuple[int, int, int]:
+        """(layers, kv heads, head dim) of the KV cache."""
         c = self.config
-        shape = (batch_size, c.num_key_value_heads, c.max_position_embeddings, c.head_dim)
-        dt = dtype or self.lm_head.weight.dtype
-        return [(tg.zeros(*shape, dtype=dt), tg.zeros(*shape, dtype=dt)) for _ in range(c.num_hidden_layers)]
+        return c.num_hidden_layers, c.num_key_value_heads, c.head_dim
 
-    def decode_step(self, idx, pos, cache):
+    def step(self, idx, positions, attend, last):
+        """New tokens idx i64[B, T] at `positions` i64[B, T] against a cache behind `attend(layer, q,
+        k, v) -> y`; returns the logits [B, V] at column `last` i64[B] of each row."""
+        B, T = idx.shape
         x = self.model.embed_tokens(idx)
-        p = pos.view(1)
-        cos, sin = self.rope_cos.index_select(0, p), self.rope_sin.index_select(0, p)
-        new = []
-        for layer, kv in zip(self.model.layers, cache):
-            x, kv = layer.decode(x, pos, cos, sin, kv)
-            new.append(kv)
-        return self.lm_head(self.model.norm(x))[:, 0, :], new
+        flat = positions.reshape(B * T)
+        D = self.config.head_dim
+        cos = self.rope_cos.index_select(0, flat).view(B, 1, T, D)
+        sin = self.rope_sin.index_select(0, flat).view(B, 1, T, D)
+        for i, layer in enumerate(self.model.layers):
+            x = layer.step(x, cos, sin, lambda q, k, v, i=i: attend(i, q, k, v))
+        C = x.shape[-1]
+        x = x.gather(1, last.view(B, 1, 1).expand(B, 1, C))
+        return self.lm_head(self.model.norm(x))[:, 0, :]
 
     @classmethod
     def from_pretrained(cls, path: str, config: LlamaConfig | None = None) -> "Llama":
@@ -201,8 +213,7 @@ class Llama(nn.Module):
         if config is None:
             with open(os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")) as f:
                 hf = json.load(f)
-            names = {f.name for f in fields(LlamaConfig)}
-            config = LlamaConfig(**{k: v for k, v in hf.items() if k in names})
+            config = config_from_hf(hf)
         sd, _ = read_safetensors(path)
         model = cls(config)
         model.load_state_dict({k: tg.tensor(v.astype(np.float32) if v.dtype.name == "bfloat16" else v)
@@ -210,3 +221,13 @@ class Llama(nn.Module):
                               strict=not config.tie_word_embeddings)
         return model
 
+
+
+def config_from_hf(hf: dict) -> LlamaConfig:
+    """A LlamaConfig from a Hugging Face `config.json` of a LLaMA, Mistral, Qwen2 or Qwen3 model."""
+    names = {f.name for f in fields(LlamaConfig)}
+    kw = {k: v for k, v in hf.items() if k in names}
+    kind = hf.get("model_type", "llama")
+    kw.setdefault("attention_bias", kind == "qwen2")
+    kw["qk_norm"] = kind.startswith("qwen3")
+    return LlamaConfig(**kw)

@@ -1,0 +1,162 @@
+"""Serving on the GPU: decode latency of GPT-2 124M and throughput in the shape of nano-vllm's bench.py.
+
+    python benchmarks/serve.py                 # both parts on cuda (about 5 minutes on an H200)
+    python benchmarks/serve.py --quick         # a smoke run: fewer, shorter requests
+    python benchmarks/serve.py --device cpu    # tiny models on the CPU (checks the script, not speed)
+
+(a) Decode latency, GPT-2 124M in bf16 with random weights, batch 1 and 16: ms per generated
+    token of `tracegrad.models.generate` (contiguous cache, compiled decode step, sampling on the
+    device) and of the engine (`LLM`, paged cache), against Hugging Face transformers' eager
+    `generate` when transformers is installed (else that row says so).
+(b) Throughput: 256 requests with prompt and output lengths each uniform in 100..1024 tokens,
+    `ignore_eos`, a Qwen3-0.6B-shaped model (28 layers, 16 query / 8 kv heads of 128, vocab
+    151936) with random bf16 weights; output tokens per second through `LLM.generate`.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+import tracegrad as tg
+from tracegrad.models import GPT, GPTConfig, Llama, LlamaConfig, generate
+from tracegrad.serve import LLM, SamplingParams
+
+
+def _sync(t):
+    return t.numpy()                     # a device -> host copy waits for the device
+
+
+def _model(make, device, dtype):
+    tg.manual_seed(0)
+    m = make()
+    return m.to(dtype).to(device) if device != "cpu" else m.to(dtype)
+
+
+def gpt2(tiny: bool) -> GPT:
+    if tiny:
+        return GPT(GPTConfig(block_size=256, vocab_size=512, n_layer=2, n_head=4, n_embd=64))
+    return GPT(GPTConfig(block_size=1024, vocab_size=50257, n_layer=12, n_head=12, n_embd=768,
+                         gelu_approximate="tanh"))
+
+
+def qwen3_06b(tiny: bool) -> Llama:
+    if tiny:
+        return Llama(LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, head_dim=32, qk_norm=True,
+                                 max_position_embeddings=512, tie_word_embeddings=True))
+    return Llama(LlamaConfig(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
+                             num_attention_heads=16, num_key_value_heads=8, head_dim=128, qk_norm=True,
+                             max_position_embeddings=4096, rope_theta=1e6, rms_norm_eps=1e-6,
+                             tie_word_embeddings=True))
+
+
+def decode_latency(args, device, dtype, tiny):
+    print("\n(a) decode latency: GPT-2 124M, bf16, random weights; ms per generated token")
+    model = _model(lambda: gpt2(tiny), device, dtype)
+    prompt, n = 32, (32 if args.quick else 128)
+    rows = []
+    for batch in (1, 16):
+        idx = tg.tensor(np.random.default_rng(0).integers(0, 50257 if not tiny else 512, (batch, prompt)))
+        for _ in range(2):                                       # compile and warm both steps
+            _sync(generate(model, idx, n, greedy=True))
+        t0 = time.perf_counter()
+        _sync(generate(model, idx, 1, greedy=True))
+        t1 = time.perf_counter()
+        _sync(generate(model, idx, n, greedy=True))
+        t2 = time.perf_counter()
+        ms = ((t2 - t1) - (t1 - t0)) / (n - 1) * 1e3
+        rows.append(("tracegrad generate", batch, ms))
+
+        llm = LLM(model, max_num_seqs=batch, num_blocks=batch * 2 * (prompt + n) // 16 + 8,
+                  max_model_len=model.config.block_size)
+        prompts = [list(map(int, r)) for r in idx.numpy()]
+        params = SamplingParams(temperature=0.0, max_tokens=n, ignore_eos=True)
+        llm.generate(prompts, params)
+        t0 = time.perf_counter()
+        llm.generate(prompts, params)
+        dt = time.perf_counter() - t0
+        rows.append(("tracegrad LLM (paged)", batch, dt / n * 1e3))
+        rows.append(hf_decode(args, batch, prompt, n, device, tiny))
+    print(f"{'':26s} {'batch':>5s} {'ms/token':>9s} {'tokens/s':>9s}")
+    for name, batch, ms in rows:
+        if ms is None:
+            print(f"{name:26s} {batch:5d}   skipped: transformers is not installed (or no CUDA)")
+        else:
+            print(f"{name:26s} {batch:5d} {ms:9.2f} {batch / ms * 1e3:9.0f}")
+
+
+def hf_decode(args, batch, prompt, n, device, tiny):
+    name = "HF transformers eager"
+    try:
+        import torch
+        import transformers
+    except ImportError:
+        return name, batch, None
+    if device == "cpu" or not torch.cuda.is_available():
+        return name, batch, None
+    cfg = transformers.GPT2Config(n_layer=2, n_head=4, n_embd=64, vocab_size=512) if tiny else transformers.GPT2Config()
+    m = transformers.GPT2LMHeadModel(cfg).to(torch.bfloat16).cuda().eval()
+    ids = torch.randint(0, cfg.vocab_size, (batch, prompt), device="cuda")
+
+    def run(k):
+        with torch.no_grad():
+            m.generate(ids, max_new_tokens=k, min_new_tokens=k, do_sample=False, pad_token_id=0)
+        torch.cuda.synchronize()
+    run(n)
+    t0 = time.perf_counter()
+    run(1)
+    t1 = time.perf_counter()
+    run(n)
+    t2 = time.perf_counter()
+    return name, batch, ((t2 - t1) - (t1 - t0)) / (n - 1) * 1e3
+
+
+def throughput(args, device, dtype, tiny):
+    n_req, lo, hi = (32, 16, 128) if args.quick or tiny else (256, 100, 1024)
+    print(f"\n(b) throughput: {n_req} requests, prompt and output lengths uniform in {lo}..{hi}, ignore_eos, "
+          f"Qwen3-0.6B-shaped model with random bf16 weights")
+    t0 = time.perf_counter()
+    model = _model(lambda: qwen3_06b(tiny), device, dtype)
+    print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters, built in "
+          f"{time.perf_counter() - t0:.0f} s")
+    rng = np.random.default_rng(0)
+    vocab = model.config.vocab_size
+    prompts = [[int(t) for t in rng.integers(0, vocab, rng.integers(lo, hi + 1))] for _ in range(n_req)]
+    params = [SamplingParams(temperature=0.6, max_tokens=int(rng.integers(lo, hi + 1)), ignore_eos=True)
+              for _ in range(n_req)]
+    llm = LLM(model, max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
+              max_model_len=4096 if not tiny else 512)
+    print(f"KV cache: {len(llm.blocks.blocks)} blocks of {llm.blocks.block_size} tokens")
+    llm.generate([[1, 2, 3]], SamplingParams(max_tokens=4))          # compile outside the clock
+    t0 = time.perf_counter()
+    outs = llm.generate(prompts, params)
+    dt = time.perf_counter() - t0
+    n_out = sum(len(o.token_ids) for o in outs)
+    assert n_out == sum(p.max_tokens for p in params)
+    s = llm.stats()
+    print(f"tracegrad LLM: {n_out} output tokens in {dt:.1f} s = {n_out / dt:,.0f} output tokens/s "
+          f"({s['prefill_steps']} prefill and {s['decode_steps']} decode steps, {s['preemptions']} preemptions)")
+    print("HF batched generate on the same requests: not run (variable output lengths need one call per request)")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer and shorter requests, fewer decode steps")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--only", choices=["latency", "throughput"], default=None)
+    p.add_argument("--max-num-seqs", type=int, default=256)
+    p.add_argument("--max-num-batched-tokens", type=int, default=16384)
+    args = p.parse_args(argv)
+    tiny = args.device == "cpu"
+    dtype = tg.float32 if tiny else tg.bfloat16
+    print(f"tracegrad serving benchmark on {args.device}{' (tiny models)' if tiny else ''}")
+    if args.only in (None, "latency"):
+        decode_latency(args, args.device, dtype, tiny)
+    if args.only in (None, "throughput"):
+        throughput(args, args.device, dtype, tiny)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""The serving engine against `generate` and a reference loop without a cache: continuous batching
+with requests joining at different steps, the paged cache against the contiguous one, prefix
+caching, preemption, seeded sampling and the stop conditions. Token ids compare exactly: the same
+tiny models with weights far from ties (see test_generate's _gpt) and greedy decoding."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_generate import _gpt, _llama
+
+import tracegrad as tg
+from tracegrad.models import generate
+from tracegrad.serve import LLM, SamplingParams
+from tracegrad.serve.block_manager import BlockManager
+from tracegrad.serve.sequence import Sequence
+from tracegrad.utils.tokenizers import CharTokenizer
+
+GREEDY = SamplingParams(temperature=0.0, max_tokens=6)
+
+
+def _prompts(n, lengths, seed=0):
+    rng = np.random.default_rng(seed)
+    return [[int(t) for t in rng.integers(0, 37, lengths[i % len(lengths)])] for i in range(n)]
+
+
+def _reference(model, prompt, n, use_cache):
+    out = generate(model, tg.tensor([prompt]), n, greedy=True, use_cache=use_cache)
+    return [int(t) for t in out.numpy()[0, len(prompt):]]
+
+
+def _run_joining(llm, prompts, params, join_every=2):
+    """Add one prompt every `join_every` steps while the batch runs; outputs in prompt order."""
+    seqs, pending, steps = [], list(prompts), 0
+    while pending or llm.has_unfinished_requests():
+        if pending and steps % join_every == 0:
+            seqs.append(llm.add_request(pending.pop(0), params))
+        llm.step()
+        steps += 1
+    return [s.completion_token_ids for s in seqs]
+
+
+@pytest.mark.parametrize("make", [_gpt, _llama], ids=["gpt", "llama-gqa"])
+def test_greedy_engine_equals_generate_and_no_cache_loop_with_requests_joining(make):
+    model = make()
+    prompts = _prompts(5, [3, 9, 5, 14, 1])
+    llm = LLM(model, block_size=4, max_num_seqs=8)
+    got = _run_joining(llm, prompts, GREEDY)
+    assert llm.num_steps["prefill"] >= 3            # requests joined a running batch
+    for p, toks in zip(prompts, got):
+        assert toks == _reference(model, p, 6, True) == _reference(model, p, 6, False), p
+
+
+def test_paged_cache_equals_contiguous_whatever_the_block_size():
+    model = _gpt()
+    prompts = _prompts(4, [2, 11, 6, 7], seed=1)
+    want = [o.token_ids for o in LLM(model, block_size=32, num_blocks=8).generate(prompts, GREEDY)]   # one block each
+    got = [o.token_ids for o in LLM(model, block_size=2, num_blocks=64).generate(prompts, GREEDY)]
+    assert got == want
+    assert want == [_reference(model, p, 6, True) for p in prompts]
+
+
+def test_prefix_cache_hits_are_counted_and_give_the_same_tokens():
+    model = _gpt()
+    shared = _prompts(1, [12], seed=2)[0]
+    prompts = [shared + [1, 2], shared + [3], shared + [4, 5, 6]]
+    cold = LLM(model, block_size=4, enable_prefix_caching=False)
+    want = [o.token_ids for o in cold.generate(prompts, GREEDY)]
+    # one prefill step with three prompts of one prefix: none may read blocks the step has yet to write
+    assert [o.token_ids for o in LLM(model, block_size=4).generate(prompts, GREEDY)] == want
+    warm = LLM(model, block_size=4)
+    warm.generate(prompts[:1], GREEDY)               # the first request leaves its blocks in the cache
+    assert warm.stats()["prefix_cache_hit_tokens"] == 0
+    got = [o.token_ids for o in warm.generate(prompts, GREEDY)]
+    assert got == want
+    assert warm.stats()["prefix_cache_hit_tokens"] == 3 * 12     # three full blocks of the shared prefix each
+    assert cold.stats()["prefix_cache_hit_tokens"] == 0
+    assert warm.blocks.num_free == len(warm.blocks.blocks)       # every reference given back
+
+
+def test_preemption_recomputes_and_gives_the_same_tokens():
+    model = _gpt()
+    prompts = _prompts(4, [5, 6, 7, 4], seed=3)
+    params = SamplingParams(temperature=0.0, max_tokens=10)
+    roomy = LLM(model, block_size=2)
+    want = [o.token_ids for o in roomy.generate(prompts, params)]
+    tight = LLM(model, block_size=2, num_blocks=14)       # 4 prompts need 12 blocks up front; decoding needs more
+    got = [o.token_ids for o in tight.generate(prompts, params)]
+    assert tight.stats()["preemptions"] > 0 and roomy.stats()["preemptions"] == 0
+    assert got == want
+
+
+def test_seeded_sampling_equals_generate_and_ignores_batch_mates():
+    model = _gpt()
+    p = [4, 5, 6]
+    params = SamplingParams(temperature=0.9, max_tokens=8, seed=5)
+    want = [int(t) for t in generate(model, tg.tensor([p]), 8, temperature=0.9, seed=5).numpy()[0, 3:]]
+    llm = LLM(model, block_size=4)
+    outs = llm.generate([p, [7, 8], p], [params, SamplingParams(temperature=1.0, max_tokens=8), params])
+    assert outs[0].token_ids == outs[2].token_ids == want
+
+
+def _char_llm(**kw):
+    tok = CharTokenizer(sorted(set("abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ.,:!?'\n0123456789")))
+    tg.manual_seed(0)
+    from tracegrad.models import GPT, GPTConfig
+    model = GPT(GPTConfig(block_size=64, vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=32))
+    for q in model.parameters():
+        q.data.mul_(5.0)
+    return LLM(model, tokenizer=tok, block_size=4, **kw), tok
+
+
+def test_stop_strings_max_tokens_eos_and_ignore_eos():
+    llm, tok = _char_llm()
+    base = llm.generate("hello", SamplingParams(temperature=0.0, max_tokens=12))[0]
+    assert base.finish_reason == "length" and len(base.token_ids) == 12 and base.text == tok.decode(base.token_ids)
+    stop = base.text[4:6]
+    cut = llm.generate("hello", SamplingParams(temperature=0.0, max_tokens=12, stop=[stop]))[0]
+    assert cut.finish_reason == "stop" and cut.text == base.text[:base.text.find(stop)]
+    llm.eos_token_id = base.token_ids[3]
+    first = base.token_ids.index(llm.eos_token_id)
+    eos = llm.generate("hello", SamplingParams(temperature=0.0, max_tokens=12))[0]
+    assert eos.finish_reason == "stop" and eos.token_ids == base.token_ids[:first + 1]
+    assert eos.text == tok.decode(base.token_ids[:first])           # the EOS token is not text
+    ignored = llm.generate("hello", SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True))[0]
+    assert ignored.token_ids == base.token_ids
+    assert llm.blocks.num_free == len(llm.blocks.blocks)
+
+
+def test_bad_requests_raise_value_errors():
+    llm, _ = _char_llm()
+    with pytest.raises(ValueError, match="context"):
+        llm.add_request("x" * 64)
+    for bad in (dict(max_tokens=0), dict(temperature=-1.0), dict(top_p=0.0)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            SamplingParams(**bad)
+
+
+def test_block_manager_shares_and_frees_blocks():
+    bm = BlockManager(num_blocks=6, block_size=2)
+    a = Sequence([1, 2, 3, 4, 5], SamplingParams(), 0)
+    b = Sequence([1, 2, 3, 4, 9], SamplingParams(), 0)
+    bm.allocate(a)
+    bm.allocate(b)
+    assert b.num_cached_tokens == 0       # a's blocks are not written yet: b computes its own
+    bm.deallocate(b)
+    bm.written([a])
+    bm.allocate(b)
+    assert b.block_table[:2] == a.block_table[:2] and b.num_cached_tokens == 4
+    assert bm.num_free == 6 - 4
+    bm.deallocate(a)
+    assert bm.num_free == 6 - 3           # the shared blocks are still b's
+    bm.deallocate(b)
+    assert bm.num_free == 6
+    c = Sequence([1, 2, 3, 4], SamplingParams(), 0)
+    bm.allocate(c)
+    assert c.num_cached_tokens == 2       # the block holding the last prompt token is always computed

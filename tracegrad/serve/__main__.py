@@ -1,0 +1,4 @@
+"""`python -m tracegrad.serve CHECKPOINT --port N` (see cli.py)."""
+from .cli import main
+
+raise SystemExit(main())
