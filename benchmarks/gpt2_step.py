@@ -69,8 +69,22 @@ def _tracegrad(args):
         return out
     peak = _cupy_peak(lambda: step(x, y), sync)
     if args.explain:
-        print(step.explain(), file=sys.stderr)
+        print(step.explain())
+    if args.profile:
+        _profile(lambda: step(x, y), sync)
     return dict(out, peak_gib=peak, n_params=n_params, shape=shape)
+
+
+def _profile(fn, sync, rows=30) -> None:
+    """The device kernels of two steps by total time (torch's profiler reads CUPTI, so it sees
+    kernels launched through Triton and CuPy too)."""
+    import torch.profiler as tp
+    sync()
+    with tp.profile(activities=[tp.ProfilerActivity.CUDA]) as prof:
+        for _ in range(2):
+            fn()
+        sync()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=70))
 
 
 def _cupy_peak(fn, sync) -> float:
@@ -130,6 +144,8 @@ def _torch(args, compiled):
     torch.cuda.reset_peak_memory_stats()
     step(x, y)
     torch.cuda.synchronize()
+    if args.profile:
+        _profile(lambda: step(x, y), torch.cuda.synchronize)
     return dict(out, peak_gib=torch.cuda.max_memory_allocated() / 2**30, n_params=n_params, shape=(12, 12, 64))
 
 
@@ -170,9 +186,16 @@ def run_child(impl, args, cache, first_only) -> dict:
            "--T", str(args.T), "--steps", str(args.steps), "--warmup", str(args.warmup)]
     cmd += ["--clip" if args.clip else "--no-clip"] + (["--first-only"] if first_only else [])
     cmd += ["--explain"] if args.explain and not first_only else []
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
+    cmd += ["--profile"] if args.profile and not first_only else []
+    try:
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        sys.stderr.write(f"{impl}: no result in {args.timeout} s\n")
+        return {}
     for line in p.stdout.splitlines():
         if line.startswith("RESULT "):
+            if args.explain or args.profile:
+                print(f"# --- {impl} ---\n" + "\n".join(ln for ln in p.stdout.splitlines() if not ln.startswith("RESULT ")))
             return json.loads(line[7:])
     sys.stderr.write(f"{impl} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-6000:]}\n")
     return {}
@@ -190,7 +213,8 @@ def main() -> None:
     ap.add_argument("--clip", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--warm", action="append", help="implementations to time a warm-cache first call of "
                     "(default: all)")
-    ap.add_argument("--explain", action="store_true", help="print tracegrad's step.explain() (stderr)")
+    ap.add_argument("--explain", action="store_true", help="print tracegrad's step.explain()")
+    ap.add_argument("--profile", action="store_true", help="print each implementation's kernels by device time")
     ap.add_argument("--timeout", type=int, default=500)
     ap.add_argument("--json", help="append the rows to this file")
     ap.add_argument("--child", help=argparse.SUPPRESS)
