@@ -72,7 +72,7 @@ def _tracegrad(args):
         print(step.explain())
     if args.profile:
         _profile(lambda: step(x, y), sync)
-    return dict(out, peak_gib=peak, n_params=n_params, shape=shape)
+    return dict(out, peak_gib=peak, n_params=n_params, shape=shape, module=os.path.dirname(tg.__file__))
 
 
 def _profile(fn, sync, rows=30) -> None:
