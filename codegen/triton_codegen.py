@@ -77,6 +77,8 @@ def launch_config(ks: KernelSource, target: str) -> tuple[tuple, dict]:
         if cuda:
             meta["num_warps"] = 4 if xb >= 512 else 2
         return (_cdiv(p.xnumel, xb),), meta
+    if p.outer:
+        return _outer_config(ks, target)
     if ks.persistent:
         rb = next_pow2(p.rnumel)
         budget = 4096 if not cuda else (1024 if rb <= 1024 else rb)
@@ -89,6 +91,27 @@ def launch_config(ks: KernelSource, target: str) -> tuple[tuple, dict]:
     meta = dict(XBLOCK=xb, RBLOCK=rb)
     if cuda:
         meta["num_warps"] = max(2, min(16, xb * rb // 512)) if ks.persistent else 8
+    return (_cdiv(p.xnumel, xb),), meta
+
+
+def _outer_config(ks: KernelSource, target: str) -> tuple[tuple, dict]:
+    """A column reduction: x lanes run along the contiguous axis (Triton orders the block by the
+    addresses' contiguity), so blocks are wide in x and short in r: [64, 64] when the column fits
+    (the two-stage split makes it fit), else [128, 16] looping down the column."""
+    p, cuda = ks.plan, target == "cuda"
+    x = next_pow2(p.xnumel)
+    if ks.persistent:
+        rb = next_pow2(p.rnumel)
+        xb = max(1, min(x, 4096 // rb, 256))
+    elif cuda:
+        xb = min(x, 128)
+        rb = max(1, min(next_pow2(p.rnumel), 2048 // xb))
+    else:
+        rb = min(CONFIG["loop_rblock"][target], next_pow2(p.rnumel))
+        xb = max(1, min(x, 4096 // rb))
+    meta = dict(XBLOCK=xb, RBLOCK=rb)
+    if cuda:
+        meta["num_warps"] = max(2, min(8, xb * rb // 256))
     return (_cdiv(p.xnumel, xb),), meta
 
 

@@ -31,6 +31,7 @@ from ..runtime import rng
 from .triton_ops import HALF, LOWER, compute_dtype, literal, tl_dtype
 
 PERSISTENT_MAX = 16384     # rows up to this many elements stay in registers (one read of the input)
+OUTER_PERSISTENT_MAX = 256   # column reductions: a block holds many columns, so only short columns fit
 
 
 class Buf:
@@ -102,7 +103,8 @@ class KernelWriter:
         self.body, self.plan, self.args, self.xblock = body, plan, args, xblock
         self.prod = {o: n for n in body.nodes for o in n.outputs}
         self.red = plan.kind == "reduction"
-        self.persistent = not self.red or next_pow2(plan.rnumel) <= persistent_max
+        limit = min(persistent_max, OUTER_PERSISTENT_MAX) if plan.outer else persistent_max
+        self.persistent = not self.red or next_pow2(plan.rnumel) <= limit
         self.outer = Buf(level)
         self.loop: Buf | None = None
         self.memo: dict = {}

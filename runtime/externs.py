@@ -163,25 +163,31 @@ class Externs:
 
     # -- matmul on CUDA: cuBLAS or the Triton template, by measuring -------------------------------
     def _cuda_matmul(self, a, b):
-        import cupy
+        """cuBLAS (gemmEx: bf16 too) or the Triton template, whichever measured faster for the shape
+        and layout (each choice timed once per process, on the step's own operands)."""
+        from . import cublas
         from .templates import matmul as mm
-        bf16 = type(a) is TypedArray
-        key = (tuple(a.shape), tuple(b.shape), str(a.dtype))
-        fits = a.ndim in (2, 3) and b.ndim in (2, 3) and (a.ndim == 2 or b.ndim == 2 or a.shape[0] == b.shape[0])
+        key = (tuple(a.shape), tuple(b.shape), tuple(a.strides), tuple(b.strides), str(a.dtype))
         choice = self.matmul_choice.get(key) or MATMUL_CHOICE.get(key)
         if choice is None:
-            choice = "cublas" if not fits else ("template" if bf16 else _measure(
-                lambda: cupy.matmul(a, b), lambda: mm.matmul(a, b)))
+            if not cublas.supports(a, b):
+                choice = "cupy"
+            else:
+                choice = FORCE_MATMUL or _measure(lambda: cublas.gemm(a, b), lambda: mm.matmul(a, b))
             MATMUL_CHOICE[key] = self.matmul_choice[key] = choice
         if choice == "template":
             return mm.matmul(a, b)
-        if bf16:   # cuBLAS through CuPy has no bf16: widen, multiply, round (only for shapes the template lacks)
+        if choice == "cublas":
+            return cublas.gemm(a, b)
+        import cupy
+        if type(a) is TypedArray:   # CuPy has no bf16: widen, multiply, round (shapes cuBLAS is not given)
             return devices.round_bf16(cupy.matmul(devices.widen(a), devices.widen(b)))
         return cupy.matmul(a, b)
 
 
 _SHORT = {d.short: d for d in DTYPES.values()}
-MATMUL_CHOICE: dict = {}     # (shapes, dtype) -> "cublas" | "template", measured once per process
+MATMUL_CHOICE: dict = {}     # (shapes, strides, dtype) -> "cublas" | "template", measured once per process
+FORCE_MATMUL = None          # "cublas" | "template": skip the measurement (benchmarks compare the two)
 
 
 def _measure(*fns) -> str:

@@ -213,3 +213,45 @@ def test_grad_scaler_on_cuda_matches_the_cpu():
     (cpu_scales, cpu_w), (gpu_scales, gpu_w) = run("cpu"), run("cuda")
     assert gpu_scales == cpu_scales == [512.0, 256.0, 512.0]
     assert rel_err(gpu_w, cpu_w) < 1e-5
+
+
+# -- matmul through cuBLAS (bf16 too), in the layouts a compiled step hands over ----------------------------
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cublas_gemm_matches_numpy_in_every_layout(dtype):
+    import ml_dtypes
+    from tracegrad.runtime import cublas
+    from tracegrad.runtime.devices import map_array, to_numpy, transfer
+    rng = np.random.default_rng(0)
+    npdt = np.float32 if dtype == "float32" else ml_dtypes.bfloat16
+
+    def dev(a):
+        return transfer(np.ascontiguousarray(a.astype(npdt)), "cuda:0")
+    for (M, K, N) in ((64, 48, 80), (1, 32, 7), (130, 1, 33)):
+        a, b = rng.standard_normal((M, K)), rng.standard_normal((K, N))
+        want = a.astype(npdt).astype(np.float64) @ b.astype(npdt).astype(np.float64)
+        views = {"a b": (dev(a), dev(b)),
+                 "a.T.T b.T.T": (map_array(lambda x: x.T, dev(a.T)), map_array(lambda x: x.T, dev(b.T)))}
+        for name, (x, y) in views.items():
+            assert cublas.supports(x, y)
+            got = to_numpy(cublas.gemm(x, y)).astype(np.float64)
+            # NOTE: fp32 products on cuBLAS and numpy sum in different orders; bf16 rounds the output
+            assert rel_err(got, want) < (1e-5 if dtype == "float32" else 1e-2), (name, M, K, N)
+    a, b = rng.standard_normal((3, 20, 16)), rng.standard_normal((3, 16, 24))
+    want = np.matmul(a.astype(npdt).astype(np.float64), b.astype(npdt).astype(np.float64))
+    assert rel_err(to_numpy(cublas.gemm(dev(a), dev(b))).astype(np.float64), want) < 1e-2
+    want2 = np.matmul(a.astype(npdt).astype(np.float64), b[0].astype(npdt).astype(np.float64))
+    assert rel_err(to_numpy(cublas.gemm(dev(a), dev(b[0]))).astype(np.float64), want2) < 1e-2
+
+
+def test_column_reductions_on_cuda_match_numpy():
+    """A bias gradient's column sum, split in two stages, fused with its producer, on the GPU."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((8, 256, 384)).astype(np.float32)
+
+    def step(x):
+        h = tg.tanh(x.to(tg.bfloat16))
+        return h, h.float().sum((0, 1)), (x * x).sum(0)
+    want = tg.compile(step, backend="numpy")(tg.tensor(x))
+    got = tg.compile(step)(tg.tensor(x).to("cuda"))
+    for w, g in zip(want, got):
+        assert rel_err(g.float().numpy(), w.float().numpy()) < 1e-2

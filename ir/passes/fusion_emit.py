@@ -5,18 +5,31 @@ composites no template can take).
 """
 from __future__ import annotations
 
+import math
+
 import networkx as nx
 
 from ..graph import Graph, Node
 from ..ops.kernel import Body
+from ..types import float32
+from .fusion_index import reduce_axes
 from .fusion_plan import CONSTS, VIEWS, is_reduction, rnumel_of
 
 SPLIT_AT = 1 << 16     # full reductions longer than this run in two stages
+# Column reductions (the innermost axis kept: a bias gradient over [16384, 3072]) run in two stages
+# when they have this many rows or more and too few columns to keep the GPU busy on their own.
+COLUMN_SPLIT = {"rows": 512, "columns": 1 << 16, "on": True}
+COLUMN_CHUNKS = (64, 128, 32, 256, 16, 8)   # rows one first-stage lane sums, by preference
 
 
 def split_reductions(graph: Graph) -> Graph:
-    """sum/max of a long vector to one value -> two stages (rows of a block, then the rows), so the
-    work spreads over many programs. Graph -> Graph; numpy-exact up to summation order."""
+    """Long reductions -> two stages, so the work spreads over many programs. Graph -> Graph;
+    numpy-exact up to summation order.
+
+    - sum/max of a long vector to one value: rows of a block, then the rows;
+    - a column reduction (see `column_split`): chunks of rows, then the chunks' partial results.
+      Its first stage reads the input once along the contiguous axis; half inputs sum in fp32
+      between the stages and round once at the end, like the one-stage reduction."""
     from ..builder import GraphBuilder
     b = GraphBuilder.continuing(graph, phase="forward")
     changed = False
@@ -24,19 +37,71 @@ def split_reductions(graph: Graph) -> Graph:
         rows = n.out.type.numel if n.op in ("sum", "max") else 0
         total = rnumel_of(n) if rows == 1 else 0
         split = next((s for s in (1024, 512, 256, 128) if total >= SPLIT_AT and total % s == 0), None)
-        if split is None:
+        col = column_split(n) if rows > 1 else None
+        if split is None and col is None:
             b.add_node(n)
             continue
         changed = True
         b.phase = n.phase
         with b.scope(n, n.tag):
-            flat = b.reshape_to(n.inputs[0], (split, total // split))
-            part = b.emit(n.op, [flat], dict(axes=(1,), keepdim=False))[0]
-            whole = b.emit(n.op, [part], dict(axes=(0,), keepdim=False))[0]
-        out = b.reshape_to(whole, n.out.shape) if n.out.shape != () else whole
-        last = b.nodes[-1]
-        b.nodes[-1] = last.with_(outputs=tuple(n.out if o is out else o for o in last.outputs))
+            if split is not None:
+                flat = b.reshape_to(n.inputs[0], (split, total // split))
+                part = b.emit(n.op, [flat], dict(axes=(1,), keepdim=False))[0]
+                whole = b.emit(n.op, [part], dict(axes=(0,), keepdim=False))[0]
+            else:
+                whole = _two_stage_columns(b, n, *col)
+            out = b.reshape_to(whole, n.out.shape)
+        _rename_last(b, out, n)
     return b.finish(graph.outputs, meta=graph.meta) if changed else graph
+
+
+def _rename_last(b, out, n: Node) -> None:
+    """The node that made `out` (the last one emitted) writes n's output value instead."""
+    last = b.nodes[-1]
+    assert out in last.outputs, (n.out.name, out.name)
+    b.nodes[-1] = last.with_(outputs=tuple(n.out if o is out else o for o in last.outputs))
+
+
+def merged_axes(shape, axes) -> tuple[list[int], list[bool]]:
+    """The reduction's input with adjacent axes of one kind (reduced or kept) merged and size-1
+    axes dropped: (sizes, reduced?). [B, T, C] over (0, 1) -> ([B*T, C], [True, False])."""
+    sizes, red = [], []
+    for i, s in enumerate(shape):
+        if s == 1:
+            continue
+        if red and red[-1] == (i in axes):
+            sizes[-1] *= s
+        else:
+            sizes.append(s)
+            red.append(i in axes)
+    return sizes, red
+
+
+def column_split(n: Node):
+    """(merged sizes, reduced?, the merged axis to split, chunk) for a sum/max over outer axes
+    worth two stages, else None."""
+    if n.op not in ("sum", "max") or not COLUMN_SPLIT["on"]:
+        return None
+    sizes, red = merged_axes(n.inputs[0].shape, reduce_axes(n))
+    if not red or red[-1] or not any(red):
+        return None
+    rows = math.prod(s for s, r in zip(sizes, red) if r)
+    if rows < COLUMN_SPLIT["rows"] or math.prod(sizes) // rows >= COLUMN_SPLIT["columns"]:
+        return None
+    axis = max((k for k, r in enumerate(red) if r), key=lambda k: sizes[k])
+    chunk = next((c for c in COLUMN_CHUNKS if sizes[axis] % c == 0 and sizes[axis] // c >= 2), None)
+    return None if chunk is None else (sizes, red, axis, chunk)
+
+
+def _two_stage_columns(b, n: Node, sizes, red, axis, chunk):
+    x = n.inputs[0]
+    if n.op == "sum" and x.type.dtype.itemsize < 4 and x.type.dtype.is_floating:
+        x = b.cast_to(x, float32)
+    shape = sizes[:axis] + [sizes[axis] // chunk, chunk] + sizes[axis + 1:]
+    part = b.emit(n.op, [b.reshape_to(x, shape)], dict(axes=(axis + 1,), keepdim=False))[0]
+    rest = tuple(k for k, r in enumerate(red) if r)
+    whole = b.emit(n.op, [part], dict(axes=rest, keepdim=False))[0]
+    return b.cast_to(b.reshape_to(whole, n.out.shape), n.out.type.dtype)
 
 
 def kernel_name(nodes, kind: str, k: int) -> str:

@@ -84,6 +84,13 @@ class KernelPlan:
     def rshape(self) -> tuple[int, ...]:
         return tuple(self.domain[a] for a in self.raxes)
 
+    @property
+    def outer(self) -> bool:
+        """A reduction that keeps the innermost (non-1) axis, a column sum: lanes along that axis read
+        contiguous memory, so the kernel wants many x lanes and few r lanes per block."""
+        dims = [d for d, n in enumerate(self.domain) if n > 1]
+        return self.kind == "reduction" and bool(dims) and dims[-1] not in self.raxes
+
     def x_index(self) -> Index:
         return unflatten(Expr.sym(self.xsym), self.xshape)
 

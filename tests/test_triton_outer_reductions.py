@@ -1,0 +1,119 @@
+"""Reductions over outer axes (column sums such as a bias gradient, `sum(h, axes=(0, 1))` of a
+[B, T, C] tensor) as Triton kernels under the interpreter, against the numpy backend: random
+shapes, every set of reduced axes, keepdim, with and without fused elementwise producers and
+consumers, bf16 and fp32; in one stage and split into two (chunks of rows, then the chunks), with
+the column in registers and looped.
+
+Repro: python -m pytest tests/test_triton_outer_reductions.py
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+
+import numpy as np
+import pytest
+
+triton = pytest.importorskip("triton")
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+from tracegrad.codegen import triton_codegen  # noqa: E402
+from tracegrad.codegen.triton_program import TritonProgram  # noqa: E402
+from tracegrad.ir import GraphBuilder, TensorType  # noqa: E402
+from tracegrad.ir.passes import fusion_emit  # noqa: E402
+from tracegrad.ir.passes.fusion import fuse  # noqa: E402
+from tracegrad.ir.types import bfloat16, float32  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))
+from triton_check import _cache_dir, assert_agree  # noqa: E402,F401  (_cache_dir: an autouse fixture)
+
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+
+def _graph(shape, axes, keepdim, op, producer, consumer, dtype):
+    b = GraphBuilder("cols")
+    x = b.input("x", TensorType(shape, dtype))
+    y = b.input("y", TensorType(shape[1:], dtype))        # broadcast over the leading axis
+    h = b.mul(b.tanh(x), b.add(y, 1.0)) if producer else x
+    s = getattr(b, op)(h, axes=axes, keepdim=keepdim)
+    outs = [h, s] if producer else [s]
+    if consumer:     # an epilogue on the reduced value, and a reader broadcasting it back
+        e = b.exp(b.neg(b.abs(s)))
+        outs.append(e)
+        if keepdim:
+            outs.append(b.sub(h, s))
+    return b.finish(outs)
+
+
+def _inputs(graph, rng):
+    out = []
+    for v in graph.inputs:
+        a = rng.standard_normal(v.shape).astype(np.float32)
+        out.append(a.astype(v.dtype.np) if v.dtype != float32 else a)
+    return out
+
+
+@st.composite
+def cases(draw):
+    rank = draw(st.integers(1, 4))
+    shape = tuple(draw(st.sampled_from([1, 2, 3, 5, 8, 16, 24, 33])) for _ in range(rank))
+    while math.prod(shape) > 3000:     # NOTE: the interpreter runs a lane at a time: keep it small
+        shape = shape[1:]
+    rank = len(shape)
+    axes = tuple(a for a in range(rank) if draw(st.booleans())) or (0,)
+    return dict(shape=shape, axes=axes, keepdim=draw(st.booleans()), op=draw(st.sampled_from(["sum", "sum", "max"])),
+                producer=draw(st.booleans()), consumer=draw(st.booleans()),
+                dtype=draw(st.sampled_from([float32, float32, bfloat16])))
+
+
+@pytest.mark.parametrize("layout", ["split", "one-stage", "looped"])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=cases(), seed=st.integers(0, 2**16))
+def test_outer_reductions_match_numpy(layout, case, seed, monkeypatch):
+    # NOTE: thresholds lowered so that these small shapes take each layout the big ones take
+    monkeypatch.setitem(fusion_emit.COLUMN_SPLIT, "rows", 4)
+    monkeypatch.setitem(fusion_emit.COLUMN_SPLIT, "on", layout != "one-stage")
+    if layout == "looped":
+        monkeypatch.setitem(triton_codegen.CONFIG, "persistent_max", 2)
+        monkeypatch.setitem(triton_codegen.CONFIG, "loop_rblock", {"interpret": 2, "cuda": None})
+    g = _graph(**case)
+    bf16 = case["dtype"] == bfloat16
+    # NOTE: a split changes the order of the sum; bf16 outputs may round the other way (1 ulp = 2^-8)
+    assert_agree(g, _inputs(g, np.random.default_rng(seed)), rtol=1e-2 if bf16 else 1e-5, atol=2e-2 if bf16 else 1e-5)
+
+
+def test_a_bias_gradient_splits_into_two_stages_over_the_contiguous_axis():
+    g = _graph((16, 64, 48), (0, 1), False, "sum", True, False, bfloat16)     # [B, T, C] -> [C]
+    fused = fuse(g)
+    kernels = [n for n in fused.nodes if n.op == "kernel"]
+    assert len(kernels) == 2, [n.attrs["name"] for n in kernels]
+    # the first stage writes the elementwise result and fp32 partial sums of 64-row chunks
+    first, second = (k.attrs["body"] for k in kernels)
+    assert [v.type.shape for v in first.outputs] == [(16, 64, 48), (16, 48)]
+    assert first.outputs[1].type.dtype == float32 and second.outputs[0].type.dtype == bfloat16
+    gen = triton_codegen.generate(fused, "cuda")
+    for ks in gen.kernels:
+        assert ks.plan.outer and ks.persistent
+        _, meta = triton_codegen.launch_config(ks, "cuda")
+        assert meta["XBLOCK"] >= 32 and meta["XBLOCK"] * meta["RBLOCK"] <= 4096, meta
+    assert_agree(g, _inputs(g, np.random.default_rng(0)), rtol=1e-2, atol=2e-2)
+
+
+def test_long_columns_with_many_columns_loop_in_one_stage():
+    b = GraphBuilder("wide")
+    x = b.input("x", TensorType((600, 1 << 16), float32))
+    fused = fuse(b.finish([b.sum(x, axes=(0,))]))
+    (ks,) = triton_codegen.generate(fused, "cuda").kernels
+    assert ks.plan.outer and not ks.persistent
+    assert re.search(r"for roffset in range\(0, 600, RBLOCK\)", ks.source)
+    _, meta = triton_codegen.launch_config(ks, "cuda")
+    assert meta["XBLOCK"] == 128 and meta["RBLOCK"] == 16
+
+
+def test_row_reductions_are_not_split():
+    b = GraphBuilder("rows")
+    x = b.input("x", TensorType((4096, 768), float32))
+    fused = fuse(b.finish([b.sum(x, axes=(1,))]))
+    assert sum(n.op == "kernel" for n in fused.nodes) == 1
