@@ -122,11 +122,9 @@ def backward(tensor, gradient=None, retain_graph=None, create_graph: bool = Fals
             continue
         if not create_graph:
             g = g.detach()
-        if tr is not None and tr.dp_group is not None and id(leaf) not in tr.arg_index:
-            from .distributed import average_gradient   # state, not the batch: same on every dp rank
-            with set_grad_enabled(False):
-                g = average_gradient(g, tr.dp_group)
         leaf.grad = g if leaf.grad is None else leaf.grad + g
+        if tr is not None:     # a data-parallel pass may average it over the ranks
+            tr.mark_state_grad(leaf)
 
 
 def _argnums(argnums):

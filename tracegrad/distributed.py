@@ -5,17 +5,16 @@ collectives as tensor functions, and `run_local` (ranks as threads of one proces
 
     def rank_main(rank, model, opt):           # each rank: its own copy of the model, same weights
         step = tg.compile(train_step, mesh=mesh)
-        for x, y in batches:
-            step(x, y)                         # x, y: the global batch; this rank takes its rows
+        for x, y in local_batches(rank):
+            step(x, y)                         # x, y: this rank's batch (DDP's semantics)
 
     tg.distributed.run_local(rank_main, 2, [(m0, o0), (m1, o1)])
 
-Data parallelism (`dp`): every tensor argument of a step compiled with the mesh is the global
-batch, split along its first axis over the dp ranks; `backward()` inside the step averages the
-gradients of the state it reaches (parameters) over those ranks with an `all_reduce`, which the
-`bucketed` stage packs into a few flat buckets (`ir/passes/buckets.py`), so every rank applies
-the same update and the run equals the single-device one. The other mesh axes (tp,
-pp, cp) and the MPI/NCCL communicators are not built yet.
+Data parallelism (`dp`): every rank passes its local batch; the `dp` stage after the
+single-device graph (`ir/passes/parallel/dp.py`) averages the gradients of the state that
+`backward()` reaches (parameters) over the dp ranks with an `all_reduce`, which the `bucketed`
+stage packs into a few flat buckets (`ir/passes/parallel/buckets.py`), so every rank applies the
+same update and the run equals the single-device one on the concatenated batch.
 """
 from __future__ import annotations
 
@@ -28,11 +27,12 @@ from .runtime.comm import SingleProcess
 from .runtime.comm_local import LocalWorld
 
 _state = threading.local()
+_SINGLE = SingleProcess()
 
 
 def current_comm():
     """The communicator of this rank (one rank, every collective the identity, outside any launch)."""
-    return getattr(_state, "comm", None) or SingleProcess()
+    return getattr(_state, "comm", None) or _SINGLE
 
 
 def get_rank() -> int:
@@ -57,11 +57,6 @@ def all_reduce(t, op: str = "sum", group: tuple | None = None):
     """The reduction of `t` over the ranks of `group` (default: all), eagerly or inside a step."""
     from .dispatch import apply
     return apply("all_reduce", t, op=op, group=tuple(range(get_world_size())) if group is None else tuple(group))
-
-
-def average_gradient(g, dp_group: tuple):
-    """What `backward()` does to a state gradient under data parallelism: the mean over dp ranks."""
-    return all_reduce(g, "mean", dp_group)
 
 
 def run_local(fn, world_size: int, per_rank_args=None) -> list:
