@@ -11,9 +11,10 @@ from .layers import (GELU, CrossEntropyLoss, Dropout, Embedding, Flatten, Identi
                      LogSoftmax, MSELoss, NLLLoss, ReLU, Sigmoid, SiLU, Softmax, Tanh, Unflatten)
 from .module import Module, Parameter
 from .norm import BatchNorm1d, BatchNorm2d, LayerNorm, RMSNorm
+from . import parallel  # noqa: E402  (torch.nn.parallel.DistributedDataParallel)
 
 __all__ = ["Module", "Parameter", "Sequential", "ModuleList", "ModuleDict", "Linear", "Embedding", "LayerNorm",
            "RMSNorm", "BatchNorm1d", "BatchNorm2d", "Dropout", "GELU", "SiLU", "ReLU", "LeakyReLU", "Tanh",
            "Sigmoid", "Softmax", "LogSoftmax", "Identity", "Flatten", "Unflatten", "Conv2d", "MaxPool2d",
            "AvgPool2d", "AdaptiveAvgPool2d", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss",
-           "functional", "init", "utils"]
+           "functional", "init", "utils", "parallel"]

@@ -241,3 +241,43 @@ class DataLoader:
         if self.batch_size is None:
             return n
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+
+class DistributedSampler:
+    """The indices of one rank's share of a dataset, as torch.utils.data.DistributedSampler: each of
+    `num_replicas` ranks (default: the process group's) gets every num_replicas-th index of one
+    order (shuffled by `seed + epoch` when `shuffle`), padded by repeating the first indices so
+    all get the same count (or cut to it with `drop_last`). Call `set_epoch(k)` each epoch.
+
+        sampler = DistributedSampler(ds)           # under `tracegrad launch -n 2`
+        loader = DataLoader(ds, batch_size=8, sampler=sampler)
+    """
+
+    def __init__(self, dataset, num_replicas: int | None = None, rank: int | None = None, shuffle: bool = True,
+                 seed: int = 0, drop_last: bool = False):
+        from .. import distributed
+        self.dataset = dataset
+        self.num_replicas = distributed.get_world_size() if num_replicas is None else num_replicas
+        self.rank = distributed.get_rank() if rank is None else rank
+        if not 0 <= self.rank < self.num_replicas:
+            raise ValueError(f"DistributedSampler: invalid rank {self.rank}, rank should be in [0, "
+                             f"{self.num_replicas - 1}]")
+        self.shuffle, self.seed, self.drop_last, self.epoch = shuffle, seed, drop_last, 0
+        n = len(dataset)
+        self.num_samples = n // self.num_replicas if drop_last else math.ceil(n / self.num_replicas)
+        self.total_size = self.num_samples * self.num_replicas
+
+    def __iter__(self):
+        n = len(self.dataset)
+        order = (np.random.default_rng(self.seed + self.epoch).permutation(n) if self.shuffle
+                 else np.arange(n)).tolist()
+        if self.total_size > n:
+            order += (order * math.ceil(self.total_size / max(n, 1)))[:self.total_size - n]
+        order = order[:self.total_size]
+        return iter(order[self.rank:self.total_size:self.num_replicas])
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch

@@ -1,5 +1,6 @@
 """Running a step on several ranks: the `Mesh`, the communicator of the calling rank, the
-collectives as tensor functions, and `run_local` (ranks as threads of one process).
+process group (`init_process_group`, `process_group.py`), the collectives as tensor functions
+(`collectives.py`), and `run_local` (ranks as threads of one process).
 
     mesh = tg.Mesh(dp=2)
 
@@ -21,18 +22,22 @@ from __future__ import annotations
 import contextlib
 import threading
 
-from . import random as rng
-from .ir.mesh import Mesh
-from .runtime.comm import SingleProcess
-from .runtime.comm_local import LocalWorld
+from .. import random as rng
+from ..ir.mesh import Mesh
+from ..runtime.comm import CommTimeout, SingleProcess
+from ..runtime.comm_local import LocalWorld
+from .env import RankEnv, rank_env
+from .process_group import (destroy_process_group, get_backend, init_process_group, is_available, is_initialized,
+                            world_comm)
 
 _state = threading.local()
 _SINGLE = SingleProcess()
 
 
 def current_comm():
-    """The communicator of this rank (one rank, every collective the identity, outside any launch)."""
-    return getattr(_state, "comm", None) or _SINGLE
+    """The communicator of this rank: a thread rank's of `run_local`, else the process group's, else
+    one rank (every collective the identity)."""
+    return getattr(_state, "comm", None) or world_comm() or _SINGLE
 
 
 def get_rank() -> int:
@@ -51,12 +56,6 @@ def use_comm(comm):
         yield comm
     finally:
         _state.comm = old
-
-
-def all_reduce(t, op: str = "sum", group: tuple | None = None):
-    """The reduction of `t` over the ranks of `group` (default: all), eagerly or inside a step."""
-    from .dispatch import apply
-    return apply("all_reduce", t, op=op, group=tuple(range(get_world_size())) if group is None else tuple(group))
 
 
 def run_local(fn, world_size: int, per_rank_args=None) -> list:
@@ -87,3 +86,8 @@ def run_local(fn, world_size: int, per_rank_args=None) -> list:
     if first is not None:
         raise first
     return results
+
+
+from .collectives import (ReduceOp, all_gather, all_gather_into_tensor, all_reduce, barrier, broadcast,  # noqa: E402
+                          reduce_scatter_tensor)
+from .zero import ZeroRedundancyOptimizer, broadcast_object  # noqa: E402

@@ -1,0 +1,4 @@
+"""tracegrad.nn.parallel: `DistributedDataParallel`, as torch.nn.parallel's."""
+from .ddp import DistributedDataParallel
+
+__all__ = ["DistributedDataParallel"]
