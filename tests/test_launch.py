@@ -73,3 +73,34 @@ def test_checkpoint_by_two_ranks_resumes_on_one_and_two(tmp_path):
     for k in full[1]:
         np.testing.assert_array_equal(two[1][k], full[1][k])
     _same(one, (full[0][2:], full[1]))                        # one rank: to fp32 rounding
+
+
+def test_collectives_through_mpi():
+    p = subprocess.run([sys.executable, "-m", "tracegrad", "launch", "-n", "3", "--timeout", "20",
+                        os.path.join(os.path.dirname(__file__), "dist_scripts", "collectives.py")],
+                       capture_output=True, text=True, timeout=LIMIT)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.count("collectives ok") == 3
+
+
+def test_rank_variables_of_every_launcher():
+    from tracegrad.distributed import rank_env
+    assert rank_env({"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_LOCAL_RANK": "1",
+                     "OMPI_COMM_WORLD_LOCAL_SIZE": "2"})[:4] == (3, 4, 1, 2)
+    assert rank_env({"PMI_RANK": "1", "PMI_SIZE": "2", "MPI_LOCALRANKID": "1"})[:3] == (1, 2, 1)
+    assert rank_env({"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1",
+                     "SLURM_NTASKS_PER_NODE": "4(x2)"})[:4] == (5, 8, 1, 4)
+    assert rank_env({"RANK": "1", "WORLD_SIZE": "2", "PMI_RANK": "0", "PMI_SIZE": "2"}).rank == 1
+    assert rank_env({}).world_size == 1
+
+
+def test_distributed_sampler_shards_like_torch():
+    import tracegrad as tg
+    ds = list(range(10))
+    shards = [list(tg.utils.data.DistributedSampler(ds, num_replicas=3, rank=r, shuffle=False)) for r in range(3)]
+    assert shards == [[0, 3, 6, 9], [1, 4, 7, 0], [2, 5, 8, 1]]       # padded to 12 by wrapping around
+    s = [tg.utils.data.DistributedSampler(ds, num_replicas=2, rank=r, seed=3) for r in range(2)]
+    assert sorted(list(s[0]) + list(s[1])) == ds and len(s[0]) == 5
+    s[0].set_epoch(1)
+    assert list(s[0]) != list(tg.utils.data.DistributedSampler(ds, num_replicas=2, rank=0, seed=3))
+    assert tg.nn.parallel.DistributedDataParallel is tg.nn.parallel.ddp.DistributedDataParallel

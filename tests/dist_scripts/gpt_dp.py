@@ -24,12 +24,14 @@ p.add_argument("--save")
 p.add_argument("--resume")
 p.add_argument("--die-at", type=int, default=-1)
 p.add_argument("--backend", default="numpy")
+p.add_argument("--device", default="cpu", help="cpu, or cuda: cuda:<local rank> and NCCL")
 a = p.parse_args()
 
-tg.distributed.init_process_group("gloo")
+tg.distributed.init_process_group("nccl" if a.device == "cuda" else "gloo")
 rank, world = tg.distributed.get_rank(), tg.distributed.get_world_size()
+device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if a.device == "cuda" else "cpu"
 tg.manual_seed(0)
-model = DDP(GPT(GPTConfig(block_size=16, vocab_size=31, n_layer=2, n_head=2, n_embd=16, dropout=0.0)))
+model = DDP(GPT(GPTConfig(block_size=16, vocab_size=31, n_layer=2, n_head=2, n_embd=16, dropout=0.0)).to(device))
 params = list(model.module.parameters())
 # SGD: Adam would turn rounding noise in gradients that are zero in exact arithmetic into steps of lr
 opt = (tg.distributed.ZeroRedundancyOptimizer(params, tg.optim.SGD, lr=0.1, momentum=0.9) if a.zero
@@ -45,17 +47,17 @@ batches = [[(data.integers(0, 31, (GLOBAL, 16)), data.integers(0, 31, (GLOBAL, 1
 
 def local(x):                                # this rank's rows: DDP's semantics
     rows = GLOBAL // world
-    return tg.tensor(x[rank * rows:(rank + 1) * rows])
+    return tg.tensor(x[rank * rows:(rank + 1) * rows]).to(device)
 
 
-@tg.compile(backend=a.backend)
+@tg.compile(backend="auto" if a.device == "cuda" else a.backend)
 def accumulate(x, y):
     _, loss = model(x, y)
     (loss / a.accum).backward()
     return loss
 
 
-@tg.compile(backend=a.backend)
+@tg.compile(backend="auto" if a.device == "cuda" else a.backend)
 def update(x, y):
     _, loss = model(x, y)
     (loss / a.accum).backward()

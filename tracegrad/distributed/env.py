@@ -18,11 +18,15 @@ _SOURCES = (
 
 @dataclass(frozen=True)
 class RankEnv:
+    """(rank, world_size, local_rank, local_world_size) and which launcher said so."""
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
     local_world_size: int = 1
     source: str = "none"
+
+    def __getitem__(self, i):
+        return (self.rank, self.world_size, self.local_rank, self.local_world_size, self.source)[i]
 
 
 def _int(value: str | None, default: int) -> int:
