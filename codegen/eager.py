@@ -22,11 +22,22 @@ from .numpy_backend import lower, namespace
 _NS = None
 
 
-def run_op(device: str, op: str, arrays: list, attrs: dict) -> tuple:
-    """Run `op` on the buffers `arrays` (all on `device`); returns a tuple of buffers."""
+def run_op(device: str, op: str, arrays: list, attrs: dict, comm=None) -> tuple:
+    """Run `op` on the buffers `arrays` (all on `device`); returns a tuple of buffers. A collective
+    goes through `comm`, the calling rank's communicator."""
+    if get(op).kind == "collective":
+        return _run_collective(op, arrays, attrs, comm)
     if device == "cpu":
         return _run_cpu(op, arrays, attrs)
     return _run_cuda(device, op, arrays, attrs)
+
+
+def _run_collective(op: str, arrays: list, attrs: dict, comm) -> tuple:
+    ins = [TensorType(a.shape, to_dtype(a.dtype)) for a in arrays]
+    outs = get(op).infer_types(ins, attrs)
+    args = [f"a{i}" for i in range(len(arrays))]
+    out = eval(f"lambda {', '.join(args)}: {lower(op, args, ins, outs, attrs)}", {**namespace(comm)})(*arrays)
+    return () if not outs else (out,)
 
 
 # -- CPU ---------------------------------------------------------------------------------------------

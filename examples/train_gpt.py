@@ -9,6 +9,7 @@ training step: forward, backward, gradient clipping, the AdamW update and zero_g
     python examples/train_gpt.py --resume --steps 3000  # continue from out/train_gpt/ckpt.safetensors
     python examples/train_gpt.py --dump-ir ir_dump    # every IR stage and the generated numpy source
     python examples/generate.py --prompt "for"        # sample from the checkpoint
+    tracegrad launch -n 2 examples/train_gpt.py       # data parallel: two ranks, each half of every batch
 
 Writes to --out (default out/train_gpt): ckpt.safetensors (model, AdamW state, step, RNG, data
 position), loss.png, sample.txt, data/{train,val}.bin + meta.json (the tokenized corpus).
@@ -27,6 +28,7 @@ import numpy as np
 
 import tracegrad as tg
 from tracegrad.models import GPT, GPTConfig, generate
+from tracegrad.nn.parallel import DistributedDataParallel
 from tracegrad.utils.checkpoint import load_checkpoint, save_checkpoint
 from tracegrad.utils.token_dataset import TokenDataset, prepare_token_files
 from tracegrad.utils.tokenizers import BPETokenizer, CharTokenizer
@@ -96,10 +98,19 @@ def prepare_data(args, text):
 def main(argv=None):
     args = parse_args(argv)
     t_start = time.perf_counter()
+    # under `tracegrad launch -n N`: one rank per process, each on its share of every batch
+    tg.distributed.init_process_group("gloo")
+    rank, world = tg.distributed.get_rank(), tg.distributed.get_world_size()
+    if rank != 0:
+        sys.stdout = open(os.devnull, "w")       # rank 0 reports for everyone
     os.makedirs(args.out, exist_ok=True)
     ckpt_path = os.path.join(args.out, "ckpt.safetensors")
     text, source = load_corpus(args.data)
+    if rank != 0:
+        tg.distributed.barrier()                 # rank 0 tokenizes and writes the data files first
     ds = prepare_data(args, text)
+    if rank == 0 and world > 1:
+        tg.distributed.barrier()
     tok = ds.tokenizer()
     n_train, n_val = ds.meta["n_tokens"]["train"], ds.meta["n_tokens"]["val"]
     print(f"corpus: {source}, {len(text):,} characters -> {n_train:,} train / {n_val:,} val tokens, "
@@ -125,11 +136,12 @@ def main(argv=None):
 
     # -- the compiled steps ----------------------------------------------------------------------
     accum = args.grad_accum
+    ddp = DistributedDataParallel(model) if world > 1 else model    # gradients averaged over the ranks
 
-    def train_step(x, y):                      # x, y: i64[accum, B, T]
+    def train_step(x, y):                      # x, y: i64[accum, B, T], this rank's rows
         total = 0.0
         for micro in range(accum):             # unrolled at trace time: one graph for all micro-steps
-            _, loss = model(x[micro], y[micro])
+            _, loss = ddp(x[micro], y[micro])
             (loss / accum).backward()
             total = total + loss.detach() / accum
         tg.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
@@ -147,7 +159,8 @@ def main(argv=None):
         eval_step = tg.compile(eval_step)
 
     def batch():
-        xs, ys = zip(*(ds.get_batch_numpy("train") for _ in range(accum)))
+        # every rank reads the same global batches and keeps its own (DDP's semantics)
+        xs, ys = zip(*([ds.get_batch_numpy("train") for _ in range(world)][rank] for _ in range(accum)))
         return tg.tensor(np.stack(xs)), tg.tensor(np.stack(ys))
 
     def evaluate():
@@ -165,9 +178,10 @@ def main(argv=None):
 
     # -- the loop ---------------------------------------------------------------------------------
     from tqdm import tqdm
-    tokens_per_step = accum * args.batch_size * args.block_size
+    tokens_per_step = accum * args.batch_size * args.block_size * world
     t_loop, t_compile, timed_steps, timed_s = time.perf_counter(), None, 0, 0.0
-    bar = tqdm(total=args.steps, initial=start, unit="step", dynamic_ncols=True, mininterval=1.0, file=sys.stdout)
+    bar = tqdm(total=args.steps, initial=start, unit="step", dynamic_ncols=True, mininterval=1.0, file=sys.stdout,
+               disable=rank != 0)
     for it in range(start, args.steps):
         if it % args.eval_interval == 0:
             ev = evaluate()
@@ -195,6 +209,8 @@ def main(argv=None):
     save_checkpoint(ckpt_path, model=model, optimizer=opt, scheduler=sched, step=args.steps,
                     data_state=ds.state_dict(), extra={"history": history, "config": vars(config),
                                                        "tokenizer": tok.to_dict(), "args": vars(args)})
+    if rank != 0:
+        return final
     plot(history, unigram, os.path.join(args.out, "loss.png"))
 
     prompt = tg.tensor([tok.encode("\n")])

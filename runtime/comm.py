@@ -3,11 +3,16 @@
 
 A communicator moves buffers (numpy or CuPy arrays) between the ranks of a group, a tuple of
 global ranks in a fixed order; every rank of the group makes the same call in the same order.
-Implementations: `SingleProcess` (here), `LocalComm` (ranks as threads, `comm_local.py`).
+Implementations: `SingleProcess` (here), `LocalComm` (ranks as threads, `comm_local.py`),
+`MPIComm` (processes, mpi4py, `comm_mpi.py`), `NCCLComm` (GPUs, CuPy's NCCL, `comm_nccl.py`).
 """
 from __future__ import annotations
 
 REDUCE_OPS = ("sum", "mean", "max", "min")
+
+
+class CommTimeout(RuntimeError):
+    """A collective or point-to-point call waited longer than the communicator's timeout."""
 
 
 class Communicator:

@@ -73,6 +73,12 @@ def _train(model, mesh, batches, backend="numpy"):
     return losses, {k: v.numpy().copy() for k, v in model.state_dict().items()}, step
 
 
+def _local(batches, rank, n):
+    """Rank `rank`'s rows of each global batch: what it passes to the step (DDP's semantics)."""
+    rows = len(batches[0][0]) // n
+    return [(x[rank * rows:(rank + 1) * rows], y[rank * rows:(rank + 1) * rows]) for x, y in batches]
+
+
 @pytest.mark.parametrize("dp, backend", [(2, "numpy"), (4, "numpy"), (2, "triton")])
 def test_data_parallel_training_equals_one_device(dp, backend):
     if backend == "triton":
@@ -85,13 +91,16 @@ def test_data_parallel_training_equals_one_device(dp, backend):
     want_losses, want_params, _ = _train(model, None, batches, backend)
 
     mesh = tg.Mesh(dp=dp)
-    runs = tg.distributed.run_local(lambda rank, m: _train(m, mesh, batches, backend), dp, [(m,) for m in replicas])
+    runs = tg.distributed.run_local(lambda rank, m: _train(m, mesh, _local(batches, rank, dp), backend), dp,
+                                    [(m,) for m in replicas])
     for step_i, want in enumerate(want_losses):    # the shards' mean is the global batch's mean
         np.testing.assert_allclose(np.mean([r[0][step_i] for r in runs]), want, rtol=1e-5)
     for losses, params, step in runs:
         for name, want in want_params.items():
             np.testing.assert_allclose(params[name], want, rtol=1e-4, atol=1e-6, err_msg=name)
-        graphs = step.graphs()      # every gradient's all_reduce, then one per flat bucket
+        graphs = step.graphs()      # the single-device graph, every gradient's all_reduce, one per flat bucket
+        assert not any(n.op == "all_reduce" for n in graphs["traced"].nodes)
+        assert sum(n.op == "all_reduce" for n in graphs["dp"].nodes) == len(list(model.parameters()))
         assert sum(n.op == "all_reduce" for n in graphs["optimized"].nodes) == len(list(model.parameters()))
         assert sum(n.op == "all_reduce" for n in graphs["bucketed"].nodes) == 1
         assert step.entries[-1].stages["traced"].inputs[0].type.shape == (8 // dp, 16)   # this rank's rows
@@ -101,15 +110,13 @@ def test_mesh_misuse_is_explained():
     step = tg.compile(lambda x: x * 2, mesh=tg.Mesh(dp=2))
     with pytest.raises(RuntimeError, match=r"compiled for Mesh\(dp=2.*rank 0 of 1.*run_local"):
         step(tg.ones(4))
-    with pytest.raises(ValueError, match=r"first axis does not split over dp=2"):
-        tg.distributed.run_local(lambda rank: step(tg.ones(3)), 2)
     assert LocalWorld(2).comm(1).rank == 1
 
 
 def test_bucketing_keeps_values_and_order():
     from tracegrad.codegen.numpy_program import generate
     from tracegrad.ir import GraphBuilder, TensorType, verify
-    from tracegrad.ir.passes.buckets import bucket_all_reduces
+    from tracegrad.ir.passes.parallel import bucket_all_reduces
     from tracegrad.ir.types import float32
 
     b = GraphBuilder("g")
@@ -148,7 +155,7 @@ def test_dropout_under_data_parallelism_is_deterministic():
 
     def run():
         tg.manual_seed(5)
-        return tg.distributed.run_local(lambda rank, m: _train(m, tg.Mesh(dp=2), batches), 2,
+        return tg.distributed.run_local(lambda rank, m: _train(m, tg.Mesh(dp=2), _local(batches, rank, 2)), 2,
                                         [(copy.deepcopy(model),) for _ in range(2)])
     first, second = run(), run()
     np.testing.assert_array_equal(tg.get_rng_state().numpy(), [5, 0])   # the ranks drew from their own
@@ -174,3 +181,60 @@ def test_mesh_groups_lay_tp_innermost_then_cp_pp_dp():
     assert tg.Mesh(dp=4).dp_group(2) == (0, 1, 2, 3) and tg.Mesh(dp=2, tp=2).dp_group(3) == (1, 3)
     with pytest.raises(ValueError, match="outside"):
         m.coords(16)
+
+
+def test_dp_is_a_stage_after_the_single_device_graph():
+    tg.manual_seed(0)
+    model = tg.nn.Sequential(tg.nn.Linear(4, 8), tg.nn.ReLU(), tg.nn.Linear(8, 2))
+
+    def rank_main(rank, m):
+        opt = tg.optim.SGD(m.parameters(), lr=0.1)
+
+        def step(x):
+            loss = m(x).pow(2).mean()
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            return loss
+        compiled = tg.compile(step, mesh=tg.Mesh(dp=2))
+        compiled(tg.ones(3, 4) * (rank + 1))
+        return compiled, {k: v.numpy() for k, v in m.state_dict().items()}
+
+    (step, params0), (_, params1) = tg.distributed.run_local(rank_main, 2, [(copy.deepcopy(model),)] * 2)
+    for name in params0:                            # every rank applied the averaged update
+        np.testing.assert_array_equal(params0[name], params1[name])
+    traced, dp, bucketed = step.graphs()["traced"], step.graphs()["dp"], step.graphs()["bucketed"]
+    assert "stage 0: traced" in step.ir("traced") and "all_reduce" not in step.ir("traced")
+    assert "stage 1: dp" in step.ir("dp")
+    marked = dict(traced.meta["state_grads"])       # gradient value -> parameter input, by name
+    assert sorted(marked.values()) == sorted(v.name for v in traced.inputs[1:5])
+    # dp: each gradient averaged right after the node computing it, and nothing else changed
+    reduces = [(i, n) for i, n in enumerate(dp.nodes) if n.op == "all_reduce"]
+    assert len(reduces) == 4 and len(dp.nodes) == len(traced.nodes) + 4
+    for i, n in reduces:
+        assert n.attrs["op"] == "mean" and n.attrs["group"] == (0, 1) and n.tag == "dp"
+        assert dp.nodes[i - 1].outputs[0] is n.inputs[0] and n.inputs[0].name in marked
+    # bucketed: one flat all_reduce, sent right after the last gradient, before the optimizer update
+    ops = [n for n in bucketed.nodes if n.op == "all_reduce"]
+    assert len(ops) == 1 and ops[0].inputs[0].type.shape == (8 * 4 + 8 + 2 * 8 + 2,)
+    first_update = next(i for i, n in enumerate(bucketed.nodes) if n.phase == "update")
+    assert bucketed.nodes.index(ops[0]) < first_update
+    assert all(n.phase != "backward" or n.tag == "bucket" for n in bucketed.nodes[bucketed.nodes.index(ops[0]):])
+
+
+def test_dp_pass_on_a_graph_alone():
+    from tracegrad.ir import GraphBuilder, TensorType
+    from tracegrad.ir.passes.parallel import data_parallel
+    from tracegrad.ir.types import float32
+
+    b = GraphBuilder("g")
+    w, g_in = b.input("w", TensorType((3,), float32)), b.input("w_grad", TensorType((3,), float32))
+    g = b.mul(g_in, 2.0)
+    new_w = b.sub(w, g)
+    graph = b.finish([new_w, g], meta={"state_grads": ((g.name, "w"),)})
+    out = data_parallel(graph, (0, 1))
+    ar = next(n for n in out.nodes if n.op == "all_reduce")
+    assert ar.inputs[0] is g and out.outputs[1] is ar.outputs[0]     # the written-back .grad is the mean
+    assert next(n for n in out.nodes if n.op == "sub").inputs[1] is ar.outputs[0]
+    assert data_parallel(graph, (0,)).nodes == graph.nodes            # one rank: nothing to do
+    assert data_parallel(graph, (0, 1), params=frozenset()).nodes == graph.nodes

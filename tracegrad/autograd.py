@@ -7,6 +7,7 @@ gradients, inside `@tg.compile` it records the backward ops into the step's grap
 from __future__ import annotations
 
 import functools
+import threading
 
 from .dispatch import BUILDER, TapeNode, grad_enabled, set_grad_enabled
 from .errors import TracegradError
@@ -113,6 +114,16 @@ def gradients(outputs, inputs, grad_outputs=None, create_graph: bool = False, re
     return grads
 
 
+_after = threading.local()    # .hooks: callables run once after this thread's next eager backward() (DDP)
+
+
+def after_backward(fn) -> None:
+    """Run `fn()` once, right after this thread's next eager `backward()` has set the gradients."""
+    hooks = _after.__dict__.setdefault("hooks", [])
+    if fn not in hooks:
+        hooks.append(fn)
+
+
 def backward(tensor, gradient=None, retain_graph=None, create_graph: bool = False, inputs=None) -> None:
     leaves = list(inputs) if inputs is not None else _leaves(_tape([tensor]))
     grads = gradients([tensor], leaves, None if gradient is None else [gradient], create_graph, retain_graph)
@@ -122,12 +133,14 @@ def backward(tensor, gradient=None, retain_graph=None, create_graph: bool = Fals
             continue
         if not create_graph:
             g = g.detach()
-        if tr is not None and tr.dp_group is not None and id(leaf) not in tr.arg_index:
-            # NOTE: distributed builds on autograd; state, not the batch: same on every dp rank
-            from .distributed import average_gradient
-            with set_grad_enabled(False):
-                g = average_gradient(g, tr.dp_group)
         leaf.grad = g if leaf.grad is None else leaf.grad + g
+        if tr is not None:     # a data-parallel pass may average it over the ranks
+            tr.mark_state_grad(leaf)
+    hooks = getattr(_after, "hooks", None)
+    if tr is None and hooks:
+        _after.hooks = []
+        for fn in hooks:
+            fn()
 
 
 def _argnums(argnums):

@@ -1,7 +1,7 @@
 """`tg.compile`: trace a step once per input signature, run the pass pipeline, generate code,
 and replay it on later calls, writing state updates back into the tensors they came from.
 
-    trace -> simplify -> decompose -> optimized -> codegen
+    trace -> (dp) -> simplify -> decompose -> optimized (-> bucketed) -> codegen
 
 Each compiled signature is an `Entry`; `step.ir(stage)` shows any stage of the latest one.
 """
@@ -23,7 +23,7 @@ from .ir.printer import format_graph
 from .errors import Donated, UnsupportedError
 from .compiled_grad import CompiledBackward
 from .distributed import Mesh, current_comm
-from .pipeline import choose_backend, lower
+from .pipeline import choose_backend, lower, parallelize
 from .tensor import Tensor
 from .trace import ArgSource, GradSource, StateSource, Trace
 from .compile_module import compile_module, torch_options
@@ -136,16 +136,11 @@ class CompiledFunction:
     # -- calling ----------------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
         leaves, spec = pytree.flatten((args, kwargs), is_leaf=lambda x: isinstance(x, Tensor))
-        comm = None
-        if self.mesh is not None:     # this rank's rows of the batch; its communicator in the program
-            comm = current_comm()
-            if comm.world_size != self.mesh.size:
-                raise RuntimeError(f"{self.__name__} is compiled for {self.mesh} ({self.mesh.size} ranks), but this "
-                                   f"process is rank {comm.rank} of {comm.world_size}; run it under "
-                                   "tg.distributed.run_local (or a launcher) with that many ranks")
-            leaves = [_shard(x, self.mesh, comm.rank, i) if isinstance(x, Tensor) else x
-                      for i, x in enumerate(leaves)]
-            args, kwargs = pytree.unflatten(spec, leaves)
+        comm = current_comm()     # each rank passes its local batch (DDP's semantics)
+        if self.mesh is not None and comm.world_size != self.mesh.size:
+            raise RuntimeError(f"{self.__name__} is compiled for {self.mesh} ({self.mesh.size} ranks), but this "
+                               f"process is rank {comm.rank} of {comm.world_size}; run it under "
+                               "`tracegrad launch -n N` or tg.distributed.run_local with that many ranks")
         key = (spec, tuple(_leaf_key(x) for x in leaves), grad_enabled(), amp.autocast_dtype(),
                (self.backend, id(comm)))
         for e in reversed(self.entries):
@@ -225,8 +220,6 @@ class CompiledFunction:
         donated = self._donated_leaves(args, kwargs, leaves)
         t0 = time.perf_counter()
         tr = Trace(name)
-        if self.mesh is not None and self.mesh.dp > 1:
-            tr.dp_group = self.mesh.dp_group(comm.rank)
         names = self._arg_names(len(leaves))
         with tr:
             for i, x in enumerate(leaves):
@@ -244,6 +237,7 @@ class CompiledFunction:
         ms = (time.perf_counter() - t0) * 1e3
         stages = PassManager(title)
         graph = stages.record("traced", graph, ms)
+        graph = parallelize(graph, stages, self.mesh, comm.rank, tr.parallel_plans())
         backend = choose_backend(self.backend, graph)
         if backward is not None:
             backward = CompiledBackward(graph, *backward, backend, title, comm)
@@ -292,18 +286,6 @@ class CompiledFunction:
         if any(s.name == "fused" for s in e.stages.stages):
             lines += explain_kernels(e.stages["fused"])
         return "\n".join(lines)
-
-
-def _shard(x: Tensor, mesh, rank: int, index: int) -> Tensor:
-    """Rank `rank`'s rows of a batch argument under data parallelism."""
-    n = mesh.dp
-    if n == 1:
-        return x
-    if x.ndim == 0 or x.shape[0] % n:
-        raise ValueError(f"argument {index} of shape {list(x.shape)}: its first axis does not split over dp={n} "
-                         "ranks (with a mesh, tensor arguments are the global batch)")
-    rows = x.shape[0] // n
-    return x[rank * rows:(rank + 1) * rows]
 
 
 def _guards(tr: Trace) -> list:

@@ -87,7 +87,11 @@ def _tensor():
 
 def _run_eager(op, inputs, attrs):
     device = inputs[0]._type.device if inputs else attrs.get("device", "cpu")
-    return run_op(device, op, [t._data for t in inputs], attrs)
+    comm = None
+    if get(op).kind == "collective":
+        from .distributed import current_comm    # NOTE: distributed imports dispatch; only collectives need it
+        comm = current_comm()
+    return run_op(device, op, [t._data for t in inputs], attrs, comm)
 
 
 class TensorBuilder(Builder):

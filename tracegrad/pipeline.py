@@ -1,7 +1,11 @@
 """The pass pipeline of a compiled function: traced graph -> program, on the numpy or the Triton
 backend. Every stage is recorded in a `PassManager`, so `step.ir(stage)` can show it.
 
-    traced -> simplify -> decompose -> optimized (-> bucketed, data parallel) (-> fused, Triton) -> codegen
+    traced (single device) (-> dp) -> simplify -> decompose -> optimized (-> bucketed) (-> fused, Triton)
+    -> codegen
+
+The parallel stages (`ir/passes/parallel/`) turn the single-device graph into this rank's graph,
+one stage per mesh axis; the single-device graph stays printable as "traced".
 """
 from __future__ import annotations
 
@@ -9,8 +13,8 @@ from . import debug
 from .ir.graph import Graph
 from .ir.passes import PassManager, decompose, simplify
 from .codegen.numpy_program import generate
-from .ir.passes.buckets import bucket_all_reduces
 from .ir.passes.fusion import fuse
+from .ir.passes.parallel import bucket_all_reduces, data_parallel
 
 
 def choose_backend(requested: str, graph: Graph) -> str:
@@ -19,6 +23,20 @@ def choose_backend(requested: str, graph: Graph) -> str:
             v.type.device.startswith("cuda") for v in (*graph.inputs, *graph.outputs))):
         return "triton"
     return "numpy"
+
+
+def parallelize(graph: Graph, stages: PassManager, mesh=None, rank: int = 0, plans: dict | None = None) -> Graph:
+    """The single-device graph -> this rank's graph under `mesh` (a `Mesh`, for `tg.compile(mesh=)`)
+    and the `plans` modules registered while tracing (`Trace.parallel`: DistributedDataParallel
+    puts {"dp": (group, parameter input names)} there)."""
+    plans = plans or {}
+    if mesh is not None and mesh.dp > 1:
+        group = mesh.dp_group(rank)
+        graph = stages.run("dp", lambda g: data_parallel(g, group), graph)
+    elif "dp" in plans and len(plans["dp"][0]) > 1:
+        group, params = plans["dp"]
+        graph = stages.run("dp", lambda g: data_parallel(g, group, frozenset(params)), graph)
+    return graph
 
 
 def lower(graph: Graph, stages: PassManager, backend: str, comm=None):

@@ -107,7 +107,8 @@ class Trace:
         self.restore: list[tuple] = []          # (obj, attr, old value) to put back at the end
         self.arg_index: dict[int, int] = {}     # id(argument tensor) -> its position among the leaves
         self.extra_guards: list[tuple] = []     # (check() -> bool, why) on Python state the step read
-        self.dp_group: tuple | None = None      # data parallel: ranks that average the state's gradients
+        self.state_grads: dict[int, tuple] = {} # id(param) -> (param, the value backward() gave its .grad)
+        self.parallel: dict[str, tuple] = {}    # plans modules register while tracing (DDP: "dp")
         self.phase = "forward"
         self._prov = None
         self._tag = ""
@@ -206,6 +207,20 @@ class Trace:
         if g is not None and g._trace is not self:
             self.grad_owner[id(g)] = p
 
+    def mark_state_grad(self, p) -> None:
+        """`backward()` just set the .grad of `p`, a tensor from outside the step: a data-parallel pass
+        averages that value over the ranks (`ir/passes/parallel/dp.py`)."""
+        if id(p) not in self.arg_index and p._grad is not None:
+            self.state_grads[id(p)] = (p, self.value_of(p._grad))
+
+    def parallel_plans(self) -> dict[str, tuple]:
+        """`parallel` with parameters named by their graph inputs: {"dp": (group, (input name, ...))}."""
+        out = {}
+        for axis, (group, params) in self.parallel.items():
+            ins = [self._first_input(p) for p in params]
+            out[axis] = (tuple(group), tuple(v.name for v in ins if v is not None))
+        return out
+
     def add_guard(self, check, why: str) -> None:
         """A later call reuses this trace only while `check()` holds (e.g. a module's training flag)."""
         self.extra_guards.append((check, why))
@@ -230,7 +245,9 @@ class Trace:
 
     # -- the result -------------------------------------------------------------------------
     def finish(self, outputs: list) -> tuple[Graph, list[WriteBack]]:
-        """The graph (user outputs first, then write-backs) and the write-back plan."""
+        """The graph (user outputs first, then write-backs) and the write-back plan. Its meta
+        `state_grads` pairs each gradient `backward()` left in a parameter's .grad with that
+        parameter's input, by value name: ((grad, param), ...)."""
         vals = [self.value_of(t) for t in outputs]
         plan: list[WriteBack] = []
         inputs = set(self.b.inputs)
@@ -247,4 +264,6 @@ class Trace:
             else:
                 vals.append(self.value_of(g))
                 plan.append(WriteBack("grad", self.ref(p)))
-        return self.b.finish(vals), plan
+        state_grads = tuple((g.name, self._first_input(p).name) for p, g in self.state_grads.values()
+                            if self._first_input(p) is not None)
+        return self.b.finish(vals, meta={"state_grads": state_grads} if state_grads else None), plan

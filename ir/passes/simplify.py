@@ -17,7 +17,9 @@ def dce(graph: Graph) -> Graph:
     live = set(graph.outputs)
     keep = []
     for n in reversed(graph.nodes):
-        if get(n.op).side_effect or any(o in live for o in n.outputs):
+        # NOTE: a collective stays even when this rank reads none of its results: the other ranks
+        # of its group wait for it (under ZeRO-1 a rank updates only the parameters it owns)
+        if get(n.op).side_effect or get(n.op).kind == "collective" or any(o in live for o in n.outputs):
             keep.append(n)
             live.update(n.inputs)
     return graph.with_(nodes=tuple(reversed(keep)))

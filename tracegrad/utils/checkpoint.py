@@ -11,6 +11,11 @@ position) is JSON in the header's `__metadata__`, with a SHA-256 of the tensor b
 a temporary file that replaces the target in one `os.replace`, so a crash never leaves half a
 checkpoint. Reading validates the header, the sizes and the checksum, and raises `CheckpointError`
 naming the file and the problem. Nothing is ever unpickled.
+
+Under data parallelism (a process group of several ranks) rank 0 writes and the others wait at a
+barrier; a `DistributedDataParallel` model is saved and loaded as the module it wraps, and a
+`ZeroRedundancyOptimizer`'s state is gathered whole first, so a checkpoint resumes on any number
+of ranks.
 """
 from __future__ import annotations
 
@@ -237,12 +242,24 @@ def parse_safetensors(blob: bytes, path: str = "<bytes>") -> tuple[dict[str, np.
         raise bad(f"corrupt ({e})") from None
 
 
+def _unwrap(model):
+    from ..nn.parallel import DistributedDataParallel
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
 def save_checkpoint(path: str, model=None, optimizer=None, step: int = 0, data_state=None, scheduler=None,
                     extra: dict | None = None, rng: bool = True) -> None:
-    """Write model/optimizer/scheduler state, the step, the RNG states and `data_state` to `path`."""
+    """Write model/optimizer/scheduler state, the step, the RNG states and `data_state` to `path`
+    (under data parallelism: rank 0 writes, every rank returns once it is written)."""
+    from .. import distributed
+    if optimizer is not None and hasattr(optimizer, "consolidate_state_dict"):
+        optimizer.consolidate_state_dict(to=0)      # every rank takes part; rank 0 gets the whole state
+    if distributed.get_rank() != 0:
+        distributed.barrier()
+        return
     state = {"step": int(step), "data_state": data_state, "extra": extra}
     if model is not None:
-        state["model"] = model.state_dict()
+        state["model"] = _unwrap(model).state_dict()
     if optimizer is not None:
         state["optim"] = optimizer.state_dict()
     if scheduler is not None:
@@ -254,6 +271,8 @@ def save_checkpoint(path: str, model=None, optimizer=None, step: int = 0, data_s
     meta = {"format": FORMAT, "version": str(VERSION), "state": json.dumps(tree)}
     meta["sha256"] = _digest(tensors, meta)
     save_safetensors(path, tensors, meta)
+    if distributed.get_world_size() > 1:
+        distributed.barrier()
 
 
 def read_checkpoint(path: str) -> dict:
@@ -284,7 +303,7 @@ def load_checkpoint(path: str, model=None, optimizer=None, scheduler=None, stric
     if model is not None:
         if "model" not in state:
             raise CheckpointError(f"{path}: holds no model state")
-        model.load_state_dict(state["model"], strict=strict)
+        _unwrap(model).load_state_dict(state["model"], strict=strict)
     if optimizer is not None:
         if "optim" not in state:
             raise CheckpointError(f"{path}: holds no optimizer state")

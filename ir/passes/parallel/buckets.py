@@ -3,14 +3,17 @@ flat buckets, as PyTorch's DDP does: each bucket is the concat of its gradients 
 all_reduce, then slices reshaped back. Fewer, larger messages; the same values.
 
 A bucket collects `all_reduce` nodes (sum or mean) of one op, group, dtype and device, and is
-emitted (1) when it holds `bucket_bytes`, (2) just before the first node that reads one of its
-results, or (3) at the end. An all_reduce only ever moves later, after its input exists, so the
-order of everything else is kept.
+emitted as soon as it is complete: (1) when it holds `bucket_bytes`, (2) right after the last
+all_reduce of its kind in the graph (so the last bucket goes out as soon as its last gradient is
+computed, while the rest of the backward still runs), or (3) just before the first node that
+reads one of its results. An all_reduce only ever moves later, after its input exists, so the
+order of everything else is kept. Gradients are ready in reverse order of the parameters (the
+backward runs the forward in reverse), so buckets fill in that order, as DDP's do.
 """
 from __future__ import annotations
 
-from ..builder import GraphBuilder
-from ..graph import Graph, Node, Value
+from ...builder import GraphBuilder
+from ...graph import Graph, Node, Value
 
 BUCKET_BYTES = 25 << 20     # DDP's default bucket_cap_mb
 
@@ -28,6 +31,7 @@ def bucket_all_reduces(graph: Graph, bucket_bytes: int = BUCKET_BYTES) -> Graph:
     b = GraphBuilder.continuing(graph, phase="backward")
     env: dict[Value, Value] = {}
     pending: dict[tuple, list[Node]] = {}
+    last = {_key(n): n for n in graph.nodes if _key(n) is not None}    # the last all_reduce of each kind
 
     def flush(key):
         members = pending.pop(key)
@@ -45,7 +49,8 @@ def bucket_all_reduces(graph: Graph, bucket_bytes: int = BUCKET_BYTES) -> Graph:
                 env[m.outputs[0]] = b.reshape(part, shape=m.outputs[0].type.shape)
                 start += n
 
-    for n in graph.nodes:
+    for node in graph.nodes:
+        n = node
         if any(v in env for v in n.inputs):
             n = n.with_(inputs=tuple(env.get(v, v) for v in n.inputs))
         reads = set(n.inputs)
@@ -58,7 +63,7 @@ def bucket_all_reduces(graph: Graph, bucket_bytes: int = BUCKET_BYTES) -> Graph:
             b.add_node(n)
             continue
         pending.setdefault(key, []).append(n)
-        if sum(m.inputs[0].type.nbytes for m in pending[key]) >= bucket_bytes:
+        if last[key] is node or sum(m.inputs[0].type.nbytes for m in pending[key]) >= bucket_bytes:
             flush(key)
     for key in list(pending):
         flush(key)

@@ -1,39 +1,43 @@
 """Running a step on several ranks: the `Mesh`, the communicator of the calling rank, the
-collectives as tensor functions, and `run_local` (ranks as threads of one process).
+process group (`init_process_group`, `process_group.py`), the collectives as tensor functions
+(`collectives.py`), and `run_local` (ranks as threads of one process).
 
     mesh = tg.Mesh(dp=2)
 
     def rank_main(rank, model, opt):           # each rank: its own copy of the model, same weights
         step = tg.compile(train_step, mesh=mesh)
-        for x, y in batches:
-            step(x, y)                         # x, y: the global batch; this rank takes its rows
+        for x, y in local_batches(rank):
+            step(x, y)                         # x, y: this rank's batch (DDP's semantics)
 
     tg.distributed.run_local(rank_main, 2, [(m0, o0), (m1, o1)])
 
-Data parallelism (`dp`): every tensor argument of a step compiled with the mesh is the global
-batch, split along its first axis over the dp ranks; `backward()` inside the step averages the
-gradients of the state it reaches (parameters) over those ranks with an `all_reduce`, which the
-`bucketed` stage packs into a few flat buckets (`ir/passes/buckets.py`), so every rank applies
-the same update and the run equals the single-device one. The other mesh axes (tp,
-pp, cp) and the MPI/NCCL communicators are not built yet.
+Data parallelism (`dp`): every rank passes its local batch; the `dp` stage after the
+single-device graph (`ir/passes/parallel/dp.py`) averages the gradients of the state that
+`backward()` reaches (parameters) over the dp ranks with an `all_reduce`, which the `bucketed`
+stage packs into a few flat buckets (`ir/passes/parallel/buckets.py`), so every rank applies the
+same update and the run equals the single-device one on the concatenated batch.
 """
 from __future__ import annotations
 
 import contextlib
 import threading
 
-from . import generator as rng
-from .dispatch import apply
-from .ir.mesh import Mesh
-from .runtime.comm import SingleProcess
-from .runtime.comm_local import LocalWorld
+from .. import generator as rng
+from ..ir.mesh import Mesh
+from ..runtime.comm import CommTimeout, SingleProcess
+from ..runtime.comm_local import LocalWorld
+from .env import RankEnv, rank_env
+from .process_group import (destroy_process_group, get_backend, init_process_group, is_available, is_initialized,
+                            world_comm)
 
 _state = threading.local()
+_SINGLE = SingleProcess()
 
 
 def current_comm():
-    """The communicator of this rank (one rank, every collective the identity, outside any launch)."""
-    return getattr(_state, "comm", None) or SingleProcess()
+    """The communicator of this rank: a thread rank's of `run_local`, else the process group's, else
+    one rank (every collective the identity)."""
+    return getattr(_state, "comm", None) or world_comm() or _SINGLE
 
 
 def get_rank() -> int:
@@ -52,16 +56,6 @@ def use_comm(comm):
         yield comm
     finally:
         _state.comm = old
-
-
-def all_reduce(t, op: str = "sum", group: tuple | None = None):
-    """The reduction of `t` over the ranks of `group` (default: all), eagerly or inside a step."""
-    return apply("all_reduce", t, op=op, group=tuple(range(get_world_size())) if group is None else tuple(group))
-
-
-def average_gradient(g, dp_group: tuple):
-    """What `backward()` does to a state gradient under data parallelism: the mean over dp ranks."""
-    return all_reduce(g, "mean", dp_group)
 
 
 def run_local(fn, world_size: int, per_rank_args=None) -> list:
@@ -92,3 +86,8 @@ def run_local(fn, world_size: int, per_rank_args=None) -> list:
     if first is not None:
         raise first
     return results
+
+
+from .collectives import (ReduceOp, all_gather, all_gather_into_tensor, all_reduce, barrier, broadcast,  # noqa: E402
+                          reduce_scatter_tensor)
+from .zero import ZeroRedundancyOptimizer, broadcast_object  # noqa: E402
