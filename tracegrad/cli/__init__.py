@@ -2,6 +2,7 @@
 package, each with `add_arguments(parser)` and `run(args) -> int`.
 
     tracegrad launch -n 2 examples/train_gpt.py --max-iters 50
+    tracegrad serve out/train_gpt/ckpt.safetensors --port 8000
 
 A new subcommand is a module here plus one line in `COMMANDS`.
 """
@@ -14,6 +15,7 @@ import sys
 # name -> (module, one-line help)
 COMMANDS = {
     "launch": ("tracegrad.cli.launch", "run a script on N ranks (processes started through mpiexec)"),
+    "serve": ("tracegrad.cli.serve", "serve a model over an OpenAI-compatible HTTP API"),
 }
 
 

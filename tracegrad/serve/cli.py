@@ -10,6 +10,11 @@ import argparse
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tracegrad serve", description="Serve a model over an OpenAI-compatible HTTP API.")
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a tracegrad checkpoint (.safetensors) or a Hugging Face model folder")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -21,11 +26,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--num-blocks", type=int, default=None)
     p.add_argument("--no-prefix-caching", action="store_true")
-    return p
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    return run(parser().parse_args(argv))
+
+
+def run(args) -> int:
     import uvicorn
 
     import tracegrad as tg
