@@ -27,10 +27,12 @@ def test_process_group_in_one_process():
     assert not dist.is_initialized()
 
 
-def test_init_with_larger_world_is_refused(monkeypatch):
+def test_init_with_larger_world_without_a_launcher_is_refused(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")
-    with pytest.raises(RuntimeError, match="4 processes"):
-        dist.init_process_group("nccl")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(RuntimeError, match="rank 1 of 4.*tracegrad launch"):
+        dist.init_process_group("gloo")
+    assert not dist.is_initialized()
 
 
 def test_ddp_wraps_module_and_trains():

@@ -8,10 +8,10 @@ import runpy
 import sys
 import time
 import traceback
+from ..distributed.env import rank_env
 
 
 def main(argv: list[str]) -> None:
-    from ..distributed.env import rank_env
     env = rank_env({k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK",
                                                                       "LOCAL_WORLD_SIZE")})
     os.environ.update(RANK=str(env.rank), WORLD_SIZE=str(env.world_size), LOCAL_RANK=str(env.local_rank),

@@ -11,6 +11,7 @@ collective ops of the graph).
 from __future__ import annotations
 
 from ..dispatch import apply
+from .. import trace
 
 
 class ReduceOp:
@@ -18,7 +19,7 @@ class ReduceOp:
 
 
 def _group(group) -> tuple:
-    from . import get_world_size
+    from . import get_world_size   # NOTE: the package's __init__ imports this module first
     if group is None:
         return tuple(range(get_world_size()))
     return tuple(getattr(group, "ranks", group))
@@ -76,8 +77,7 @@ def reduce_scatter_tensor(output, input, op: str = ReduceOp.SUM, group=None, asy
 
 def barrier(group=None, async_op: bool = False):
     """Wait until every rank of the group gets here (eagerly; a no-op inside a compiled step)."""
-    from .. import trace
-    from . import current_comm
+    from . import current_comm   # NOTE: the package's __init__ imports this module first
     if trace.current() is None:
         current_comm().barrier(None if group is None else _group(group))
     return _result(async_op)

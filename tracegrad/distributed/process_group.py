@@ -51,7 +51,7 @@ def init_process_group(backend: str = "auto", init_method: str | None = None, ti
     r = rank if rank >= 0 else env.rank
     if backend == "auto":
         backend = "nccl" if _cuda_visible() else "mpi"
-    backend = "mpi" if backend == "gloo" else backend
+    asked, backend = backend, "mpi" if backend == "gloo" else backend   # gloo: PyTorch's CPU backend
     if n == 1 and not started_by_mpi():
         comm = SingleProcess()
     elif backend == "mpi":
@@ -59,15 +59,15 @@ def init_process_group(backend: str = "auto", init_method: str | None = None, ti
             raise RuntimeError(f"init_process_group(backend='mpi'): this is rank {r} of {n} ({env.source}), but "
                                "it was not started by MPI; start the ranks with `tracegrad launch -n N script.py` "
                                "or mpiexec")
-        from ..runtime.comm_mpi import MPIComm
+        from ..runtime.comm_mpi import MPIComm     # NOTE: mpi4py is the `dist` extra's, loaded on use
         comm = MPIComm(timeout)
     else:
-        from ..runtime.comm_nccl import NCCLComm
+        from ..runtime.comm_nccl import NCCLComm   # NOTE: CuPy is the `gpu` extra's, loaded on use
         comm = NCCLComm.create(r, n, env.local_rank, timeout)
     if comm.world_size != n:
         raise RuntimeError(f"init_process_group: the launcher says {n} ranks ({env.source}) but {backend} sees "
                            f"{comm.world_size}")
-    _world.update(comm=comm, backend=backend)
+    _world.update(comm=comm, backend=asked)
 
 
 def is_initialized() -> bool:

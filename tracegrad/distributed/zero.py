@@ -17,17 +17,18 @@ import pickle
 import numpy as np
 
 from ..autograd import no_grad
+from ..creation import tensor
 
 
 def _ranks(process_group) -> tuple:
-    from . import get_world_size
+    from . import get_world_size   # NOTE: the package's __init__ imports this module first
     ranks = getattr(process_group, "ranks", process_group)
     return tuple(range(get_world_size())) if ranks is None else tuple(ranks)
 
 
 def broadcast_object(obj, src: int, group=None):
     """A picklable object of global rank `src`, on every rank of the group (through any communicator)."""
-    from . import current_comm, get_rank
+    from . import current_comm, get_rank   # NOTE: the package's __init__ imports this module first
     comm, group = current_comm(), _ranks(group)
     data = np.frombuffer(pickle.dumps(obj), np.uint8) if get_rank() == src else np.zeros(0, np.uint8)
     n = comm.broadcast(np.array([data.size], np.int64), src, group)
@@ -37,7 +38,7 @@ def broadcast_object(obj, src: int, group=None):
 
 class ZeroRedundancyOptimizer:
     def __init__(self, params, optimizer_class, process_group=None, **defaults):
-        from . import get_rank
+        from . import get_rank   # NOTE: the package's __init__ imports this module first
         params = list(params)
         self.groups = [dict(g) for g in params] if params and isinstance(params[0], dict) else [{"params": params}]
         for g in self.groups:
@@ -63,7 +64,7 @@ class ZeroRedundancyOptimizer:
         return self.optim.state
 
     def step(self, closure=None):
-        from . import broadcast
+        from . import broadcast   # NOTE: the package's __init__ imports this module first
         loss = self.optim.step(closure) if closure is not None else self.optim.step()
         if len(self.ranks) > 1:
             with no_grad():
@@ -102,7 +103,6 @@ class ZeroRedundancyOptimizer:
         if self._full_state is None:
             raise RuntimeError("ZeroRedundancyOptimizer.state_dict(): call consolidate_state_dict() on every "
                                "rank first (save_checkpoint does)")
-        from ..creation import tensor
         return {"state": {i: {k: tensor(v) if isinstance(v, np.ndarray) else v for k, v in s.items()}
                           for i, s in self._full_state["state"].items()},
                 "param_groups": self._full_state["param_groups"]}

@@ -34,6 +34,8 @@ from ..generator import get_rng_state, set_rng_state as set_tg
 from ..ir.types import dtype as to_dtype
 from ..tensor import Tensor
 from ..ir.types import DType
+from ..nn.parallel import DistributedDataParallel
+from .. import distributed
 
 FORMAT = "tracegrad-checkpoint"
 VERSION = 2     # 2: the checksum covers the metadata too
@@ -243,7 +245,6 @@ def parse_safetensors(blob: bytes, path: str = "<bytes>") -> tuple[dict[str, np.
 
 
 def _unwrap(model):
-    from ..nn.parallel import DistributedDataParallel
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
@@ -251,7 +252,6 @@ def save_checkpoint(path: str, model=None, optimizer=None, step: int = 0, data_s
                     extra: dict | None = None, rng: bool = True) -> None:
     """Write model/optimizer/scheduler state, the step, the RNG states and `data_state` to `path`
     (under data parallelism: rank 0 writes, every rank returns once it is written)."""
-    from .. import distributed
     if optimizer is not None and hasattr(optimizer, "consolidate_state_dict"):
         optimizer.consolidate_state_dict(to=0)      # every rank takes part; rank 0 gets the whole state
     if distributed.get_rank() != 0:

@@ -21,6 +21,7 @@ from ... import distributed, trace
 from ...autograd import after_backward, no_grad
 from ...dispatch import grad_enabled
 from ..module import Module
+from ... import functions
 
 
 class DistributedDataParallel(Module):
@@ -59,7 +60,6 @@ class DistributedDataParallel(Module):
 
     def _average_gradients(self) -> None:
         """The eager path: one flat all_reduce of every gradient, then each reads its slice."""
-        from ... import functions
         params = [p for p in self.module.parameters() if p.grad is not None]
         if not params:
             return
