@@ -175,13 +175,15 @@ def generate(graph: Graph, target: str = "interpret") -> Generated:
     lines = [f"def {graph.name}({', '.join(v.name for v in graph.inputs)}):"]
     for v in graph.inputs:
         lines.append(f"    {v.name} = rt.contiguous({v.name})")
-    kernels, prov_notes, prev = [], {}, None
+    kernels, prov_notes, prev, loose = [], {}, None, set()
     for i, n in enumerate(graph.nodes):
         if n.prov is not None and n.prov != prev:
             lines.append(f"    # {n.prov}")
             prev = n.prov
         outs = ", ".join(o.name for o in n.outputs)
         note = f"  # {notes[i]}" if i in notes else ""
+        if n.op in TEMPLATES:
+            loose.update(n.outputs)
         if n.op == "kernel" and n.attrs["kind"] == "template":
             lines += _template_call(n, note)
         elif n.op == "kernel":
@@ -194,7 +196,9 @@ def generate(graph: Graph, target: str = "interpret") -> Generated:
                              f"{o.type.device!r})")
             grid, meta = launch_config(ks, target)
             kw = ", ".join(f"{k}={v}" for k, v in meta.items())
-            lines.append(f"    rt.launch({ks.name}, {grid}, {', '.join(v.name for v in ks.args)}, {kw}){note}")
+            # NOTE: kernels index row-major; a template may hand back a strided view (attention's O)
+            names = [f"rt.contiguous({v.name})" if v in loose else v.name for v in ks.args]
+            lines.append(f"    rt.launch({ks.name}, {grid}, {', '.join(names)}, {kw}){note}")
         elif classify(n) in ("view", "const") or n.op in EXTERN_CALLS:
             lines.append(f"    {outs} = {_call(n)}{note}")
         elif i in reuse:

@@ -390,3 +390,21 @@ def test_generated_kernels_compile_for_sm90():
     step(idx, idx)
     n += compile_for_sm90(step.graphs()["fused"])
     assert n > 20
+
+
+def test_kernels_reading_attention_output_see_it_row_major():
+    """Flash attention writes O as [B, T, H, D] (its [B, H, T, D] view goes back to the model width
+    without a copy); a generated kernel reading O directly still indexes it right."""
+    import tracegrad.nn.functional as F
+    rng = np.random.default_rng(4)
+    q, k, v = (tg.tensor(rng.standard_normal((2, 2, 16, 16)).astype(np.float32)) for _ in range(3))
+
+    def f(q, k, v):
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return o * 2.0 + 1.0, o.transpose(1, 2).reshape(2, 16, 32) @ tg.ones(32, 8)
+    step = tg.compile(f, backend="triton")
+    got = step(q, k, v)
+    want = tg.compile(f, backend="numpy")(q, k, v)
+    assert "scaled_dot_product_attention" in step.ir("kernels")
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-4, atol=1e-5)
