@@ -5,6 +5,11 @@ On CPU arrays the generated kernels run under Triton's interpreter on numpy buff
 path); on CUDA arrays (CuPy, bf16 as `TypedArray`) they run compiled on the arrays' GPU, on
 CuPy's current stream, without PyTorch. Between kernels the host function calls the runtime's
 `Externs` (`rt.matmul`, `rt.empty`, the templates, collectives).
+
+On CUDA the kernels are compiled when the program is built, in a thread pool (each structurally
+distinct kernel once), instead of one by one at their first launch. A profiled call
+(`TRACEGRAD_PROFILE=1`, or `step.profile(...)`) runs a twin of the host function that records a CUDA
+event before every launch; `launch_ms` keeps each launch's average time for `step.explain()`.
 """
 from __future__ import annotations
 
