@@ -68,10 +68,12 @@ def _tracegrad(args):
     if args.first_only:
         return out
     peak = _cupy_peak(lambda: step(x, y), sync)
-    if args.explain:
-        print(step.explain())
     if args.profile:
         _profile(lambda: step(x, y), sync)
+        step.profile(x, y)      # tracegrad's own per-launch times (CUDA events), shown by explain()
+    if args.explain or args.profile:
+        text = step.explain()
+        print(text if args.explain else "\n".join(ln for ln in text.splitlines()[:24]))
     return dict(out, peak_gib=peak, n_params=n_params, shape=shape, module=os.path.dirname(tg.__file__))
 
 

@@ -52,6 +52,7 @@ class Generated:
     notes: dict = field(default_factory=dict)      # kernel name -> provenance / origin comment lines
     source: str = ""                               # everything, for `step.ir("kernels")`
     inplace: list = field(default_factory=list)    # outputs written over a dying input (cross_entropy_bwd)
+    timed_host: str = ""                           # the host function with `rt.mark(k)` before launch k
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -175,13 +176,18 @@ def generate(graph: Graph, target: str = "interpret") -> Generated:
     lines = [f"def {graph.name}({', '.join(v.name for v in graph.inputs)}):"]
     for v in graph.inputs:
         lines.append(f"    {v.name} = rt.contiguous({v.name})")
-    kernels, prov_notes, prev = [], {}, None
+    kernels, prov_notes, prev, loose = [], {}, None, set()
+    marks = []      # (line index, launch number): where the profiled host function times a launch
     for i, n in enumerate(graph.nodes):
         if n.prov is not None and n.prov != prev:
             lines.append(f"    # {n.prov}")
             prev = n.prov
         outs = ", ".join(o.name for o in n.outputs)
         note = f"  # {notes[i]}" if i in notes else ""
+        if note:
+            marks.append((len(lines), int(notes[i].split()[0][1:])))
+        if n.op in TEMPLATES:
+            loose.update(n.outputs)
         if n.op == "kernel" and n.attrs["kind"] == "template":
             lines += _template_call(n, note)
         elif n.op == "kernel":
@@ -194,7 +200,9 @@ def generate(graph: Graph, target: str = "interpret") -> Generated:
                              f"{o.type.device!r})")
             grid, meta = launch_config(ks, target)
             kw = ", ".join(f"{k}={v}" for k, v in meta.items())
-            lines.append(f"    rt.launch({ks.name}, {grid}, {', '.join(v.name for v in ks.args)}, {kw}){note}")
+            # NOTE: kernels index row-major; a template may hand back a strided view (attention's O)
+            names = [f"rt.contiguous({v.name})" if v in loose else v.name for v in ks.args]
+            lines.append(f"    rt.launch({ks.name}, {grid}, {', '.join(names)}, {kw}){note}")
         elif classify(n) in ("view", "const") or n.op in EXTERN_CALLS:
             lines.append(f"    {outs} = {_call(n)}{note}")
         elif i in reuse:
@@ -208,11 +216,15 @@ def generate(graph: Graph, target: str = "interpret") -> Generated:
     outs = ", ".join(v.name for v in graph.outputs)
     lines.append(f"    return ({outs}{',' if len(graph.outputs) == 1 else ''})")
     host = "\n".join(lines) + "\n"
+    timed = list(lines)
+    timed.insert(-1, "    rt.mark(-1)")
+    for at, k in reversed(marks):
+        timed.insert(at, f"    rt.mark({k})")
     header = (f"# tracegrad triton | {title} | {graph.meta.get('summary', '')} | target {target}\n")
     parts = [header, host]
     for ks in kernels:
         parts.append("\n" + prov_notes[ks.name] + ks.source)
-    return Generated(host, graph.name, kernels, prov_notes, "\n".join(parts), inplace)
+    return Generated(host, graph.name, kernels, prov_notes, "\n".join(parts), inplace, "\n".join(timed) + "\n")
 
 
 def _template_call(n: Node, note: str) -> list[str]:

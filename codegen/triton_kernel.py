@@ -10,6 +10,11 @@ gets one `tmpN` per distinct index. Three shapes of kernel come out:
                  that writes the row-shaped outputs (recomputing cheap producers, never storing)
     foreach      independent pointwise parts, one `if pid < ...` branch each
 
+A column reduction (`plan.outer`: the innermost axis is kept, e.g. a bias gradient) has the same
+source; its blocks are wide in x and short in r (`triton_codegen.launch_config`), so Triton lays the
+lanes along the contiguous x axis, and its column stays in registers only up to 256 elements
+(fusion splits long columns into two stages first: `fusion_emit.split_reductions`).
+
 Half-precision inputs are loaded as they are and computed in fp32, rounded once per op like the
 numpy reference; reductions accumulate in fp32.
 """

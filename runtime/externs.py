@@ -27,6 +27,35 @@ class Externs:
         self.run_op = run_op
         self.comm = comm or SingleProcess()
         self.matmul_choice: dict = {}
+        self.marks: list = []       # (launch number, event or host time), from a profiled call
+
+    def mark(self, k: int) -> None:
+        """Where launch k begins (k = -1: the end) in a profiled call: a CUDA event on the current
+        stream, a host clock on the CPU."""
+        if self.cuda:
+            import cupy
+            ev = cupy.cuda.Event()
+            ev.record()
+            self.marks.append((k, ev))
+        else:
+            import time
+            self.marks.append((k, time.perf_counter()))
+
+    def launch_times(self) -> dict[int, float]:
+        """Milliseconds from each mark to the next (the launch's device time, and any idle gap before
+        the next launch), summed per launch number; the marks are cleared."""
+        out: dict[int, float] = {}
+        if self.cuda and self.marks:
+            import cupy
+            self.marks[-1][1].synchronize()
+            gap = lambda a, b: cupy.cuda.get_elapsed_time(a, b)   # noqa: E731
+        else:
+            gap = lambda a, b: 1e3 * (b - a)                       # noqa: E731
+        for (k, a), (_, b) in zip(self.marks, self.marks[1:]):
+            if k >= 0:
+                out[k] = out.get(k, 0.0) + gap(a, b)
+        self.marks = []
+        return out
 
     def namespace(self) -> dict:
         """`rt` (this object) and the names literals in the host code need."""

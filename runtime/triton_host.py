@@ -40,7 +40,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
+import os
 import types
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import triton
@@ -246,3 +249,55 @@ def _launch_compiled(kernel, grid, args, meta, device_id):
     ck.run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1, stream,
            ck.function, ck.packed_metadata, ck.launch_metadata(grid, stream, *values), *hooks, *values)
     return ck
+
+
+# --------------------------------------------------------------------------
+# Compiling ahead of the first launch, several kernels at a time
+# --------------------------------------------------------------------------
+
+class _Placeholder:
+    """A pointer argument to compile for: its element type and a 16-byte-aligned address (what
+    Triton specializes a real buffer on), so the first real launch finds the kernel compiled."""
+    __slots__ = ("dtype",)
+
+    def __init__(self, dtype):
+        self.dtype = np.dtype(dtype)
+
+    def data_ptr(self) -> int:
+        return 0
+
+
+def compile_threads() -> int:
+    """Threads compiling at once: `TRACEGRAD_COMPILE_THREADS`, else one per core up to 16."""
+    return int(os.environ.get("TRACEGRAD_COMPILE_THREADS") or min(16, os.cpu_count() or 1))
+
+
+def precompile(jobs, device_id: int, threads: int | None = None) -> int:
+    """Compile `(kernel, pointer dtypes, grid, meta)` jobs for a CUDA device before they launch,
+    each structurally distinct kernel once, in a pool of threads (Triton's MLIR passes and ptxas
+    run outside the interpreter lock). A job that fails here is left to compile at its launch.
+    Returns how many kernels were compiled."""
+    use_cupy_driver()
+    import cupy
+    todo, seen = [], set()
+    for kernel, dtypes, grid, meta in jobs:
+        k = make_kernel(kernel, interpret=False)
+        key = (k, tuple(np.dtype(d) for d in dtypes), tuple(sorted(meta.items())))
+        if isinstance(k, JITFunction) and key not in seen:
+            seen.add(key)
+            todo.append((k, dtypes, grid, meta))
+
+    def one(job) -> int:
+        k, dtypes, grid, meta = job
+        try:
+            with cupy.cuda.Device(device_id):
+                k.warmup(*[_Placeholder(d) for d in dtypes], grid=grid, **meta)
+            return 1
+        except Exception as e:     # NOTE: never fatal: the launch compiles it again and reports
+            logging.getLogger("tracegrad.compile").debug("precompiling %s failed: %s", k, e)
+            return 0
+    threads = threads or compile_threads()
+    if threads <= 1 or len(todo) <= 1:
+        return sum(map(one, todo))
+    with ThreadPoolExecutor(threads, thread_name_prefix="tracegrad-compile") as pool:
+        return sum(pool.map(one, todo))

@@ -390,3 +390,40 @@ def test_generated_kernels_compile_for_sm90():
     step(idx, idx)
     n += compile_for_sm90(step.graphs()["fused"])
     assert n > 20
+
+
+def test_kernels_reading_attention_output_see_it_row_major():
+    """Flash attention writes O as [B, T, H, D] (its [B, H, T, D] view goes back to the model width
+    without a copy); a generated kernel reading O directly still indexes it right."""
+    import tracegrad.nn.functional as F
+    rng = np.random.default_rng(4)
+    q, k, v = (tg.tensor(rng.standard_normal((2, 2, 16, 16)).astype(np.float32)) for _ in range(3))
+
+    def f(q, k, v):
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return o * 2.0 + 1.0, o.transpose(1, 2).reshape(2, 16, 32) @ tg.ones(32, 8)
+    step = tg.compile(f, backend="triton")
+    got = step(q, k, v)
+    want = tg.compile(f, backend="numpy")(q, k, v)
+    assert "scaled_dot_product_attention" in step.ir("kernels")
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_profile_times_each_launch_and_explain_shows_its_share():
+    rng = np.random.default_rng(6)
+    w = tg.tensor(rng.standard_normal((16, 8)).astype(np.float32))
+    x = tg.tensor(rng.standard_normal((32, 16)).astype(np.float32))
+
+    @tg.compile(backend="triton")
+    def f(x, w):
+        return tg.nn.functional.gelu(x @ w).sum(0)
+    want = f(x, w).numpy()
+    assert "profiled" not in f.explain()
+    np.testing.assert_allclose(f.profile(x, w).numpy(), want, rtol=1e-6)
+    text = f.explain()
+    assert "profiled:" in text and "% " in text
+    times = f.entries[-1].program.launch_ms
+    assert sorted(times) == list(range(len(times))) and len(times) >= 2 and all(t > 0 for t in times.values())
+    shares = [float(s.split("ms, ")[1].rstrip("%]")) for s in text.splitlines() if s.strip().endswith("%]")]
+    assert len(shares) == len(times) and abs(sum(shares) - 100) < 1

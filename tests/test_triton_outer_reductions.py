@@ -117,3 +117,29 @@ def test_row_reductions_are_not_split():
     x = b.input("x", TensorType((4096, 768), float32))
     fused = fuse(b.finish([b.sum(x, axes=(1,))]))
     assert sum(n.op == "kernel" for n in fused.nodes) == 1
+
+
+def test_each_layers_bias_gradient_fuses_with_its_own_producer():
+    """Two layers' GELU backward + bias gradient: each one kernel (elementwise result and partial sums),
+    never the two layers' sums merged into one kernel that must recompute both producers."""
+    from tracegrad.ir.graph import Provenance
+
+    def layer(b, x, dy, k):
+        h = b.mul(dy, b.tanh(x))
+        return h, b.sum(h, axes=(0,))
+    b = GraphBuilder("layers")
+    x = b.input("x", TensorType((1024, 96), bfloat16))
+    dy = b.input("dy", TensorType((1024, 96), bfloat16))
+    h1, s1 = layer(b, x, dy, 1)
+    m = b.matmul(h1, b.input("w", TensorType((96, 96), bfloat16)))      # the next layer depends on this one
+    h2, s2 = layer(b, x, m, 2)
+    g = b.finish([h2, s1, s2])
+    nodes = list(g.nodes)
+    for i, n in enumerate(nodes):     # the two layers are different modules, as a model's blocks are
+        k = 1 if i < 3 else 2
+        nodes[i] = n.with_(prov=Provenance("m.py", 1, "", "f", f"h.{k}"))
+    g = g.__class__(g.name, g.inputs, tuple(nodes), g.outputs, g.meta)
+    fused = fuse(g)
+    names = [n.attrs["name"] for n in fused.nodes if n.op == "kernel"]
+    assert len(names) == 4, names           # per layer: producer + first stage, then the second stage
+    assert_agree(g, _inputs(g, np.random.default_rng(3)), rtol=1e-2, atol=5e-2)

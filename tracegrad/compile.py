@@ -278,14 +278,37 @@ class CompiledFunction:
         return out
 
     def explain(self, index: int = -1) -> str:
+        """Stages with their times, then each kernel of the step: kind, ops, bytes, flops, the user's
+        lines, and, once the step was profiled (`profile()` or TRACEGRAD_PROFILE=1), its time and
+        share of the step."""
         e = self.entries[index]
         g = e.stages["optimized"]
         lines = [f"{e.title}: {len(g.nodes)} ops, compiled in {e.compile_ms:.1f} ms, called {e.calls} times"]
         for s in e.stages.stages:
             lines.append(f"  stage {s.name:<10} {len(s.graph.nodes):>5} ops  {s.ms:7.1f} ms")
         if any(s.name == "fused" for s in e.stages.stages):
-            lines += explain_kernels(e.stages["fused"])
+            lines += explain_kernels(e.stages["fused"], getattr(e.program, "launch_ms", None) or None)
         return "\n".join(lines)
+
+    def profile(self, *args, **kwargs):
+        """Call the step once with every launch timed (CUDA events on the GPU): `explain()` then
+        shows each kernel's milliseconds and share of the step, slowest first in `top`. The call is a
+        real step (an optimizer step updates the weights). Returns the step's result.
+
+            loss = step(x, y)                  # compile
+            step.profile(x, y)
+            print(step.explain())
+        """
+        if not self.entries:
+            self(*args, **kwargs)
+        prog = self.entries[-1].program
+        if not hasattr(prog, "profiling"):
+            raise NotImplementedError("profile() times Triton programs (backend='triton' or CUDA tensors)")
+        saved, prog.profiling = prog.profiling, True
+        try:
+            return self(*args, **kwargs)
+        finally:
+            prog.profiling = saved
 
 
 def _guards(tr: Trace) -> list:

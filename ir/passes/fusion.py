@@ -292,7 +292,11 @@ class Fuser:
         by_sig: dict[tuple, list[int]] = {}    # independent work of one shape (dw and db of a norm)
         for g in sorted(self.groups.values(), key=lambda g: g.members[0]):
             if g.kind == "reduction":
-                by_sig.setdefault((g.sig, self.nodes[g.members[0]].phase), []).append(g.gid)
+                # NOTE: of one module only: the bias gradients of two layers would pull their producers
+                # apart (each layer's GELU backward would be computed twice: for the matmuls and the sum)
+                red = next(self.nodes[m] for m in g.members if is_reduction(self.nodes[m]))
+                module = red.prov.module if red.prov is not None else ""
+                by_sig.setdefault((g.sig, red.phase, module), []).append(g.gid)
         for gs in by_sig.values():
             for a, b in zip(gs, gs[1:]):
                 if not self.dag.has_edge(a, b) and not self.dag.has_edge(b, a):

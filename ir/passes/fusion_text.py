@@ -56,10 +56,18 @@ def flops(n: Node) -> int:
     return 0
 
 
-def explain_kernels(graph: Graph) -> list[str]:
-    """One entry per launch of a fused graph: name, kind, ops, provenance, bytes moved, flops."""
+def explain_kernels(graph: Graph, times: dict | None = None) -> list[str]:
+    """One entry per launch of a fused graph: name, kind, ops, provenance, bytes moved, flops, and
+    with `times` (launch number -> ms) its time and share, plus the slowest launches first."""
     notes = kernel_lines(graph)
     lines = [f"  kernels: {graph.meta.get('kernels', len(notes))} launches"]
+    total = sum(times.values()) if times else 0.0
+    if times:
+        lines.append(f"  profiled: {total:.3f} ms a step; slowest launches:")
+        names = {int(notes[i].split()[0][1:]): (n.attrs["name"] if n.op == "kernel" else n.op)
+                 for i, n in enumerate(graph.nodes) if i in notes}
+        for k, ms in sorted(times.items(), key=lambda t: -t[1])[:10]:
+            lines.append(f"    k{k:<5} {ms:8.3f} ms {100 * ms / total:5.1f}%  {names.get(k, '?')}")
     for i, n in enumerate(graph.nodes):
         if i not in notes:
             continue
@@ -71,7 +79,9 @@ def explain_kernels(graph: Graph) -> list[str]:
             provs = list(dict.fromkeys(m.prov for m in body.nodes if m.prov is not None))
         else:
             head, provs = f"{n.op}", [n.prov] if n.prov else []
-        lines.append(f"  {notes[i]:<36} {head}")
+        k = int(notes[i].split()[0][1:])
+        share = f"  [{times[k]:.3f} ms, {100 * times[k] / total:.1f}%]" if times and k in times and total else ""
+        lines.append(f"  {notes[i]:<36} {head}{share}")
         lines.append(f"      {nbytes:,} bytes, {flops(n):,} flop; writes {', '.join(o.name for o in n.outputs)}")
         lines += [f"      {p}" for p in provs[:4]]
     return lines

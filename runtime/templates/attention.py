@@ -23,7 +23,7 @@ import numpy as np
 import triton
 import triton.language as tl
 
-from ..devices import dtype_of, empty, is_cuda, strides_of
+from ..devices import dtype_of, empty, is_cuda, map_array, strides_of
 from ..triton_host import launch
 
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)  # exp(x) == exp2(x * LOG2E)
@@ -302,10 +302,13 @@ def pick_blocks(kind: str, head_dim: int, itemsize: int, cuda: bool) -> dict:
 
 
 def attention_forward(q, k, v, causal: bool = False, scale: float | None = None, blocks: dict | None = None):
-    """O [B, H, Tq, D] in q's dtype and L [B, H, Tq] fp32 (natural-log
-    logsumexp of the scaled, masked scores).  scale defaults to 1/sqrt(D)."""
+    """O [B, H, Tq, D] in q's dtype (a view of a [B, Tq, H, D] buffer) and L [B, H, Tq] fp32
+    (natural-log logsumexp of the scaled, masked scores).  scale defaults to 1/sqrt(D)."""
     p = _plan(q, k, v, causal, scale, blocks)
-    o = empty(q.shape, p.dtype, like=q)
+    B, H, T, D = q.shape
+    # NOTE: O lies as [B, Tq, H, D] (a [B, H, Tq, D] view of it): the heads merge back into the model
+    # width (`y.transpose(1, 2).reshape(B, T, C)`) without a copy, as PyTorch's flash attention does
+    o = map_array(lambda a: a.transpose(0, 2, 1, 3), empty((B, T, H, D), p.dtype, like=q))
     lse = empty(q.shape[:3], np.float32, like=q)
     launch(_attn_fwd, p.grid["fwd"], q, k, v, o, lse, p.scale, *_strides_bht(q, k, v, o), p.H, p.T_Q, p.T_K,
            **p.meta["fwd"])
