@@ -62,11 +62,14 @@ class ModelRunner:
         self.k_cache = [self._zeros(shape) for _ in range(self.layers)]
         self.v_cache = [self._zeros(shape) for _ in range(self.layers)]
         self.sink = num_blocks * block_size
-        self.steps = {flt: tg.compile(self._step(flt)) for flt in (False, True)}
+        # NOTE: kept on the model, so engines over one model share traces (as decode_step_fn does)
+        self.steps = model.__dict__.setdefault("_tg_serve_steps", {flt: tg.compile(self._step(flt))
+                                                                    for flt in (False, True)})
 
     def _zeros(self, shape):
-        t = tg.tensor(np.zeros(shape, np.float32)).to(self.dtype)
-        return t.to(self.device) if self.device != "cpu" else t
+        t = tg.zeros(*shape, dtype=self.dtype, device=self.device)     # made on the device: no host copy
+        assert getattr(_raw(t._data), "flags", None) is None or _raw(t._data).flags.writeable
+        return t
 
     @staticmethod
     def cache_bytes_per_block(model, block_size: int) -> int:
