@@ -22,7 +22,6 @@ import numpy as np
 
 import tracegrad as tg
 import tracegrad.nn.functional as F
-from tracegrad.models.generate import repeat_kv
 from tracegrad.models.sampling import sample_tokens
 from tracegrad.runtime import devices
 
@@ -46,9 +45,17 @@ def paged_attend(q, k, v, kc, vc, ctx_slots, n_cached):
     old = (tg.arange(C, device=q.device).view(1, C) < n_cached.view(B, 1)).view(B, 1, 1, C).expand(B, 1, T, C)
     t = tg.arange(T, device=q.device)
     new = (t.view(1, T) <= t.view(T, 1)).view(1, 1, T, T).expand(B, 1, T, T)
-    n_rep = q.size(1) // Hkv
-    return F.scaled_dot_product_attention(q, repeat_kv(keys, n_rep).to(q.dtype), repeat_kv(values, n_rep).to(q.dtype),
-                                          attn_mask=tg.cat([old, new], 3))
+    mask = tg.cat([old, new], 3)                                            # [B, 1, T, C + T]
+    H = q.size(1)
+    n_rep = H // Hkv
+    if n_rep == 1:
+        return F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=mask)
+    # NOTE: grouped queries attend as n_rep * T rows of their kv head, so K and V are never repeated
+    S = C + T
+    qg = q.reshape(B, Hkv, n_rep * T, D)
+    mask = mask.view(B, 1, 1, T, S).expand(B, 1, n_rep, T, S).reshape(B, 1, n_rep * T, S)
+    y = F.scaled_dot_product_attention(qg, keys.to(q.dtype), values.to(q.dtype), attn_mask=mask)
+    return y.reshape(B, H, T, D)
 
 
 class ModelRunner:
