@@ -12,7 +12,7 @@ The step returns the sampled token of each row and the new K, V; the runner writ
 cache buffers in place at their slots (a row scatter per layer), so the step never copies a cache.
 
 Shapes are bucketed to powers of two (rows B, new tokens T, cached blocks) so a few traces serve
-every batch; padding rows sample greedily and write to the sink.
+every batch; padding rows sample greedily and write to the sink, padding columns are masked.
 """
 from __future__ import annotations
 
@@ -105,8 +105,9 @@ class ModelRunner:
         B = bucket(len(seqs))
         n_cached = [s.num_cached_tokens if is_prefill else len(s) - 1 for s in seqs]
         n_new = [len(s) - c for s, c in zip(seqs, n_cached)]
-        T = bucket(max(n_new)) if is_prefill else 1
-        C = bucket(-(-max(max(n_cached), 1) // bs)) * bs
+        # NOTE: floors on the buckets (16 new tokens, 256 cached) trade a little padding for fewer traces
+        T = min(max(16, bucket(max(n_new))), self.max_model_len) if is_prefill else 1
+        C = max(bucket(-(-max(max(n_cached), 1) // bs)) * bs, min(256, -(-self.max_model_len // bs) * bs))
         a = dict(idx=np.zeros((B, T), np.int64), positions=np.zeros((B, T), np.int64), last=np.zeros(B, np.int64),
                  ctx_slots=np.zeros((B, C), np.int64), n_cached=np.zeros(B, np.int64),
                  temperature=np.zeros(B, np.float32), top_k=np.zeros(B, np.int64), top_p=np.ones(B, np.float32),
