@@ -26,7 +26,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    import uvicorn
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as e:
+        raise SystemExit(f"tracegrad serve needs {e.name}: pip install 'tracegrad[serve]'") from None
 
     import tracegrad as tg
 
