@@ -34,8 +34,10 @@ def main(argv=None) -> int:
 
     import tracegrad as tg
 
-    from .engine import LLM
-    from .server import build_app
+    # NOTE: the engine and the server (FastAPI, the `serve` extra) load only once the arguments
+    # parse, so `--help` answers at once and names what is missing.
+    from .engine import LLM   # NOTE: as above
+    from .server import build_app   # NOTE: as above
     llm = LLM(args.checkpoint, device=args.device, dtype=getattr(tg, args.dtype) if args.dtype else None,
               block_size=args.block_size, num_blocks=args.num_blocks, max_num_seqs=args.max_num_seqs,
               max_model_len=args.max_model_len, enable_prefix_caching=not args.no_prefix_caching)
