@@ -4,8 +4,8 @@
     python examples/generate.py --prompt "def " --num-samples 3 --max-new-tokens 300 --top-k 20
     python examples/generate.py --greedy --prompt "The "
 
-The decode step is compiled once (static KV cache, position as a tensor argument) and reused for
-every token of every sample; the script prints how many times it was traced.
+The prompt runs as one prefill pass, then one compiled decode step per token (static KV cache, the
+position a device tensor, sampling inside the step); the script prints how many times it was traced.
 """
 from __future__ import annotations
 

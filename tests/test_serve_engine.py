@@ -4,9 +4,11 @@ caching, preemption, seeded sampling and the stop conditions. Token ids compare 
 tiny models with weights far from ties (see test_generate's _gpt) and greedy decoding."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
-from test_generate import _gpt, _llama
+import test_generate
 
 import tracegrad as tg
 from tracegrad.models import generate
@@ -14,8 +16,11 @@ from tracegrad.serve import LLM, SamplingParams
 from tracegrad.serve.block_manager import BlockManager
 from tracegrad.serve.sequence import Sequence
 from tracegrad.utils.tokenizers import CharTokenizer
+from test_triton_codegen import fake_cuda  # noqa: F401,E402  (a CuPy stand-in: device placement on the CPU)
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=6)
+# NOTE: one model of each kind for the module: engines over one model share its compiled steps
+_gpt, _llama = functools.cache(test_generate._gpt), functools.cache(test_generate._llama)
 
 
 def _prompts(n, lengths, seed=0):
@@ -99,13 +104,19 @@ def test_seeded_sampling_equals_generate_and_ignores_batch_mates():
     assert outs[0].token_ids == outs[2].token_ids == want
 
 
-def _char_llm(**kw):
+@functools.cache
+def _char_model():
     tok = CharTokenizer(sorted(set("abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ.,:!?'\n0123456789")))
     tg.manual_seed(0)
     from tracegrad.models import GPT, GPTConfig
     model = GPT(GPTConfig(block_size=64, vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=32))
     for q in model.parameters():
         q.data.mul_(5.0)
+    return model, tok
+
+
+def _char_llm(**kw):
+    model, tok = _char_model()
     return LLM(model, tokenizer=tok, block_size=4, **kw), tok
 
 
@@ -154,3 +165,26 @@ def test_block_manager_shares_and_frees_blocks():
     c = Sequence([1, 2, 3, 4], SamplingParams(), 0)
     bm.allocate(c)
     assert c.num_cached_tokens == 2       # the block holding the last prompt token is always computed
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("make", [_gpt, _llama], ids=["gpt", "llama-gqa"])
+def test_engine_on_cuda_equals_cpu(make):
+    prompts = _prompts(5, [3, 9, 5, 14, 1])
+    want = [o.token_ids for o in LLM(make(), block_size=4).generate(prompts, GREEDY)]
+    llm = LLM(make.__wrapped__(), device="cuda", block_size=4, num_blocks=64)
+    assert _run_joining(llm, prompts, GREEDY) == want
+    bf16 = LLM(make.__wrapped__(), device="cuda", dtype=tg.bfloat16, num_blocks=64)
+    outs = bf16.generate(prompts, SamplingParams(temperature=0.8, top_p=0.9, max_tokens=20, seed=1))
+    assert all(len(o.token_ids) == 20 for o in outs)
+
+
+def test_engine_keeps_everything_on_the_models_device(fake_cuda, monkeypatch):
+    from tracegrad.runtime import externs
+    monkeypatch.setattr(externs, "_measure", lambda *fns: "cublas")     # the stand-in has no timers
+    prompts = _prompts(2, [3, 6])
+    want = [o.token_ids for o in LLM(_gpt(), block_size=4).generate(prompts, GREEDY)]
+    llm = LLM(test_generate._gpt().to("cuda"), block_size=4, num_blocks=16)
+    assert llm.runner.k_cache[0].device == "cuda:0"
+    got = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=2))
+    assert [o.token_ids for o in got] == [w[:2] for w in want]

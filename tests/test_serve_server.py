@@ -29,7 +29,8 @@ PROMPTS = [f"{w} {i}" for i, w in enumerate(["to be", "or not", "that is", "the 
 @pytest.fixture(scope="module")
 def served():
     offline, tok = _char_llm()
-    want = {p: o.text for p, o in zip(PROMPTS, offline.generate(PROMPTS, SamplingParams(temperature=0.0, max_tokens=8)))}
+    outs = offline.generate(PROMPTS, SamplingParams(temperature=0.0, max_tokens=8))
+    want = {p: o.text for p, o in zip(PROMPTS, outs)}
     llm, _ = _char_llm(max_num_seqs=64)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -83,7 +83,8 @@ class BlockManager:
             if hit and self.prefix_caching and full and (i + 1) * bs < len(seq):
                 h = block_hash(tokens, prefix)
                 cached = self.by_hash.get(h)
-                if cached is not None and (self.blocks[cached].tokens != tuple(tokens) or not self.blocks[cached].ready):
+                b = self.blocks[cached] if cached is not None else None
+                if b is not None and (b.tokens != tuple(tokens) or not b.ready):
                     cached = None                  # a hash collision, or a block this very step is still to write
             if cached is not None:
                 b = self.blocks[cached]

@@ -33,14 +33,18 @@ def main(argv=None) -> int:
 
 
 def run(args) -> int:
-    import uvicorn
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as e:
+        raise SystemExit(f"tracegrad serve needs {e.name}: pip install 'tracegrad[serve]'") from None
 
     import tracegrad as tg
 
     # NOTE: the engine and the server (FastAPI, the `serve` extra) load only once the arguments
-    # parse, so `--help` answers at once and names what is missing.
-    from .engine import LLM   # NOTE: as above
-    from .server import build_app   # NOTE: as above
+    # parse, so `--help` answers at once and a missing extra is named.
+    from .engine import LLM
+    from .server import build_app  # NOTE: as above
     llm = LLM(args.checkpoint, device=args.device, dtype=getattr(tg, args.dtype) if args.dtype else None,
               block_size=args.block_size, num_blocks=args.num_blocks, max_num_seqs=args.max_num_seqs,
               max_model_len=args.max_model_len, enable_prefix_caching=not args.no_prefix_caching)

@@ -66,7 +66,8 @@ class StepOutput:
 class LLM:
     """The engine. `model`: a path (tracegrad checkpoint, HF safetensors file or folder) or a model
     object with `step`/`kv_layout` (GPT, Llama). `num_blocks` sizes the KV cache (default: room for
-    `max_num_seqs` sequences of `max_model_len`, or most of the free GPU memory on CUDA)."""
+    `max_num_seqs` sequences of `max_model_len` up to 2 GiB on the CPU; on CUDA,
+    `gpu_memory_utilization` of the free GPU memory)."""
 
     def __init__(self, model, tokenizer=None, device: str | None = None, dtype=None, block_size: int = 16,
                  num_blocks: int | None = None, max_num_seqs: int = 256, max_num_batched_tokens: int = 8192,
@@ -82,7 +83,7 @@ class LLM:
         self.eos_token_id = self.tokenizer.eos_token_id if self.tokenizer is not None else None
         per_block = ModelRunner.cache_bytes_per_block(self.model, block_size)
         if num_blocks is None:
-            num_blocks = max_num_seqs * -(-self.max_model_len // block_size)
+            num_blocks = min(max_num_seqs * -(-self.max_model_len // block_size), (2 << 30) // per_block)
             dev = next(iter(self.model.parameters())).device
             if dev != "cpu":
                 import cupy

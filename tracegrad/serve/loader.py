@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 
 from tracegrad.models import GPT, GPTConfig, Llama
 from tracegrad.models.llama import config_from_hf
+from tracegrad.utils.checkpoint import read_checkpoint
+from tracegrad.utils.tokenizers import tokenizer_from_dict
 
 
 class Tokenizer:
@@ -74,8 +77,6 @@ def load(source, tokenizer=None):
         if not files:
             raise FileNotFoundError(f"{path}: no .safetensors file in this folder")
         path = os.path.join(path, files[0])
-    from tracegrad.utils.checkpoint import read_checkpoint
-    from tracegrad.utils.tokenizers import tokenizer_from_dict
     if _header_meta(path).get("format") == "tracegrad-checkpoint":
         state = read_checkpoint(path)
         extra = state["extra"] or {}
@@ -106,7 +107,6 @@ def _wrap(tok):
 
 
 def _header_meta(path: str) -> dict:
-    import struct
     with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
         return json.loads(f.read(n)).get("__metadata__") or {}

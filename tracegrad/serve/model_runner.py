@@ -12,7 +12,7 @@ The step returns the sampled token of each row and the new K, V; the runner writ
 cache buffers in place at their slots (a row scatter per layer), so the step never copies a cache.
 
 Shapes are bucketed to powers of two (rows B, new tokens T, cached blocks) so a few traces serve
-every batch; padding rows sample greedily and write to the sink.
+every batch; padding rows sample greedily and write to the sink, padding columns are masked.
 """
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ import numpy as np
 
 import tracegrad as tg
 import tracegrad.nn.functional as F
-from tracegrad.models.generate import repeat_kv
 from tracegrad.models.sampling import sample_tokens
 from tracegrad.runtime import devices
 
@@ -46,9 +45,17 @@ def paged_attend(q, k, v, kc, vc, ctx_slots, n_cached):
     old = (tg.arange(C, device=q.device).view(1, C) < n_cached.view(B, 1)).view(B, 1, 1, C).expand(B, 1, T, C)
     t = tg.arange(T, device=q.device)
     new = (t.view(1, T) <= t.view(T, 1)).view(1, 1, T, T).expand(B, 1, T, T)
-    n_rep = q.size(1) // Hkv
-    return F.scaled_dot_product_attention(q, repeat_kv(keys, n_rep).to(q.dtype), repeat_kv(values, n_rep).to(q.dtype),
-                                          attn_mask=tg.cat([old, new], 3))
+    mask = tg.cat([old, new], 3)                                            # [B, 1, T, C + T]
+    H = q.size(1)
+    n_rep = H // Hkv
+    if n_rep == 1:
+        return F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=mask)
+    # NOTE: grouped queries attend as n_rep * T rows of their kv head, so K and V are never repeated
+    S = C + T
+    qg = q.reshape(B, Hkv, n_rep * T, D)
+    mask = mask.view(B, 1, 1, T, S).expand(B, 1, n_rep, T, S).reshape(B, 1, n_rep * T, S)
+    y = F.scaled_dot_product_attention(qg, keys.to(q.dtype), values.to(q.dtype), attn_mask=mask)
+    return y.reshape(B, H, T, D)
 
 
 class ModelRunner:
@@ -62,11 +69,14 @@ class ModelRunner:
         self.k_cache = [self._zeros(shape) for _ in range(self.layers)]
         self.v_cache = [self._zeros(shape) for _ in range(self.layers)]
         self.sink = num_blocks * block_size
-        self.steps = {flt: tg.compile(self._step(flt)) for flt in (False, True)}
+        # NOTE: kept on the model, so engines over one model share traces (as decode_step_fn does)
+        self.steps = model.__dict__.setdefault("_tg_serve_steps", {flt: tg.compile(self._step(flt))
+                                                                    for flt in (False, True)})
 
     def _zeros(self, shape):
-        t = tg.tensor(np.zeros(shape, np.float32)).to(self.dtype)
-        return t.to(self.device) if self.device != "cpu" else t
+        t = tg.zeros(*shape, dtype=self.dtype, device=self.device)     # made on the device: no host copy
+        assert getattr(_raw(t._data), "flags", None) is None or _raw(t._data).flags.writeable
+        return t
 
     @staticmethod
     def cache_bytes_per_block(model, block_size: int) -> int:
@@ -95,8 +105,9 @@ class ModelRunner:
         B = bucket(len(seqs))
         n_cached = [s.num_cached_tokens if is_prefill else len(s) - 1 for s in seqs]
         n_new = [len(s) - c for s, c in zip(seqs, n_cached)]
-        T = bucket(max(n_new)) if is_prefill else 1
-        C = bucket(-(-max(max(n_cached), 1) // bs)) * bs
+        # NOTE: floors on the buckets (16 new tokens, 256 cached) trade a little padding for fewer traces
+        T = min(max(16, bucket(max(n_new))), self.max_model_len) if is_prefill else 1
+        C = max(bucket(-(-max(max(n_cached), 1) // bs)) * bs, min(256, -(-self.max_model_len // bs) * bs))
         a = dict(idx=np.zeros((B, T), np.int64), positions=np.zeros((B, T), np.int64), last=np.zeros(B, np.int64),
                  ctx_slots=np.zeros((B, C), np.int64), n_cached=np.zeros(B, np.int64),
                  temperature=np.zeros(B, np.float32), top_k=np.zeros(B, np.int64), top_p=np.ones(B, np.float32),
