@@ -22,6 +22,7 @@ from .ir.printer import format_graph
 from .errors import Donated, UnsupportedError
 from .compiled_grad import CompiledBackward
 from .distributed import Mesh, current_comm
+from .ir.passes.parallel import Plan, tensor_parallel
 from .pipeline import choose_backend, lower
 from .tensor import Tensor
 from .trace import Trace
@@ -115,14 +116,15 @@ class Entry:
 class CompiledFunction:
     """What `@tg.compile` returns: call it like the function; inspect it with `.ir(stage)`."""
 
-    def __init__(self, fn, backend: str = "auto", mesh=None, dump: str | None = None, donate=()):
+    def __init__(self, fn, backend: str = "auto", mesh=None, dump: str | None = None, donate=(), plan=None):
         if backend not in ("auto", "numpy", "triton"):
             raise ValueError(f"backend must be 'auto', 'numpy' or 'triton', got {backend!r}")
         if mesh is not None and not isinstance(mesh, Mesh):
             raise TypeError(f"mesh must be a tg.Mesh, got {type(mesh).__name__}")
-        if mesh is not None and (mesh.tp, mesh.pp, mesh.cp) != (1, 1, 1):
-            raise UnsupportedError(f"{mesh}: only data parallelism (dp) is built so far; tp, pp and cp must be 1")
+        if mesh is not None and (mesh.pp, mesh.cp) != (1, 1):
+            raise UnsupportedError(f"{mesh}: data (dp) and tensor (tp) parallelism are built so far; pp and cp must be 1")
         self.fn, self.backend, self.mesh, self.dump = fn, backend, mesh, dump
+        self.plan = Plan.of(plan)
         self.donate = (donate,) if isinstance(donate, (str, int)) else tuple(donate)
         self.entries: list[Entry] = []
         self.retrace_reasons: list[str] = []
@@ -243,6 +245,12 @@ class CompiledFunction:
         stages = PassManager(title)
         graph = stages.record("traced", graph, ms)
         backend = choose_backend(self.backend, graph)
+        if self.mesh is not None and self.mesh.tp > 1:
+            if backward is not None:
+                raise UnsupportedError(f"{title}: tensor parallelism needs the backward inside the step "
+                                       "(call loss.backward() in it), not differentiable outputs")
+            group = self.mesh.group("tp", comm.rank)
+            graph = stages.run("tp", lambda g: tensor_parallel(g, group, comm.rank, self.plan), graph)
         if backward is not None:
             backward = CompiledBackward(graph, *backward, backend, title, comm)
         graph, program = lower(graph, stages, backend, comm)
@@ -288,6 +296,9 @@ class CompiledFunction:
         lines = [f"{e.title}: {len(g.nodes)} ops, compiled in {e.compile_ms:.1f} ms, called {e.calls} times"]
         for s in e.stages.stages:
             lines.append(f"  stage {s.name:<10} {len(s.graph.nodes):>5} ops  {s.ms:7.1f} ms")
+        from .ir.passes.parallel.explain import collective_lines, plan_lines
+        lines += plan_lines(e.stages.stages[min(1, len(e.stages.stages) - 1)].graph)
+        lines += collective_lines(e.stages.stages[-1].graph)
         if any(s.name == "fused" for s in e.stages.stages):
             from .ir.passes.fusion import explain_kernels
             lines += explain_kernels(e.stages["fused"])
@@ -295,7 +306,8 @@ class CompiledFunction:
 
 
 def _shard(x: Tensor, mesh, rank: int, index: int) -> Tensor:
-    """Rank `rank`'s rows of a batch argument under data parallelism."""
+    """Rank `rank`'s rows of a batch argument under data parallelism (the same rows on every rank
+    of its tp group)."""
     n = mesh.dp
     if n == 1:
         return x
@@ -303,7 +315,8 @@ def _shard(x: Tensor, mesh, rank: int, index: int) -> Tensor:
         raise ValueError(f"argument {index} of shape {list(x.shape)}: its first axis does not split over dp={n} "
                          "ranks (with a mesh, tensor arguments are the global batch)")
     rows = x.shape[0] // n
-    return x[rank * rows:(rank + 1) * rows]
+    i = mesh.coords(rank)["dp"]
+    return x[i * rows:(i + 1) * rows]
 
 
 def _source(src: tuple, leaves: list) -> Tensor:
@@ -360,15 +373,18 @@ def write_dump(fn: CompiledFunction, e: Entry, target: str) -> None:
         f.write(e.stages["optimized"].to_dot() + "\n")
 
 
-def compile(fn=None, *, backend: str = "auto", donate=(), mesh=None, dump: str | None = None):
+def compile(fn=None, *, backend: str = "auto", donate=(), mesh=None, plan=None, dump: str | None = None):
     """Compile a step: `@tg.compile` or `tg.compile(fn, backend="numpy")`.
 
     `donate` names arguments (by name or position) whose buffers the caller gives up, as JAX's
     donate_argnums: the step may write its results over them (e.g. the cross-entropy gradient over
-    the logits), and using them after the call raises `DonatedError`."""
+    the logits), and using them after the call raises `DonatedError`.
+
+    `mesh` (a `tg.Mesh`) runs the step on several ranks; `plan` overrides the parallel style of
+    modules by path pattern (`{"*.k_proj": "replicate"}`, see `tracegrad.ir.passes.parallel.plan`)."""
     if fn is None:
-        return lambda f: CompiledFunction(f, backend, mesh, dump, donate)
-    return CompiledFunction(fn, backend, mesh, dump, donate)
+        return lambda f: CompiledFunction(f, backend, mesh, dump, donate, plan)
+    return CompiledFunction(fn, backend, mesh, dump, donate, plan)
 
 
 def last_graphs(fn: CompiledFunction) -> dict[str, Graph]:

@@ -1,0 +1,7 @@
+"""Parallel passes: each mesh axis a `Graph -> Graph` transform of the single-device step
+(tp: `tensor_parallel`), the sharding rules they share, and the plans that choose styles."""
+from .builder import ParallelPlanError
+from .plan import Choice, Plan
+from .tp import tensor_parallel
+
+__all__ = ["ParallelPlanError", "Choice", "Plan", "tensor_parallel"]
