@@ -22,7 +22,8 @@ from .ir.printer import format_graph
 from .errors import Donated, UnsupportedError
 from .compiled_grad import CompiledBackward
 from .distributed import Mesh, current_comm
-from .ir.passes.parallel import Plan, tensor_parallel
+from .ir.passes.parallel import Plan, pipeline_parallel, tensor_parallel
+from .ir.passes.parallel.schedule import SCHEDULES
 from .pipeline import choose_backend, lower
 from .tensor import Tensor
 from .trace import Trace
@@ -116,15 +117,20 @@ class Entry:
 class CompiledFunction:
     """What `@tg.compile` returns: call it like the function; inspect it with `.ir(stage)`."""
 
-    def __init__(self, fn, backend: str = "auto", mesh=None, dump: str | None = None, donate=(), plan=None):
+    def __init__(self, fn, backend: str = "auto", mesh=None, dump: str | None = None, donate=(), plan=None,
+                 microbatches: int | None = None, schedule: str = "1f1b"):
         if backend not in ("auto", "numpy", "triton"):
             raise ValueError(f"backend must be 'auto', 'numpy' or 'triton', got {backend!r}")
         if mesh is not None and not isinstance(mesh, Mesh):
             raise TypeError(f"mesh must be a tg.Mesh, got {type(mesh).__name__}")
-        if mesh is not None and (mesh.pp, mesh.cp) != (1, 1):
-            raise UnsupportedError(f"{mesh}: data (dp) and tensor (tp) parallelism are built so far; pp and cp must be 1")
+        if mesh is not None and mesh.cp != 1:
+            raise UnsupportedError(f"{mesh}: data (dp), tensor (tp) and pipeline (pp) parallelism are built so far; "
+                                   "cp must be 1")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
         self.fn, self.backend, self.mesh, self.dump = fn, backend, mesh, dump
         self.plan = Plan.of(plan)
+        self.microbatches, self.schedule = microbatches or (mesh.pp if mesh is not None else 1), schedule
         self.donate = (donate,) if isinstance(donate, (str, int)) else tuple(donate)
         self.entries: list[Entry] = []
         self.retrace_reasons: list[str] = []
@@ -245,12 +251,17 @@ class CompiledFunction:
         stages = PassManager(title)
         graph = stages.record("traced", graph, ms)
         backend = choose_backend(self.backend, graph)
+        if self.mesh is not None and (self.mesh.tp > 1 or self.mesh.pp > 1) and backward is not None:
+            raise UnsupportedError(f"{title}: tensor and pipeline parallelism need the backward inside the step "
+                                   "(call loss.backward() in it), not differentiable outputs")
         if self.mesh is not None and self.mesh.tp > 1:
-            if backward is not None:
-                raise UnsupportedError(f"{title}: tensor parallelism needs the backward inside the step "
-                                       "(call loss.backward() in it), not differentiable outputs")
             group = self.mesh.group("tp", comm.rank)
             graph = stages.run("tp", lambda g: tensor_parallel(g, group, comm.rank, self.plan), graph)
+        if self.mesh is not None and self.mesh.pp > 1:
+            group = self.mesh.group("pp", comm.rank)
+            batch = tuple(v.name for v, (kind, _) in zip(graph.inputs, tr.sources) if kind == "arg")
+            graph = stages.run("pp", lambda g: pipeline_parallel(g, group, comm.rank, batch, self.microbatches,
+                                                                  self.schedule), graph)
         if backward is not None:
             backward = CompiledBackward(graph, *backward, backend, title, comm)
         graph, program = lower(graph, stages, backend, comm)
@@ -297,7 +308,8 @@ class CompiledFunction:
         for s in e.stages.stages:
             lines.append(f"  stage {s.name:<10} {len(s.graph.nodes):>5} ops  {s.ms:7.1f} ms")
         from .ir.passes.parallel.explain import collective_lines, plan_lines
-        lines += plan_lines(e.stages.stages[min(1, len(e.stages.stages) - 1)].graph)
+        parallel = [s.graph for s in e.stages.stages if s.name in ("tp", "pp")]
+        lines += plan_lines(parallel[-1]) if parallel else []
         lines += collective_lines(e.stages.stages[-1].graph)
         if any(s.name == "fused" for s in e.stages.stages):
             from .ir.passes.fusion import explain_kernels
@@ -373,7 +385,8 @@ def write_dump(fn: CompiledFunction, e: Entry, target: str) -> None:
         f.write(e.stages["optimized"].to_dot() + "\n")
 
 
-def compile(fn=None, *, backend: str = "auto", donate=(), mesh=None, plan=None, dump: str | None = None):
+def compile(fn=None, *, backend: str = "auto", donate=(), mesh=None, plan=None, microbatches: int | None = None,
+            schedule: str = "1f1b", dump: str | None = None):
     """Compile a step: `@tg.compile` or `tg.compile(fn, backend="numpy")`.
 
     `donate` names arguments (by name or position) whose buffers the caller gives up, as JAX's
@@ -381,10 +394,13 @@ def compile(fn=None, *, backend: str = "auto", donate=(), mesh=None, plan=None, 
     the logits), and using them after the call raises `DonatedError`.
 
     `mesh` (a `tg.Mesh`) runs the step on several ranks; `plan` overrides the parallel style of
-    modules by path pattern (`{"*.k_proj": "replicate"}`, see `tracegrad.ir.passes.parallel.plan`)."""
+    modules by path pattern (`{"*.k_proj": "replicate"}`, see `tracegrad.ir.passes.parallel.plan`);
+    with pipeline stages (`mesh.pp > 1`) the batch is cut into `microbatches` (default: pp) run
+    in the `schedule` "1f1b" or "afab"."""
+    kw = dict(plan=plan, microbatches=microbatches, schedule=schedule)
     if fn is None:
-        return lambda f: CompiledFunction(f, backend, mesh, dump, donate, plan)
-    return CompiledFunction(fn, backend, mesh, dump, donate, plan)
+        return lambda f: CompiledFunction(f, backend, mesh, dump, donate, **kw)
+    return CompiledFunction(fn, backend, mesh, dump, donate, **kw)
 
 
 def last_graphs(fn: CompiledFunction) -> dict[str, Graph]:

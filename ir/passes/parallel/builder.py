@@ -36,8 +36,10 @@ class DValue:
 class ShardBuilder(Builder):
     """Emits a rank's local program of a graph whose values are sharded over `group`."""
 
-    def __init__(self, graph: Graph, group: tuple, rank: int, axis: str = "tp"):
-        self.out = GraphBuilder.continuing(graph)
+    local_means = False     # micro-batches (microbatch.py): a reduction over rows is this part's own
+
+    def __init__(self, graph: Graph, group: tuple, rank: int, axis: str = "tp", out: GraphBuilder | None = None):
+        self.out = out if out is not None else GraphBuilder.continuing(graph)
         self.group, self.n, self.r, self.axis = tuple(group), len(group), tuple(group).index(rank), axis
         self._cache: dict[tuple, DValue] = {}
         self.node: Node | None = None      # the node being rewritten (for errors and provenance)
@@ -67,6 +69,10 @@ class ShardBuilder(Builder):
                                         f"{list(gt.shape)} over {self.n} ranks is {list(want)} (a sharding rule is wrong)")
             res.append(DValue(v, spec, gt, origin or next((h.origin for h in ins if h.origin), "")))
         return res
+
+    def combine(self, v: Value, op: str) -> Value:
+        """The `op` ("max") of the ranks' local results."""
+        return self.out.all_reduce(v, op=op, group=self.group)
 
     def wrap(self, v: Value, spec: Spec = R, origin: str = "") -> DValue:
         return DValue(v, spec, v.type if spec.kind != "S" else v.type.with_(

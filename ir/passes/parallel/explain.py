@@ -27,12 +27,19 @@ def sent_bytes(node) -> int:
 
 
 def plan_lines(graph: Graph) -> list[str]:
+    """The tp plan of every parameter and the pipeline's stages, schedule and bubble, from the
+    meta the passes left on `graph`."""
     lines = []
-    for axis in ("tp",):
-        choices = graph.meta.get(f"{axis}_plan")
-        if choices:
-            lines.append(f"  {axis} plan ({axis}={graph.meta.get(f'{axis}_size')}): parameter, module, style, split")
-            lines += [f"    {c}" for c in choices]
+    choices = graph.meta.get("tp_plan")
+    if choices:
+        lines.append(f"  tp plan (tp={graph.meta.get('tp_size')}): parameter, module, style, split")
+        lines += [f"    {c}" for c in choices]
+    pp = graph.meta.get("pp")
+    if pp:
+        lines.append(f"  pp: stage {pp['stage']} of {pp['stages']}, {pp['schedule'].upper()}, {pp['microbatches']} "
+                     f"micro-batches, bubble {pp['bubble']:.1%} = (pp-1)/(m+pp-1)")
+        for s, units in pp["units"].items():
+            lines.append(f"    stage {s}: {', '.join(units)}")
     return lines
 
 

@@ -95,7 +95,7 @@ def _reduce(b, op, ins, attrs, gtypes):
         return b.local(op, ins, attrs, [P], gtypes)
     if op == "max":       # the max of the ranks' maxima: one small all_reduce, no gather
         (m,) = b.local(op, ins, attrs, [R], gtypes)
-        return [DValue(b.out.all_reduce(m.local, op="max", group=b.group), R, m.type, m.origin)]
+        return [DValue(b.combine(m.local, "max"), R, m.type, m.origin)]
     return _replicated(b, op, ins, attrs, gtypes)
 
 
@@ -227,6 +227,12 @@ def _index(b, op, ins, attrs, gtypes):
     is looked up locally and masked (the vocabulary-parallel embedding and cross-entropy)."""
     x, idx = ins
     axis = attrs["axis"] % len(x.type.shape)
+    if idx.spec.kind == "S" and x.spec.kind != "P":     # rows of the indices (a batch split)
+        d = idx.spec.dim
+        if op == "take":
+            return b.local(op, [b.to(x, R), idx], attrs, [S(axis + d)], gtypes)
+        if d != axis:
+            return b.local(op, [b.to(x, S(d)), idx], attrs, [S(d)], gtypes)
     idx = b.to(idx, R)
     if x.spec.kind == "P":
         return b.local(op, [x, idx], attrs, [P], gtypes)
@@ -251,9 +257,22 @@ def _index(b, op, ins, attrs, gtypes):
     return [DValue(masked, P, y.type, y.origin)]
 
 
+def _index_add(b, op, ins, attrs, gtypes):
+    """index_add / scatter_add of split rows into a whole table: each rank's sum is partial.
+    NOTE: the base counts once per rank; the VJPs that emit these start from zeros."""
+    x, idx, src = ins
+    if x.spec.kind == "R" and idx.spec.kind == "S":
+        d = idx.spec.dim
+        sd = attrs["axis"] % len(x.type.shape) + d if op == "index_add" else d
+        return b.local(op, [x, idx, b.to(src, S(sd))], attrs, [P], gtypes)
+    return _replicated(b, op, ins, attrs, gtypes)
+
+
 def _collective(b, op, ins, attrs, gtypes):
-    (x,) = ins
-    if op == "all_reduce" and attrs["op"] in ("sum", "mean"):   # over another axis: elementwise here
+    (x,) = ins       # a collective over another mesh axis: elementwise across this one's parts
+    if op == "all_reduce" and (x.spec.kind == "S" or attrs["op"] in ("sum", "mean")):
+        return b.local(op, ins, attrs, [x.spec], gtypes)
+    if op in ("all_gather", "reduce_scatter") and x.spec.kind == "S" and x.spec.dim != attrs["axis"] % len(x.type.shape):
         return b.local(op, ins, attrs, [x.spec], gtypes)
     return _replicated(b, op, ins, attrs, gtypes)
 
@@ -285,6 +304,16 @@ def _headwise(b, op, ins, attrs, gtypes):
     return _decompose(b, op, ins, attrs)
 
 
+def _rowwise_loss(b, op, ins, attrs, gtypes):
+    """cross_entropy over micro-batches (rows split, `local_means`): each part's own mean."""
+    if b.local_means and all(h.spec.kind != "S" or h.spec.dim == 0 for h in ins):
+        ins = [b.to(h, S(0)) if len(h.type.shape) and h.type.shape[0] == ins[0].type.shape[0] else b.to(h, R)
+               for h in ins]
+        specs = [S(0) if len(t.shape) and t.shape[0] == ins[0].type.shape[0] else R for t in gtypes]
+        return b.local(op, ins, attrs, specs, gtypes)
+    return _decompose(b, op, ins, attrs)
+
+
 def _decompose(b, op, ins, attrs):
     outs = get(op).decompose(b, *ins, **attrs)
     return list(outs) if isinstance(outs, tuple) else [outs]
@@ -293,5 +322,6 @@ def _decompose(b, op, ins, attrs):
 RULES = {"reduce": _reduce, "reshape": _reshape, "permute": _permute, "expand": _expand, "slice": _slice,
          "pad": _pad, "concat": _concat, "matmul": _matmul, "take": _index, "gather": _index,
          "collective": _collective, **{k: _rowwise for k in ROWWISE},
-         **{k: _pointwise for k in POINTWISE_COMPOSITES}, **{k: _headwise for k in HEADWISE}}
+         **{k: _pointwise for k in POINTWISE_COMPOSITES}, **{k: _headwise for k in HEADWISE},
+         "index_add": _index_add, "scatter_add": _index_add, "cross_entropy": _rowwise_loss, "cross_entropy_bwd": _rowwise_loss}
 assert not set(RULES) & set(ELEMENTWISE)
