@@ -47,7 +47,7 @@ def scatter_add(x, idx, src, axis):
 def iota(shape, axis, dtype):
     ar = np.arange(shape[axis] if shape else 1, dtype=dtype)
     ar = ar.reshape(tuple(-1 if i == axis else 1 for i in range(len(shape)))) if shape else ar.reshape(())
-    return np.ascontiguousarray(np.broadcast_to(ar, shape))
+    return np.array(np.broadcast_to(ar, shape))    # NOTE: a copy: a broadcast view is read-only, even when contiguous
 
 
 def rand_uniform(state, shape, dtype):

@@ -22,7 +22,7 @@ from .ir.printer import format_graph
 from .errors import Donated, UnsupportedError
 from .compiled_grad import CompiledBackward
 from .distributed import Mesh, current_comm
-from .ir.passes.parallel import Plan, pipeline_parallel, tensor_parallel
+from .ir.passes.parallel import Plan, context_parallel, pipeline_parallel, tensor_parallel
 from .ir.passes.parallel.schedule import SCHEDULES
 from .pipeline import choose_backend, lower
 from .tensor import Tensor
@@ -123,9 +123,6 @@ class CompiledFunction:
             raise ValueError(f"backend must be 'auto', 'numpy' or 'triton', got {backend!r}")
         if mesh is not None and not isinstance(mesh, Mesh):
             raise TypeError(f"mesh must be a tg.Mesh, got {type(mesh).__name__}")
-        if mesh is not None and mesh.cp != 1:
-            raise UnsupportedError(f"{mesh}: data (dp), tensor (tp) and pipeline (pp) parallelism are built so far; "
-                                   "cp must be 1")
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
         self.fn, self.backend, self.mesh, self.dump = fn, backend, mesh, dump
@@ -251,15 +248,18 @@ class CompiledFunction:
         stages = PassManager(title)
         graph = stages.record("traced", graph, ms)
         backend = choose_backend(self.backend, graph)
-        if self.mesh is not None and (self.mesh.tp > 1 or self.mesh.pp > 1) and backward is not None:
-            raise UnsupportedError(f"{title}: tensor and pipeline parallelism need the backward inside the step "
-                                   "(call loss.backward() in it), not differentiable outputs")
+        if self.mesh is not None and max(self.mesh.tp, self.mesh.pp, self.mesh.cp) > 1 and backward is not None:
+            raise UnsupportedError(f"{title}: tensor, pipeline and context parallelism need the backward inside the "
+                                   "step (call loss.backward() in it), not differentiable outputs")
+        batch = tuple(v.name for v, (kind, _) in zip(graph.inputs, tr.sources) if kind == "arg")
         if self.mesh is not None and self.mesh.tp > 1:
             group = self.mesh.group("tp", comm.rank)
             graph = stages.run("tp", lambda g: tensor_parallel(g, group, comm.rank, self.plan), graph)
+        if self.mesh is not None and self.mesh.cp > 1:
+            group = self.mesh.group("cp", comm.rank)
+            graph = stages.run("cp", lambda g: context_parallel(g, group, comm.rank, batch), graph)
         if self.mesh is not None and self.mesh.pp > 1:
             group = self.mesh.group("pp", comm.rank)
-            batch = tuple(v.name for v, (kind, _) in zip(graph.inputs, tr.sources) if kind == "arg")
             graph = stages.run("pp", lambda g: pipeline_parallel(g, group, comm.rank, batch, self.microbatches,
                                                                   self.schedule), graph)
         if backward is not None:

@@ -37,6 +37,7 @@ class ShardBuilder(Builder):
     """Emits a rank's local program of a graph whose values are sharded over `group`."""
 
     local_means = False     # micro-batches (microbatch.py): a reduction over rows is this part's own
+    zigzag = False          # context parallel (cp.py): rank r holds blocks r and 2n-1-r of 2n
 
     def __init__(self, graph: Graph, group: tuple, rank: int, axis: str = "tp", out: GraphBuilder | None = None):
         self.out = out if out is not None else GraphBuilder.continuing(graph)
@@ -121,7 +122,24 @@ class ShardBuilder(Builder):
         shape = v.type.shape
         return self.out.reshape(v, shape=shape[:d] + (g, shape[d] // g) + shape[d + 1:]), d + 1
 
+    def _blocks(self, v: Value, spec: Spec, per: int):
+        """v with its split dim viewed as (groups, per, rest): (value, axis of `per`)."""
+        d, g = spec.dim, spec.groups
+        shape = v.type.shape
+        return self.out.reshape(v, shape=shape[:d] + (g, per, shape[d] // (g * per)) + shape[d + 1:]), d + 1
+
+    def _pick(self, x: Value, axis: int, idx: list[int]) -> Value:
+        shape = x.type.shape
+        parts = [self.out.slice(x, starts=tuple(i if a == axis else 0 for a in range(len(shape))),
+                                stops=tuple(i + 1 if a == axis else s for a, s in enumerate(shape)),
+                                steps=(1,) * len(shape)) for i in idx]
+        return parts[0] if len(parts) == 1 else self.out.concat(*parts, axis=axis)
+
     def _slice(self, v: Value, spec: Spec) -> Value:
+        if self.zigzag:      # blocks r and 2n-1-r of each group (balanced causal attention)
+            x, axis = self._blocks(v, spec, 2 * self.n)
+            out = self._pick(x, axis, [self.r, 2 * self.n - 1 - self.r])
+            return self.out.reshape(out, shape=spec.local(v.type.shape, self.n))
         x, axis = (v, spec.dim) if spec.groups == 1 else self._chunked(v, spec)
         shape = x.type.shape
         k = shape[axis] // self.n
@@ -131,6 +149,13 @@ class ShardBuilder(Builder):
         return out if spec.groups == 1 else self.out.reshape(out, shape=spec.local(v.type.shape, self.n))
 
     def _gather(self, v: Value, spec: Spec) -> Value:
+        if self.zigzag:      # rank i holds blocks (i, 2n-1-i): gather, then put the blocks in order
+            n = self.n
+            x, axis = self._blocks(v, spec, 2)
+            x = self.out.all_gather(x, axis=axis, group=self.group)
+            x = self._pick(x, axis, [2 * j if j < n else 2 * (2 * n - 1 - j) + 1 for j in range(2 * n)])
+            shape = v.type.shape
+            return self.out.reshape(x, shape=shape[:spec.dim] + (shape[spec.dim] * n,) + shape[spec.dim + 1:])
         x, axis = (v, spec.dim) if spec.groups == 1 else self._chunked(v, spec)
         out = self.out.all_gather(x, axis=axis, group=self.group)
         if spec.groups == 1:

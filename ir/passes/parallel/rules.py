@@ -23,6 +23,8 @@ HEADWISE = ("scaled_dot_product_attention", "scaled_dot_product_attention_bwd") 
 
 def apply_rule(b: ShardBuilder, op: str, ins: list[DValue], attrs: dict, gtypes) -> list[DValue]:
     opdef = get(op)
+    if op in ("send", "recv") and b.local_means:
+        return _ring_message(b, op, ins, attrs, gtypes)
     # NOTE: a partial value already summed for another reader is read summed: a second all_reduce
     # of it later (in the backward, say) would move the same bytes again
     ins = [b.summed(h) for h in ins]
@@ -207,12 +209,12 @@ def _matmul(b, op, ins, attrs, gtypes):
         return b.local(op, [b.to(a, R), w], attrs, [S(no - 1, w.spec.groups)], gtypes)
     # a batch axis: both operands split along it where they have it
     h = a if isinstance(ra, int) else w
-    od = h.spec.dim + no - len(h.type.shape)
+    od, g = h.spec.dim + no - len(h.type.shape), h.spec.groups
     conv = []
     for x in (a, w):
         d = od - (no - len(x.type.shape))
-        conv.append(b.to(x, R) if d < 0 or x.type.shape[d] == 1 else b.to(x, S(d)))
-    return b.local(op, conv, attrs, [S(od)], gtypes)
+        conv.append(b.to(x, R) if d < 0 or x.type.shape[d] == 1 else b.to(x, S(d, g)))
+    return b.local(op, conv, attrs, [S(od, g)], gtypes)
 
 
 def _role(h, nd, second_last, last):
@@ -228,11 +230,11 @@ def _index(b, op, ins, attrs, gtypes):
     x, idx = ins
     axis = attrs["axis"] % len(x.type.shape)
     if idx.spec.kind == "S" and x.spec.kind != "P":     # rows of the indices (a batch split)
-        d = idx.spec.dim
+        d, g = idx.spec.dim, idx.spec.groups
         if op == "take":
-            return b.local(op, [b.to(x, R), idx], attrs, [S(axis + d)], gtypes)
+            return b.local(op, [b.to(x, R), idx], attrs, [S(axis + d, g)], gtypes)
         if d != axis:
-            return b.local(op, [b.to(x, S(d)), idx], attrs, [S(d)], gtypes)
+            return b.local(op, [b.to(x, idx.spec), idx], attrs, [idx.spec], gtypes)
     idx = b.to(idx, R)
     if x.spec.kind == "P":
         return b.local(op, [x, idx], attrs, [P], gtypes)
@@ -264,8 +266,20 @@ def _index_add(b, op, ins, attrs, gtypes):
     if x.spec.kind == "R" and idx.spec.kind == "S":
         d = idx.spec.dim
         sd = attrs["axis"] % len(x.type.shape) + d if op == "index_add" else d
-        return b.local(op, [x, idx, b.to(src, S(sd))], attrs, [P], gtypes)
+        return b.local(op, [x, idx, b.to(src, S(sd, idx.spec.groups))], attrs, [P], gtypes)
     return _replicated(b, op, ins, attrs, gtypes)
+
+
+def _ring_message(b, op, ins, attrs, gtypes):
+    """send/recv of a cp ring inside a micro-batch: the micro-batch's rows of the message.
+    NOTE: every rank runs the same program, so what rank r sends at this point is split as what
+    rank r+1 receives at its same point: by rows, as the sender's value is."""
+    if op == "send":
+        return b.local(op, [b.to(ins[0], S(0)) if ins[0].type.shape[0] % b.n == 0 else ins[0]], attrs, [],
+                       gtypes)
+    t = gtypes[0]
+    spec = S(0) if t.shape and t.shape[0] % b.n == 0 else R
+    return b.local(op, [], dict(attrs, shape=spec.local(t.shape, b.n)), [spec], gtypes)
 
 
 def _collective(b, op, ins, attrs, gtypes):
@@ -298,9 +312,13 @@ def _pointwise(b, op, ins, attrs, gtypes):
 
 def _headwise(b, op, ins, attrs, gtypes):
     spec = next(h.spec for h in ins if h.spec.kind != "R")
+    n_in = 3 if op == "scaled_dot_product_attention" else 6
+    if spec.kind == "S" and spec.dim == 2 and len(ins) == n_in and spec.groups == 1:   # the sequence: a ring
+        from .ring import ring_attention, ring_attention_bwd
+        return (ring_attention if n_in == 3 else ring_attention_bwd)(b, ins, attrs, gtypes)
     if spec.kind == "S" and spec.dim in (0, 1):
-        conv = [b.to(h, S(spec.dim)) for h in ins]
-        return b.local(op, conv, attrs, [S(spec.dim)] * len(gtypes), gtypes)
+        conv = [b.to(h, spec) for h in ins]
+        return b.local(op, conv, attrs, [spec] * len(gtypes), gtypes)
     return _decompose(b, op, ins, attrs)
 
 

@@ -56,8 +56,10 @@ def reshape_spec(spec: Spec, shape_in: tuple, shape_out: tuple, n: int) -> Spec 
     period = math.prod(shape_in[d:])
     for o in range(len(shape_out)):
         p = math.prod(shape_out[o:])
-        if p == period and shape_out[o] % (n * g) == 0:
-            return S(o, g)
+        if p % period == 0:      # the same blocks; c > 1 when outer dims merged in ([B, T] -> [B*T])
+            c = p // period
+            if shape_out[o] % (n * g * c) == 0 and (period // (g * n)) % math.prod(shape_out[o + 1:]) == 0:
+                return S(o, g * c)
         if g > 1 and p * g == period and shape_out[o] % n == 0 and o > 0 and shape_out[o - 1] % g == 0:
             return S(o)        # the chunks became a dim of their own: each chunk's block is plain
     return None
