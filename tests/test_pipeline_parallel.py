@@ -41,6 +41,12 @@ def test_plain_model_pp2_with_four_microbatches():
     assert units[0][0] == "emb" and units[1][-1] == "out"
 
 
+def test_microbatches_on_one_rank_accumulate_gradients():
+    runs = check_plan(_llama(num_hidden_layers=1), _batches(32, (4, 8), n=2), tg.Mesh(), microbatches=4)
+    graph = runs[0][2].graphs()["microbatch"]
+    assert sum(n.op == "cross_entropy" for n in graph.nodes) == 4     # one loss per micro-batch
+
+
 def test_one_f_one_b_keeps_fewer_microbatches_in_flight():
     assert stage_order("1f1b", 0, 2, 4) == [("F", 0), ("F", 1), ("B", 0), ("F", 2), ("B", 1), ("F", 3), ("B", 2),
                                             ("B", 3)]

@@ -73,10 +73,14 @@ def test_llama_tp2_equals_one_device():
     assert "model.layers.0.mlp.gate_proj" in text and "all_reduce" in text
 
 
-def test_plain_model_tp2_equals_one_device():
-    runs = check_plan(PlainLM(), _batches(24, (4, 6)), tg.Mesh(tp=2))
+@pytest.mark.parametrize("overrides, styles", [
+    ({}, {"emb": "vocab", "fc1": "column", "fc2": "row", "out": "column"}),
+    ({"out": "replicate", "e*": "replicate"}, {"emb": "replicate", "fc1": "column", "fc2": "row", "out": "replicate"}),
+], ids=["auto", "overridden"])
+def test_plain_model_tp2_equals_one_device(overrides, styles):
+    runs = check_plan(PlainLM(), _batches(24, (4, 6)), tg.Mesh(tp=2), plan=overrides)
     plan = {c.module: c.style for c in runs[0][2].graphs()["tp"].meta["tp_plan"]}
-    assert plan == {"emb": "vocab", "fc1": "column", "fc2": "row", "out": "column"}
+    assert plan == styles
 
 
 def test_gpt2_fused_qkv_and_tied_head_tp2():

@@ -22,9 +22,9 @@ from .ir.printer import format_graph
 from .errors import Donated, UnsupportedError
 from .compiled_grad import CompiledBackward
 from .distributed import Mesh, current_comm
-from .ir.passes.parallel import Plan, context_parallel, pipeline_parallel, tensor_parallel
+from .ir.passes.parallel import Plan
 from .ir.passes.parallel.schedule import SCHEDULES
-from .pipeline import choose_backend, lower
+from .pipeline import choose_backend, lower, parallelize
 from .tensor import Tensor
 from .trace import Trace
 
@@ -248,20 +248,13 @@ class CompiledFunction:
         stages = PassManager(title)
         graph = stages.record("traced", graph, ms)
         backend = choose_backend(self.backend, graph)
-        if self.mesh is not None and max(self.mesh.tp, self.mesh.pp, self.mesh.cp) > 1 and backward is not None:
-            raise UnsupportedError(f"{title}: tensor, pipeline and context parallelism need the backward inside the "
-                                   "step (call loss.backward() in it), not differentiable outputs")
-        batch = tuple(v.name for v, (kind, _) in zip(graph.inputs, tr.sources) if kind == "arg")
-        if self.mesh is not None and self.mesh.tp > 1:
-            group = self.mesh.group("tp", comm.rank)
-            graph = stages.run("tp", lambda g: tensor_parallel(g, group, comm.rank, self.plan), graph)
-        if self.mesh is not None and self.mesh.cp > 1:
-            group = self.mesh.group("cp", comm.rank)
-            graph = stages.run("cp", lambda g: context_parallel(g, group, comm.rank, batch), graph)
-        if self.mesh is not None and self.mesh.pp > 1:
-            group = self.mesh.group("pp", comm.rank)
-            graph = stages.run("pp", lambda g: pipeline_parallel(g, group, comm.rank, batch, self.microbatches,
-                                                                  self.schedule), graph)
+        if self.mesh is not None and (max(self.mesh.tp, self.mesh.pp, self.mesh.cp) > 1 or self.microbatches > 1):
+            if backward is not None:
+                raise UnsupportedError(f"{title}: tensor, pipeline and context parallelism need the backward inside "
+                                       "the step (call loss.backward() in it), not differentiable outputs")
+            batch = tuple(v.name for v, (kind, _) in zip(graph.inputs, tr.sources) if kind == "arg")
+            graph = parallelize(graph, stages, self.mesh, comm.rank, batch, self.plan, self.microbatches,
+                                self.schedule)
         if backward is not None:
             backward = CompiledBackward(graph, *backward, backend, title, comm)
         graph, program = lower(graph, stages, backend, comm)
@@ -310,7 +303,7 @@ class CompiledFunction:
         from .ir.passes.parallel.explain import collective_lines, plan_lines
         parallel = [s.graph for s in e.stages.stages if s.name in ("tp", "pp")]
         lines += plan_lines(parallel[-1]) if parallel else []
-        lines += collective_lines(e.stages.stages[-1].graph)
+        lines += collective_lines(e.stages.stages[-1].graph, self.mesh)
         if any(s.name == "fused" for s in e.stages.stages):
             from .ir.passes.fusion import explain_kernels
             lines += explain_kernels(e.stages["fused"])

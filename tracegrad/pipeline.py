@@ -1,7 +1,8 @@
 """The pass pipeline of a compiled function: traced graph -> program, on the numpy or the Triton
 backend. Every stage is recorded in a `PassManager`, so `step.ir(stage)` can show it.
 
-    traced -> simplify -> decompose -> optimized (-> bucketed, data parallel) (-> fused, Triton) -> codegen
+    traced (-> tp -> cp -> pp, with a mesh) -> simplify -> decompose -> optimized
+        (-> bucketed, data parallel) (-> fused, Triton) -> codegen
 """
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from . import debug
 from .ir.graph import Graph
 from .ir.passes import PassManager, decompose, simplify
 from .ir.passes.buckets import bucket_all_reduces
+from .ir.passes.parallel import context_parallel, pipeline_parallel, tensor_parallel
+from .ir.passes.parallel.microbatch import split_microbatches
 
 
 def choose_backend(requested: str, graph: Graph) -> str:
@@ -17,6 +20,24 @@ def choose_backend(requested: str, graph: Graph) -> str:
             v.type.device.startswith("cuda") for v in (*graph.inputs, *graph.outputs))):
         return "triton"
     return "numpy"
+
+
+def parallelize(graph: Graph, stages: PassManager, mesh, rank: int, batch: tuple, plan, microbatches: int,
+                schedule: str) -> Graph:
+    """This rank's graph of a traced step under `mesh`: the tp, cp and pp passes, each a stage.
+    `batch` names the inputs that are the step's arguments (split by cp and into micro-batches)."""
+    if mesh.tp > 1:
+        group = mesh.group("tp", rank)
+        graph = stages.run("tp", lambda g: tensor_parallel(g, group, rank, plan), graph)
+    if mesh.cp > 1:
+        group = mesh.group("cp", rank)
+        graph = stages.run("cp", lambda g: context_parallel(g, group, rank, batch), graph)
+    if mesh.pp > 1:
+        group = mesh.group("pp", rank)
+        graph = stages.run("pp", lambda g: pipeline_parallel(g, group, rank, batch, microbatches, schedule), graph)
+    elif microbatches > 1:     # gradient accumulation without stages
+        graph = stages.run("microbatch", lambda g: split_microbatches(g, batch, microbatches)[0], graph)
+    return graph
 
 
 def lower(graph: Graph, stages: PassManager, backend: str, comm=None):

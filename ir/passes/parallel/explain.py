@@ -43,17 +43,26 @@ def plan_lines(graph: Graph) -> list[str]:
     return lines
 
 
-def collective_lines(graph: Graph) -> list[str]:
-    """One line per (phase, op, group size): how many, and the bytes a rank sends per step."""
+def collective_lines(graph: Graph, mesh=None) -> list[str]:
+    """One line per (phase, op, mesh axis): how many, and the bytes a rank sends per step."""
     rows = defaultdict(lambda: [0, 0])
     for n in graph.nodes:
         if n.op in COLLECTIVES:
-            key = (n.phase, n.op, len(n.attrs.get("group", ())))
+            key = (n.phase, n.op, _axis(tuple(n.attrs.get("group", ())), mesh))
             rows[key][0] += 1
             rows[key][1] += sent_bytes(n)
     if not rows:
         return []
     lines = ["  collectives per step (bytes this rank sends):"]
-    for (phase, op, size), (count, nbytes) in sorted(rows.items()):
-        lines.append(f"    {phase:<9} {op:<15} x{count:<4} over {size} ranks  {nbytes:>12,d} B")
+    for (phase, op, axis), (count, nbytes) in sorted(rows.items()):
+        lines.append(f"    {phase:<9} {op:<15} x{count:<4} over {axis:<12} {nbytes:>12,d} B")
     return lines
+
+
+def _axis(group: tuple, mesh) -> str:
+    """The mesh axis whose groups hold `group` ("tp", "dp", ...), else its size."""
+    if mesh is not None:
+        for axis in ("tp", "cp", "pp", "dp"):
+            if getattr(mesh, axis) > 1 and any(set(group) <= set(g) for g in mesh.groups(axis)):
+                return f"{axis} ({len(group)} ranks)"
+    return f"{len(group)} ranks"
