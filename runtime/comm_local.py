@@ -70,6 +70,20 @@ class LocalWorld:
                 self._slots[group] = [None] * len(group)
             return self._barriers[group], self._slots[group]
 
+    def receive(self, src: int, dst: int):
+        """The next array `src` sent `dst`; raises when another rank failed or after `timeout`."""
+        chan = self.channel(src, dst)
+        waited = 0.0
+        while True:
+            try:
+                return chan.get(timeout=0.05)
+            except queue.Empty:
+                waited += 0.05
+                if self._aborted:
+                    raise threading.BrokenBarrierError(f"rank {dst} waited for rank {src}, and a rank failed")
+                if waited >= self.timeout:
+                    raise TimeoutError(f"rank {dst} waited {self.timeout:.0f} s for an array from rank {src}")
+
     def channel(self, src: int, dst: int) -> queue.Queue:
         with self._lock:
             return self._queues.setdefault((src, dst), queue.Queue())
@@ -116,7 +130,7 @@ class LocalComm(Communicator):
         self.world.channel(self.rank, peer).put(x.copy())
 
     def recv(self, shape, dtype, device, peer, group):
-        x = self.world.channel(peer, self.rank).get(timeout=self.world.timeout)
+        x = self.world.receive(peer, self.rank)
         if tuple(x.shape) != tuple(shape):
             raise RuntimeError(f"recv on rank {self.rank}: expected shape {tuple(shape)} from rank {peer}, got "
                                f"{tuple(x.shape)}")

@@ -244,12 +244,13 @@ def test_index_assignment_inside_a_step():
 
 # -- options -------------------------------------------------------------------------------------------
 def test_compile_options_are_checked():
-    from tracegrad.errors import UnsupportedError
     with pytest.raises(ValueError, match="backend must be"):
         tg.compile(lambda x: x, backend="tvm")
     with pytest.raises(TypeError, match="donate_argnums"):
         tg.compile(lambda x: x, donate_argnums=(0,))     # a misspelt option is not silently dropped
     with pytest.raises(TypeError, match="mesh must be a tg.Mesh"):
         tg.compile(lambda x: x, mesh=object())
-    with pytest.raises(UnsupportedError, match="only data parallelism"):
-        tg.compile(lambda x: x, mesh=tg.Mesh(dp=2, tp=2))
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        tg.compile(lambda x: x, mesh=tg.Mesh(pp=2), schedule="interleaved")
+    with pytest.raises(ValueError, match="style 'diagonal'"):
+        tg.compile(lambda x: x, mesh=tg.Mesh(tp=2), plan={"fc1": "diagonal"})

@@ -23,11 +23,14 @@ from .ir.printer import format_graph
 from .errors import Donated, UnsupportedError
 from .compiled_grad import CompiledBackward
 from .distributed import Mesh, current_comm
+from .ir.passes.parallel import Plan
+from .ir.passes.parallel.schedule import SCHEDULES
 from .pipeline import choose_backend, lower, parallelize
 from .tensor import Tensor
 from .trace import ArgSource, GradSource, StateSource, Trace
 from .compile_module import compile_module, torch_options
 from .nn.module import Module
+from .ir.passes.parallel.explain import collective_lines, plan_lines
 
 MAX_RETRACES = 8
 
@@ -117,14 +120,17 @@ class Entry:
 class CompiledFunction:
     """What `@tg.compile` returns: call it like the function; inspect it with `.ir(stage)`."""
 
-    def __init__(self, fn, backend: str = "auto", mesh=None, dump: str | None = None, donate=()):
+    def __init__(self, fn, backend: str = "auto", mesh=None, dump: str | None = None, donate=(), plan=None,
+                 microbatches: int | None = None, schedule: str = "1f1b"):
         if backend not in ("auto", "numpy", "triton"):
             raise ValueError(f"backend must be 'auto', 'numpy' or 'triton', got {backend!r}")
         if mesh is not None and not isinstance(mesh, Mesh):
             raise TypeError(f"mesh must be a tg.Mesh, got {type(mesh).__name__}")
-        if mesh is not None and (mesh.tp, mesh.pp, mesh.cp) != (1, 1, 1):
-            raise UnsupportedError(f"{mesh}: only data parallelism (dp) is built so far; tp, pp and cp must be 1")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
         self.fn, self.backend, self.mesh, self.dump = fn, backend, mesh, dump
+        self.plan = Plan.of(plan)
+        self.microbatches, self.schedule = microbatches or (mesh.pp if mesh is not None else 1), schedule
         self.donate = (donate,) if isinstance(donate, (str, int)) else tuple(donate)
         self.entries: list[Entry] = []
         self.retrace_reasons: list[str] = []
@@ -237,7 +243,14 @@ class CompiledFunction:
         ms = (time.perf_counter() - t0) * 1e3
         stages = PassManager(title)
         graph = stages.record("traced", graph, ms)
-        graph = parallelize(graph, stages, self.mesh, comm.rank, tr.parallel_plans())
+        partitioned = self.mesh is not None and (max(self.mesh.tp, self.mesh.pp, self.mesh.cp) > 1
+                                                 or self.microbatches > 1)
+        if partitioned and backward is not None:
+            raise UnsupportedError(f"{title}: tensor, pipeline and context parallelism need the backward inside "
+                                   "the step (call loss.backward() in it), not differentiable outputs")
+        batch = tuple(v.name for v, src in zip(graph.inputs, tr.sources) if isinstance(src, ArgSource))
+        graph = parallelize(graph, stages, self.mesh, comm.rank, tr.parallel_plans(), batch, self.plan,
+                            self.microbatches, self.schedule)
         backend = choose_backend(self.backend, graph)
         if backward is not None:
             backward = CompiledBackward(graph, *backward, backend, title, comm)
@@ -286,6 +299,9 @@ class CompiledFunction:
         lines = [f"{e.title}: {len(g.nodes)} ops, compiled in {e.compile_ms:.1f} ms, called {e.calls} times"]
         for s in e.stages.stages:
             lines.append(f"  stage {s.name:<10} {len(s.graph.nodes):>5} ops  {s.ms:7.1f} ms")
+        parallel = [s.graph for s in e.stages.stages if s.name in ("tp", "pp")]
+        lines += plan_lines(parallel[-1]) if parallel else []
+        lines += collective_lines(e.stages.stages[-1].graph, self.mesh)
         if any(s.name == "fused" for s in e.stages.stages):
             lines += explain_kernels(e.stages["fused"], getattr(e.program, "launch_ms", None) or None)
         return "\n".join(lines)
@@ -362,8 +378,9 @@ def write_dump(fn: CompiledFunction, e: Entry, target: str) -> None:
         f.write(e.stages["optimized"].to_dot() + "\n")
 
 
-def compile(fn=None, *, backend="auto", donate=(), mesh=None, dump: str | None = None, mode=None,
-            fullgraph: bool = False, dynamic=None, options=None, disable: bool = False):
+def compile(fn=None, *, backend="auto", donate=(), mesh=None, plan=None, microbatches: int | None = None,
+            schedule: str = "1f1b", dump: str | None = None, mode=None, fullgraph: bool = False, dynamic=None,
+            options=None, disable: bool = False):
     """Compile a step: `@tg.compile` or `tg.compile(fn, backend="numpy")`; `tg.compile(model)`
     returns a module whose calls are compiled (see compile_module.py).
 
@@ -371,15 +388,21 @@ def compile(fn=None, *, backend="auto", donate=(), mesh=None, dump: str | None =
     donate_argnums: the step may write its results over them (e.g. the cross-entropy gradient over
     the logits), and using them after the call raises `DonatedError`. torch.compile's `mode`,
     `fullgraph`, `dynamic`, `options` and `backend="inductor"` are accepted; `disable=True` returns
-    `fn` itself."""
+    `fn` itself.
+
+    `mesh` (a `tg.Mesh`) runs the step on several ranks; `plan` overrides the parallel style of
+    modules by path pattern (`{"*.k_proj": "replicate"}`, see `tracegrad.ir.passes.parallel.plan`);
+    with pipeline stages (`mesh.pp > 1`) the batch is cut into `microbatches` (default: pp) run
+    in the `schedule` "1f1b" or "afab"."""
     backend = torch_options(backend, mode, fullgraph, dynamic, options, disable)
+    kw = dict(plan=plan, microbatches=microbatches, schedule=schedule)
 
     def make(f):
         if disable:
             return f
         if isinstance(f, Module):
-            return compile_module(f, lambda g: CompiledFunction(g, backend, mesh, dump, donate))
-        return CompiledFunction(f, backend, mesh, dump, donate)
+            return compile_module(f, lambda g: CompiledFunction(g, backend, mesh, dump, donate, **kw))
+        return CompiledFunction(f, backend, mesh, dump, donate, **kw)
     return make if fn is None else make(fn)
 
 

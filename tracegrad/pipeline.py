@@ -1,8 +1,8 @@
 """The pass pipeline of a compiled function: traced graph -> program, on the numpy or the Triton
 backend. Every stage is recorded in a `PassManager`, so `step.ir(stage)` can show it.
 
-    traced (single device) (-> dp) -> simplify -> decompose -> optimized (-> bucketed) (-> fused, Triton)
-    -> codegen
+    traced (single device) (-> dp -> tp -> cp -> pp, with a mesh) -> simplify -> decompose
+        -> optimized (-> bucketed) (-> fused, Triton) -> codegen
 
 The parallel stages (`ir/passes/parallel/`) turn the single-device graph into this rank's graph,
 one stage per mesh axis; the single-device graph stays printable as "traced".
@@ -14,7 +14,9 @@ from .ir.graph import Graph
 from .ir.passes import PassManager, decompose, simplify
 from .codegen.numpy_program import generate
 from .ir.passes.fusion import fuse
-from .ir.passes.parallel import bucket_all_reduces, data_parallel
+from .ir.passes.parallel import (bucket_all_reduces, context_parallel, data_parallel, pipeline_parallel,
+                                 tensor_parallel)
+from .ir.passes.parallel.microbatch import split_microbatches
 
 
 def choose_backend(requested: str, graph: Graph) -> str:
@@ -25,10 +27,12 @@ def choose_backend(requested: str, graph: Graph) -> str:
     return "numpy"
 
 
-def parallelize(graph: Graph, stages: PassManager, mesh=None, rank: int = 0, plans: dict | None = None) -> Graph:
+def parallelize(graph: Graph, stages: PassManager, mesh=None, rank: int = 0, plans: dict | None = None,
+                batch: tuple = (), plan=None, microbatches: int = 1, schedule: str = "1f1b") -> Graph:
     """The single-device graph -> this rank's graph under `mesh` (a `Mesh`, for `tg.compile(mesh=)`)
     and the `plans` modules registered while tracing (`Trace.parallel`: DistributedDataParallel
-    puts {"dp": (group, parameter input names)} there)."""
+    puts {"dp": (group, parameter input names)} there): the dp, tp, cp and pp passes, each a stage.
+    `batch` names the inputs that are the step's arguments (split by cp and into micro-batches)."""
     plans = plans or {}
     if mesh is not None and mesh.dp > 1:
         group = mesh.dp_group(rank)
@@ -36,6 +40,19 @@ def parallelize(graph: Graph, stages: PassManager, mesh=None, rank: int = 0, pla
     elif "dp" in plans and len(plans["dp"][0]) > 1:
         group, params = plans["dp"]
         graph = stages.run("dp", lambda g: data_parallel(g, group, frozenset(params)), graph)
+    if mesh is None:
+        return graph
+    if mesh.tp > 1:
+        group = mesh.group("tp", rank)
+        graph = stages.run("tp", lambda g: tensor_parallel(g, group, rank, plan), graph)
+    if mesh.cp > 1:
+        group = mesh.group("cp", rank)
+        graph = stages.run("cp", lambda g: context_parallel(g, group, rank, batch), graph)
+    if mesh.pp > 1:
+        group = mesh.group("pp", rank)
+        graph = stages.run("pp", lambda g: pipeline_parallel(g, group, rank, batch, microbatches, schedule), graph)
+    elif microbatches > 1:     # gradient accumulation without stages
+        graph = stages.run("microbatch", lambda g: split_microbatches(g, batch, microbatches)[0], graph)
     return graph
 
 

@@ -16,6 +16,17 @@ single-device graph (`ir/passes/parallel/dp.py`) averages the gradients of the s
 `backward()` reaches (parameters) over the dp ranks with an `all_reduce`, which the `bucketed`
 stage packs into a few flat buckets (`ir/passes/parallel/buckets.py`), so every rank applies the
 same update and the run equals the single-device one on the concatenated batch.
+
+The other axes are passes over the single-device graph (`tracegrad/ir/passes/parallel/`), run
+in this order after tracing, each a stage `step.ir()` can print: tensor (`tp`: Megatron
+column/row pairs, heads, vocabulary-parallel embedding and cross-entropy; `plan=` overrides a
+module's style), context (`cp`: the sequence split zig-zag, ring attention) and pipeline (`pp`:
+stages cut at module boundaries, `microbatches=` run in the `schedule=` "1f1b" or "afab").
+Every rank returns the single-device values and keeps the whole model, so `state_dict()` works
+unchanged on any rank.
+
+    mesh = tg.Mesh(dp=2, tp=2, pp=2, cp=2)          # 16 ranks: tp innermost, then cp, pp, dp
+    step = tg.compile(train_step, mesh=mesh, microbatches=4, plan={"*.k_proj": "replicate"})
 """
 from __future__ import annotations
 

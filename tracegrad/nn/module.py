@@ -86,8 +86,9 @@ class Module:
     def _paths(self) -> dict[int, str]:
         """id(submodule) -> its dotted path under self (cached until the module tree changes)."""
         cache = self.__dict__.get("_path_cache")
-        if cache is None or cache[0] != _version[0]:
-            cache = (_version[0], {id(m): name for name, m in self.named_modules()})
+        # NOTE: keyed by id(self) too: a deepcopy copies the cache, whose ids are the original's
+        if cache is None or cache[0] != (_version[0], id(self)):
+            cache = ((_version[0], id(self)), {id(m): name for name, m in self.named_modules()})
             self.__dict__["_path_cache"] = cache
         return cache[1]
 

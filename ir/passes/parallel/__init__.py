@@ -6,12 +6,18 @@ single-device graph ("traced") stays printable and every axis' rewrite can be di
   gradients of the state (parameters) are averaged over the dp group with `all_reduce`.
 - `buckets.py`: packs those all_reduces into a few flat buckets, each sent as soon as its last
   gradient is computed.
-
-Tensor, pipeline and context partitioners (`tp.py`, `pp.py`, `cp.py`) sit beside `dp.py` and
-follow its form: a function `(graph, mesh/group, ...) -> graph` that reads what the trace recorded
-in `graph.meta` and keeps the names of everything it leaves alone.
+- `tp.py` (`tensor_parallel`): Megatron column/row pairs, heads, vocabulary-parallel embedding
+  and cross-entropy; `cp.py` (`context_parallel`): the sequence split zig-zag, ring attention;
+  `pp.py` (`pipeline_parallel`): stages cut at module boundaries, micro-batches scheduled AFAB or
+  1F1B. They share the sharding rules of `builder.py`; `plan.py` chooses each module's style.
 """
 from .buckets import bucket_all_reduces
+from .builder import ParallelPlanError
+from .cp import context_parallel
 from .dp import data_parallel
+from .plan import Choice, Plan
+from .pp import pipeline_parallel
+from .tp import tensor_parallel
 
-__all__ = ["bucket_all_reduces", "data_parallel"]
+__all__ = ["ParallelPlanError", "Choice", "Plan", "bucket_all_reduces", "context_parallel", "data_parallel",
+           "pipeline_parallel", "tensor_parallel"]

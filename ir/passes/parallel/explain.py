@@ -1,0 +1,68 @@
+"""What `step.explain()` says about a parallel plan: the style each parameter got, and the bytes
+each collective moves per step (what one rank sends, as a ring algorithm sends it)."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+from ...graph import Graph
+
+COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "broadcast", "send")
+
+
+def sent_bytes(node) -> int:
+    """Bytes one rank sends for `node`: ring all_reduce 2(n-1)/n of the buffer, all_gather and
+    reduce_scatter (n-1)/n of the whole, send all of it."""
+    n = len(node.attrs.get("group", (0,)))
+    if node.op == "send":
+        return node.inputs[0].type.nbytes
+    if n == 1:
+        return 0
+    if node.op == "all_reduce":
+        return 2 * (n - 1) * node.inputs[0].type.nbytes // n
+    if node.op == "all_gather":
+        return (n - 1) * node.outputs[0].type.nbytes // n
+    if node.op == "reduce_scatter":
+        return (n - 1) * node.inputs[0].type.nbytes // n
+    return node.inputs[0].type.nbytes        # broadcast: the root's whole buffer
+
+
+def plan_lines(graph: Graph) -> list[str]:
+    """The tp plan of every parameter and the pipeline's stages, schedule and bubble, from the
+    meta the passes left on `graph`."""
+    lines = []
+    choices = graph.meta.get("tp_plan")
+    if choices:
+        lines.append(f"  tp plan (tp={graph.meta.get('tp_size')}): parameter, module, style, split")
+        lines += [f"    {c}" for c in choices]
+    pp = graph.meta.get("pp")
+    if pp:
+        lines.append(f"  pp: stage {pp['stage']} of {pp['stages']}, {pp['schedule'].upper()}, {pp['microbatches']} "
+                     f"micro-batches, bubble {pp['bubble']:.1%} = (pp-1)/(m+pp-1)")
+        for s, units in pp["units"].items():
+            lines.append(f"    stage {s}: {', '.join(units)}")
+    return lines
+
+
+def collective_lines(graph: Graph, mesh=None) -> list[str]:
+    """One line per (phase, op, mesh axis): how many, and the bytes a rank sends per step."""
+    rows = defaultdict(lambda: [0, 0])
+    for n in graph.nodes:
+        if n.op in COLLECTIVES:
+            key = (n.phase, n.op, _axis(tuple(n.attrs.get("group", ())), mesh))
+            rows[key][0] += 1
+            rows[key][1] += sent_bytes(n)
+    if not rows:
+        return []
+    lines = ["  collectives per step (bytes this rank sends):"]
+    for (phase, op, axis), (count, nbytes) in sorted(rows.items()):
+        lines.append(f"    {phase:<9} {op:<15} x{count:<4} over {axis:<12} {nbytes:>12,d} B")
+    return lines
+
+
+def _axis(group: tuple, mesh) -> str:
+    """The mesh axis whose groups hold `group` ("tp", "dp", ...), else its size."""
+    if mesh is not None:
+        for axis in ("tp", "cp", "pp", "dp"):
+            if getattr(mesh, axis) > 1 and any(set(group) <= set(g) for g in mesh.groups(axis)):
+                return f"{axis} ({len(group)} ranks)"
+    return f"{len(group)} ranks"
