@@ -31,9 +31,10 @@ MAX_RETRACES = 8
 
 def _writable(a):
     """A donated buffer the step may write into: itself, or a copy when it is a read-only or
-    overlapping view (a broadcast), which no kernel may write."""
+    overlapping view (a broadcast), which no kernel may write, or any view of another buffer
+    (`base[0:1]`): donating the view gives up only the view, never its base."""
     arr = getattr(a, "array", a)      # a TypedArray's buffer
-    if arr.flags.c_contiguous and getattr(arr.flags, "writeable", True):
+    if arr.flags.c_contiguous and getattr(arr.flags, "writeable", True) and arr.base is None:
         return a
     return type(a)(arr.copy(), a.dtype) if arr is not a else arr.copy()
 

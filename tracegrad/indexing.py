@@ -81,6 +81,7 @@ def getitem(x, key):
         key = tuple(_as_index_tensor(i, x.device) for i in idx)
     y, adv = _basic(x, _expand_key(x, key))
     if not adv:
+        mark_view(y, x, key)
         return y
     idx = [_as_index_tensor(k, x.device) for _, k in adv]
     axes = [a for a, _ in adv]
@@ -126,22 +127,40 @@ def setitem(x, key, value):
     if any(k is not None and not isinstance(k, (slice, int, np.integer)) for k in key):
         _setitem_advanced(x, key, value)
         return
+    x._assign(_set_basic(x, key, value))
+
+
+def _set_basic(x, key, value):
+    """The whole of x after x[key] = value, for a key of ints, slices and None."""
     key = tuple(k for k in key if k is not None)
-    starts, stops, steps, shape = [], [], [], []
+    starts, stops, steps, shape, dropped = [], [], [], [], []
     for k, n in zip(key, x.shape):
         if isinstance(k, slice):
             lo, hi, st = k.indices(n)
             hi = max(hi, lo)
+            dropped.append(len(range(lo, hi, st)))
         else:
-            lo, hi, st = (int(k) + n if k < 0 else int(k)), None, 1
-            hi = lo + 1
+            i = int(k) + n if k < 0 else int(k)
+            if not 0 <= i < n:
+                raise IndexError(f"index {k} is out of bounds for dimension {len(starts)} with size {n}")
+            lo, hi, st = i, i + 1, 1
         starts.append(lo), stops.append(hi), steps.append(st), shape.append(len(range(lo, hi, st)))
     node = _FakeSlice(x, dict(starts=tuple(starts), stops=tuple(stops), steps=tuple(steps)))
     rule = get("slice").vjp   # the transpose of slicing places a block back into the full shape
-    placed = rule(BUILDER, node, [value.broadcast_to(*shape).contiguous().reshape(*shape)])[0]
+    # NOTE: the value broadcasts against the indexed shape, integer-indexed axes dropped (PyTorch's rule)
+    while value.ndim > len(dropped) and value.shape[0] == 1:
+        value = value.reshape(*value.shape[1:])
+    block = value.broadcast_to(*dropped).contiguous().reshape(*shape)
+    placed = rule(BUILDER, node, [block])[0]
     from .creation import ones
     inside = rule(BUILDER, node, [ones(*shape, dtype=x.dtype, device=x.device)])[0] != 0
-    x._assign(apply("where", inside, placed, x))
+    return apply("where", inside, placed, x)
+
+
+def mark_view(view, base, key) -> None:
+    """`view` = base[key] (basic indexing) shares base's memory: in-place updates of it reach base."""
+    if view is not base:
+        view._view = (base, lambda new: _set_basic(base, _expand_key(base, key), new))
 
 
 class _FakeSlice:

@@ -216,6 +216,10 @@ class Tensor:
             self._base._assign(new.detach())
             self._data = self._base._data
             return self
+        view = self.__dict__.get("_view")
+        if view is not None:                # a view (`a[0]`, `a.t()`): write through to its base
+            base, to_base = view
+            base._assign(to_base(new))
         tracks = grad_enabled() and new.requires_grad
         if tracks and self.requires_grad and self._node is None:
             raise TracegradError("a leaf tensor that requires grad is used in an in-place operation; "

@@ -57,12 +57,20 @@ def reshape(self, *shape):
             raise RuntimeError(f"shape {shape} is invalid for input of size {self.numel()}")
         shape[shape.index(-1)] = self.numel() // known
     shape = tuple(shape)
-    return self if shape == self.shape else apply("reshape", self, shape=shape)
+    if shape == self.shape:
+        return self
+    out = apply("reshape", self, shape=shape)
+    out._view = (self, lambda new: reshape(new, *self.shape))     # a view: in-place updates reach self
+    return out
 
 
 def permute(self, *dims):
     dims = tuple(F_.wrap_dim(d, self.ndim) for d in _sizes(dims))
-    return self if dims == tuple(range(self.ndim)) else apply("permute", self, dims=dims)
+    if dims == tuple(range(self.ndim)):
+        return self
+    out = apply("permute", self, dims=dims)
+    out._view = (self, lambda new: permute(new, *sorted(range(len(dims)), key=dims.__getitem__)))
+    return out
 
 
 def transpose(self, d0: int, d1: int):
