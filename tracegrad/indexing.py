@@ -180,3 +180,35 @@ def _setitem_advanced(x, key, value):
     vals = apply("index_add", zeros_like(x), i, value.broadcast_to(*want).contiguous())
     hit = apply("index_add", zeros_like(x), i, ones(*want, dtype=x.dtype, device=x.device)) != 0
     x._assign(apply("where", hit, vals, x))
+
+
+# -- gather / scatter_add with PyTorch's shape rules -------------------------------------------
+def _check_along(op, x, axis, index, src=None):
+    """PyTorch lets the index be smaller than the input (and src) on the other axes; the IR's ops
+    take equal shapes, so the frontend indexes the leading block. Returns that block's key."""
+    from .errors import ShapeError
+    from .provenance import where
+    shapes = f"input {list(x.shape)}, index {list(index.shape)}" + (f", src {list(src.shape)}" if src is not None else "")
+    if index.ndim != x.ndim or src is not None and src.ndim != x.ndim:
+        raise ShapeError(f"{op}: index (and src) must have as many dimensions as the input; got {shapes}\n"
+                         f"  at {where()}")
+    for d, (i, n) in enumerate(zip(index.shape, x.shape)):
+        if d != axis and i > n or src is not None and i > src.shape[d]:
+            raise ShapeError(f"{op}: index size {i} on dimension {d} is larger than the input's or src's; "
+                             f"got {shapes}\n  at {where()}")
+    return tuple(slice(0, i) if d != axis else slice(None) for d, i in enumerate(index.shape))
+
+
+def gather(x, axis: int, index):
+    key = _check_along("gather", x, axis, index)
+    block = x[key] if any(i != n for d, (i, n) in enumerate(zip(index.shape, x.shape)) if d != axis) else x
+    return apply("gather", block, index, axis=axis)
+
+
+def scatter_add(x, axis: int, index, src):
+    key = _check_along("scatter_add", x, axis, index, src)
+    src = src[tuple(slice(0, i) for i in index.shape)] if tuple(src.shape) != tuple(index.shape) else src
+    src = src.to(x.dtype)
+    if all(i == n for d, (i, n) in enumerate(zip(index.shape, x.shape)) if d != axis):
+        return apply("scatter_add", x, index, src, axis=axis)
+    return _set_basic(x, key, apply("scatter_add", x[key], index, src, axis=axis))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from . import functions as F_, trace as _trace
+from . import functions as F_, indexing, trace as _trace
 from .creation import normalize_device
 from .dispatch import apply
 from .errors import UnsupportedError
@@ -96,7 +96,7 @@ def flatten(self, start_dim: int = 0, end_dim: int = -1):
     if self.ndim == 0:
         return reshape(self, 1)
     s, e = F_.wrap_dim(start_dim, self.ndim), F_.wrap_dim(end_dim, self.ndim)
-    return reshape(self, *self.shape[:s], -1, *self.shape[e + 1:])
+    return reshape(self, *self.shape[:s], math.prod(self.shape[s:e + 1]), *self.shape[e + 1:])
 
 
 def expand(self, *sizes):
@@ -165,11 +165,11 @@ def masked_fill(self, mask, value):
 
 
 def gather(self, dim: int, index):
-    return apply("gather", self, index, axis=F_.wrap_dim(dim, self.ndim))
+    return indexing.gather(self, F_.wrap_dim(dim, self.ndim), index)
 
 
 def scatter_add(self, dim: int, index, src):
-    return apply("scatter_add", self, index, src, axis=F_.wrap_dim(dim, self.ndim))
+    return indexing.scatter_add(self, F_.wrap_dim(dim, self.ndim), index, src)
 
 
 def index_select(self, dim: int, index):

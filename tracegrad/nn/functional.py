@@ -20,7 +20,7 @@ from ..creation import arange, ones, zeros
 from ..dispatch import apply
 from ..errors import UnsupportedError
 from ..functions import where
-from ..ir.types import bool_, int64
+from ..ir.types import bool_, int64, promote
 from ..random import current_generator
 from ..tensor import Tensor
 from .conv_functional import (_autocast, _pair, adaptive_avg_pool2d, avg_pool2d, conv2d,  # noqa: F401
@@ -215,8 +215,9 @@ def mse_loss(input: Tensor, target: Tensor, size_average=None, reduce=None, redu
     if tuple(input.shape) != tuple(target.shape):
         shape = np.broadcast_shapes(tuple(input.shape), tuple(target.shape))
         input, target = input.expand(*shape), target.expand(*shape)
-    if target.dtype != input.dtype:
-        target = target.to(input.dtype)
+    if target.dtype != input.dtype:     # promote, as PyTorch does (f32 with f64 gives f64)
+        d = promote(input.dtype, target.dtype)
+        input, target = input.to(d), target.to(d)
     return apply("mse_loss", input, target, reduction=reduction)
 
 
