@@ -23,6 +23,7 @@ from .errors import Donated, UnsupportedError
 from .compiled_grad import CompiledBackward
 from .distributed import Mesh, current_comm
 from .pipeline import choose_backend, lower
+from .bounds import check_inputs, checks_of
 from .tensor import Tensor
 from .trace import Trace
 
@@ -73,6 +74,7 @@ class Entry:
     donated: dict = field(default_factory=dict)    # leaf index -> argument name, for donate=
     backward: CompiledBackward | None = None       # when the outputs are differentiable
     calls: int = field(default=0)
+    index_checks: list = field(default_factory=list)   # inputs used as indices (bounds.checks_of)
 
     def guards_hold(self, leaves) -> bool:
         return all(check(leaves) for check, _ in self.guards)
@@ -83,6 +85,7 @@ class Entry:
     def run(self, leaves):
         ins = [leaves[obj]._data if kind == "arg" else obj._data if kind == "data" else obj._grad._data
                for kind, obj in self.sources]
+        check_inputs(self.index_checks, ins)
         if self.donated:
             for j, (kind, obj) in enumerate(self.sources):
                 if kind == "arg" and obj in self.donated:
@@ -249,7 +252,8 @@ class CompiledFunction:
         graph, program = lower(graph, stages, backend, comm)
         entry = Entry(key, title, list(tr.sources), plan, guards, len(tensors), out_spec, out_leaves,
                       [v.type for v in graph.outputs], stages, program,
-                      (time.perf_counter() - t0) * 1e3, donated, backward)
+                      (time.perf_counter() - t0) * 1e3, donated, backward,
+                      index_checks=checks_of(stages["traced"]))
         self.entries.append(entry)
         debug.log("compile", "%s (%s): %d ops traced, %d after optimization, %.1f ms", title, reason,
                   len(stages["traced"].nodes), len(graph.nodes), entry.compile_ms)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 
+from .bounds import check_eager
 from .codegen.eager import run_op
 from .errors import ShapeError
 from .ir.builder import Builder
@@ -89,6 +90,8 @@ def _tensor():
 
 def _run_eager(op, inputs, attrs):
     device = inputs[0]._type.device if inputs else attrs.get("device", "cpu")
+    if device == "cpu":
+        check_eager(op, inputs, attrs)
     return run_op(device, op, [t._data for t in inputs], attrs)
 
 
