@@ -14,6 +14,7 @@ from ..ir.graph import Graph
 from ..runtime import kernel_cache
 from ..runtime.externs import Externs
 from .eager import run_op
+from .numpy_program import check_nan, check_nans_enabled
 from .triton_codegen import Generated, generate
 
 
@@ -28,9 +29,10 @@ class TritonProgram:
     def __init__(self, graph: Graph, comm=None, target: str | None = None):
         self.graph = graph
         self.target = target or target_of(graph)
-        self.generated: Generated = generate(graph, self.target)
+        self.generated: Generated = generate(graph, self.target, check_nans=check_nans_enabled())
         self.source = self.generated.source
         ns = Externs(self.target, run_op, comm).namespace()
+        ns["check_nan"] = check_nan
         for ks in self.generated.kernels:
             ns[ks.name] = kernel_cache.load(ks.source, ks.name, ks.key)
         title = graph.meta.get("title", graph.name)

@@ -12,6 +12,7 @@ import threading
 
 from .bounds import check_eager
 from .codegen.eager import run_op
+from .codegen.numpy_program import NaNError, check_nans_enabled, has_nan
 from .errors import ShapeError
 from .ir.builder import Builder
 from .ir.errors import OpTypeError
@@ -73,6 +74,8 @@ def apply(op: str, /, *inputs, **attrs):
     else:
         prov = None
         outs = tuple(_tensor()._from_array(a, t) for a, t in zip(_run_eager(op, inputs, attrs), out_types))
+        if check_nans_enabled():
+            _check_nans(op, inputs, outs)
     if needs_grad:
         node = TapeNode(op, inputs, outs, attrs, prov)
         for o in outs:
@@ -80,6 +83,16 @@ def apply(op: str, /, *inputs, **attrs):
                 o.requires_grad = True
                 o._node = node
     return outs[0] if len(outs) == 1 else outs
+
+
+def _check_nans(op, inputs, outs) -> None:
+    """TRACEGRAD_CHECK_NANS=1 in eager mode: the first op that turns NaN-free inputs into a NaN raises."""
+    floats = [o for o in outs if o._type.dtype.is_floating]
+    if not any(has_nan(o._data) for o in floats):
+        return
+    if any(t._type.dtype.is_floating and has_nan(t._data) for t in inputs):
+        return
+    raise NaNError(f"first NaN produced by {op}({', '.join(str(t._type) for t in inputs)}) at {provenance.where()}")
 
 
 def _tensor():
