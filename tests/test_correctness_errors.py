@@ -61,3 +61,23 @@ def test_out_of_range_index_raises_naming_the_op_and_line(name, backend):
 def test_ignore_index_is_not_out_of_range():
     for fn in (F.cross_entropy, tg.compile(F.cross_entropy)):
         assert np.isfinite(fn(tg.ones(2, 3), tg.tensor([0, -100])).item())
+
+
+def test_layer_norm_shape_mismatch_names_the_line():
+    with pytest.raises(tg.ShapeError, match=r"(?s)layer_norm: normalized_shape \[4\].*\[2, 3\].*"
+                                            r"test_correctness_errors.py:\d+"):
+        F.layer_norm(tg.ones(2, 3), (4,))
+
+
+def test_a_tensor_leaked_out_of_a_step_is_named():
+    leaked = []
+
+    def step(x):
+        y = x * 2
+        leaked.append(y)
+        return y.sum()
+
+    tg.compile(step)(tg.ones(3))
+    with pytest.raises(tg.TracegradError, match=r"(?s)mul: a tensor computed inside a compiled step.*"
+                                                r"test_correctness_errors.py:\d+"):
+        leaked[0] * 2.0

@@ -13,7 +13,8 @@ import threading
 from .bounds import check_eager
 from .codegen.eager import run_op
 from .codegen.numpy_program import NaNError, check_nans_enabled, has_nan
-from .errors import ShapeError
+from .errors import ShapeError, TracegradError
+from .ir.graph import Value
 from .ir.builder import Builder
 from .ir.errors import OpTypeError
 from .ir.ops import get
@@ -102,6 +103,12 @@ def _tensor():
 
 
 def _run_eager(op, inputs, attrs):
+    for t in inputs:
+        if isinstance(t._data, Value):
+            raise TracegradError(
+                f"{op}: a tensor computed inside a compiled step ({t._data.name}: {t._type}) is used outside "
+                f"it\n  at {provenance.where()}\ninside @tg.compile tensors are symbolic; return the tensor "
+                "from the step to use its value")
     device = inputs[0]._type.device if inputs else attrs.get("device", "cpu")
     if device == "cpu":
         check_eager(op, inputs, attrs)

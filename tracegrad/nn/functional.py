@@ -18,7 +18,7 @@ import numpy as np
 from ..autograd import no_grad
 from ..creation import arange, ones, zeros
 from ..dispatch import apply
-from ..errors import UnsupportedError
+from ..errors import ShapeError, UnsupportedError
 from ..functions import where
 from ..ir.types import bool_, int64, promote
 from ..random import current_generator
@@ -90,8 +90,10 @@ def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None, bi
                eps: float = 1e-5) -> Tensor:
     shape = _shape_arg(normalized_shape)
     if tuple(input.shape[input.ndim - len(shape):]) != shape:
-        raise ValueError(f"layer_norm: normalized_shape {list(shape)} does not match the input's trailing "
-                         f"dimensions {list(input.shape)}")
+        from ..provenance import where as _where
+        raise ShapeError(f"layer_norm: normalized_shape {list(shape)} does not match the trailing dimensions "
+                         f"of the input of shape {list(input.shape)}\n  at {_where()}\n"
+                         f"normalized_shape is the input's last dimension(s), e.g. ({input.shape[-1]},)")
     dev = input._type.device
     dt = weight.dtype if weight is not None else bias.dtype if bias is not None else input.dtype
     weight = weight if weight is not None else ones(*shape, dtype=dt, device=dev)
