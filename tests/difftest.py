@@ -83,6 +83,36 @@ template("add_bcast_row", 2, lambda a, b: len(a) == 2 and len(b) == 2 and min(a)
     lambda m, Fm, a, b: a + b[:1])
 
 
+def _setcol(m, Fm, a, b):
+    out = a * 1.0
+    out[:, 0] = b[:, 1] * 2
+    return out
+
+
+def _inplace_view(m, Fm, x):
+    out = x * 1.0
+    out[0].mul_(3.0)
+    return out
+
+
+_2d_min2 = lambda a, b=None: len(a) == 2 and min(a) >= 1 and a[1] >= 2 and (b is None or b == a)  # noqa: E731
+template("setitem_col", 2, _2d_min2)(_setcol)
+template("inplace_view", 1, lambda s: len(s) == 2 and min(s) >= 1)(_inplace_view)
+template("mod", 2, _same)(lambda m, Fm, a, b: a % (b.abs() + 0.7))
+template("std_keep", 1, lambda s: len(s) >= 1 and s[-1] >= 2)(lambda m, Fm, x: x.std(-1, keepdim=True) * x)
+template("norm_keep", 1, lambda s: len(s) >= 1 and min(s) >= 1)(lambda m, Fm, x: x / x.norm(dim=-1, keepdim=True))
+template("rms_norm", 1, lambda s: len(s) >= 1 and min(s) >= 1)(lambda m, Fm, x: Fm.rms_norm(x, (x.shape[-1],)))
+template("cross_entropy", 1, lambda s: len(s) == 2 and min(s) >= 1)(
+    lambda m, Fm, x: Fm.cross_entropy(x, m.zeros(x.shape[0], dtype=m.long)) * x)
+template("attention", 2, lambda a, b: a == b and len(a) == 2 and min(a) >= 1)(
+    lambda m, Fm, q, k: Fm.scaled_dot_product_attention(q[None], k[None], k[None] * 0.5)[0])
+template("attention_mask", 2, lambda a, b: len(a) == 2 and b == (a[0], a[0]))(
+    lambda m, Fm, q, mask: Fm.scaled_dot_product_attention(q[None], q[None], q[None], attn_mask=mask)[0])
+template("split_permute", 1, lambda s: len(s) == 2 and min(s) >= 1)(
+    lambda m, Fm, x: x.unsqueeze(0).expand(2, *x.shape).permute(1, 0, 2).reshape(x.shape[0], -1))
+template("negative_index", 1, lambda s: len(s) >= 1 and s[0] >= 2)(lambda m, Fm, x: x[-1] * x[m.tensor([-2, 0])])
+
+
 @dataclass
 class Step:
     name: str

@@ -160,7 +160,8 @@ def _set_basic(x, key, value):
 def mark_view(view, base, key) -> None:
     """`view` = base[key] (basic indexing) shares base's memory: in-place updates of it reach base."""
     if view is not base:
-        view._view = (base, lambda new: _set_basic(base, _expand_key(base, key), new))
+        view._view = (base, lambda new: _set_basic(base, _expand_key(base, key), new),
+                      lambda: _basic(base, _expand_key(base, key))[0])
 
 
 class _FakeSlice:

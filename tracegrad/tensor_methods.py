@@ -60,7 +60,8 @@ def reshape(self, *shape):
     if shape == self.shape:
         return self
     out = apply("reshape", self, shape=shape)
-    out._view = (self, lambda new: reshape(new, *self.shape))     # a view: in-place updates reach self
+    # a view: in-place updates reach self (see Tensor._assign)
+    out._view = (self, lambda new: reshape(new, *self.shape), lambda: apply("reshape", self, shape=shape))
     return out
 
 
@@ -69,7 +70,8 @@ def permute(self, *dims):
     if dims == tuple(range(self.ndim)):
         return self
     out = apply("permute", self, dims=dims)
-    out._view = (self, lambda new: permute(new, *sorted(range(len(dims)), key=dims.__getitem__)))
+    out._view = (self, lambda new: permute(new, *sorted(range(len(dims)), key=dims.__getitem__)),
+                 lambda: apply("permute", self, dims=dims))
     return out
 
 
