@@ -101,7 +101,9 @@ template("inplace_view", 1, lambda s: len(s) == 2 and min(s) >= 1)(_inplace_view
 template("mod", 2, _same)(lambda m, Fm, a, b: a % (b.abs() + 0.7))
 template("std_keep", 1, lambda s: len(s) >= 1 and s[-1] >= 2)(lambda m, Fm, x: x.std(-1, keepdim=True) * x)
 template("norm_keep", 1, lambda s: len(s) >= 1 and min(s) >= 1)(lambda m, Fm, x: x / x.norm(dim=-1, keepdim=True))
-template("rms_norm", 1, lambda s: len(s) >= 1 and min(s) >= 1)(lambda m, Fm, x: Fm.rms_norm(x, (x.shape[-1],)))
+# NOTE: an explicit eps: the default is the dtype's epsilon, which differs between f32 and the f64 reference
+template("rms_norm", 1, lambda s: len(s) >= 1 and min(s) >= 1)(
+    lambda m, Fm, x: Fm.rms_norm(x, (x.shape[-1],), eps=1e-6))
 template("cross_entropy", 1, lambda s: len(s) == 2 and min(s) >= 1)(
     lambda m, Fm, x: Fm.cross_entropy(x, m.zeros(x.shape[0], dtype=m.long)) * x)
 template("attention", 2, lambda a, b: a == b and len(a) == 2 and min(a) >= 1)(
