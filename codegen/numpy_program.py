@@ -54,8 +54,20 @@ class NaNError(FloatingPointError):
     """TRACEGRAD_CHECK_NANS found a NaN; the message names the node that made it."""
 
 
-def _check_nan(x, where: str) -> None:
-    if np.isnan(np.asarray(x, dtype=np.float32)).any():
+def check_nans_enabled() -> bool:
+    return os.environ.get("TRACEGRAD_CHECK_NANS", "0") not in ("", "0")
+
+
+def has_nan(x) -> bool:
+    """Whether a buffer (numpy, CuPy or bf16 TypedArray) holds a NaN; a host sync on the GPU."""
+    from ..runtime.devices import to_numpy
+    if not isinstance(x, np.ndarray):
+        x = to_numpy(x)
+    return bool(np.isnan(np.asarray(x, dtype=np.float32)).any())
+
+
+def check_nan(x, where: str) -> None:
+    if has_nan(x):
         raise NaNError(f"first NaN produced by {where}")
 
 
@@ -92,7 +104,7 @@ def generate(graph: Graph, comm=None, check_nans: bool | None = None) -> NumpyPr
     """The numpy program of `graph`; with `check_nans` (default: TRACEGRAD_CHECK_NANS=1) every float
     result is checked and the first NaN raises, naming its node and the user's line."""
     if check_nans is None:
-        check_nans = os.environ.get("TRACEGRAD_CHECK_NANS", "0") not in ("", "0")
+        check_nans = check_nans_enabled()
     keep_freed_memory()
     plan = plan_memory(graph, owns, can_write_inplace)
     title = graph.meta.get("title", graph.name)
@@ -123,6 +135,6 @@ def generate(graph: Graph, comm=None, check_nans: bool | None = None) -> NumpyPr
     lines.append(f"    return ({outs}{',' if len(graph.outputs) == 1 else ''})")
     source = "\n".join(lines) + "\n"
     ns = namespace(comm)
-    ns["check_nan"] = _check_nan
+    ns["check_nan"] = check_nan
     exec(compile(source, f"<tracegrad numpy {title}>", "exec"), ns)
     return NumpyProgram(source, ns[graph.name], plan)

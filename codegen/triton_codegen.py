@@ -33,8 +33,12 @@ def template_applies(n: Node) -> bool:
     """Whether a kept composite fits its template (else it is decomposed and fused)."""
     if n.op not in TEMPLATES:
         return False
+    if any(v.type.numel == 0 for v in n.inputs):
+        return False     # nothing to launch: the decomposition handles empty inputs
     if n.op.startswith("cross_entropy"):
-        return n.inputs[0].type.dtype.is_floating and (n.op == "cross_entropy" or n.attrs["reduction"] != "none")
+        # NOTE: the template computes in fp32; float64 logits take the decomposition
+        return n.inputs[0].type.dtype.name in ("float32", "float16", "bfloat16") and (
+            n.op == "cross_entropy" or n.attrs["reduction"] != "none")
     q, k, v = (x.type for x in n.inputs[:3])
     fixed = 3 if n.op == "scaled_dot_product_attention" else 6
     return (len(n.inputs) == fixed and q.ndim in (3, 4) and q.shape[-1] in HEAD_DIMS and k.shape == v.shape
@@ -163,8 +167,9 @@ def _inplace_ok(n: Node) -> bool:
     return n.op == "cross_entropy_bwd" and template_applies(n)
 
 
-def generate(graph: Graph, target: str = "interpret") -> Generated:
-    """Kernel sources and host function of a fused graph (see the module docstring)."""
+def generate(graph: Graph, target: str = "interpret", check_nans: bool = False) -> Generated:
+    """Kernel sources and host function of a fused graph (see the module docstring); with
+    `check_nans` the host checks every float result and the first NaN raises, naming its node."""
     title = graph.meta.get("title", graph.name)
     notes = kernel_lines(graph)
     last = last_uses(graph)
@@ -190,6 +195,11 @@ def generate(graph: Graph, target: str = "interpret") -> Generated:
             loose.update(n.outputs)
         if n.op == "kernel" and n.attrs["kind"] == "template":
             lines += _template_call(n, note)
+        elif n.op == "kernel" and _empty(n.attrs["body"]):
+            # NOTE: a kernel over zero elements (or reducing an empty axis) has no grid to launch;
+            # its ops run one by one on the host, where an empty sum is 0 as in PyTorch
+            lines.append(f"    # {n.attrs['name']}: zero-size, run op by op{note}")
+            lines += [f"    {', '.join(o.name for o in m.outputs)} = {_call(m)}" for m in n.attrs["body"].nodes]
         elif n.op == "kernel":
             body = n.attrs["body"]
             ks = write_kernel(n.attrs["name"], body, n.attrs["kind"], CONFIG["persistent_max"])
@@ -210,6 +220,10 @@ def generate(graph: Graph, target: str = "interpret") -> Generated:
             lines.append(f"    {outs} = {_call(n)[:-1]}, inplace=True){note}  # over {reuse[i].name}")
         else:
             lines.append(f"    {outs + ' = ' if outs else ''}{_call(n)}{note}")
+        if check_nans:
+            what = n.attrs["name"] if n.op == "kernel" else n.op
+            lines += [f"    check_nan({o.name}, {(o.name + ' = ' + what + ' at ' + str(n.prov or '?'))!r})"
+                      for o in n.outputs if o.type.dtype.is_floating]
         dead = [v for v in dict.fromkeys(n.inputs + n.outputs) if last.get(v) == i and v not in pinned]
         if dead:
             lines.append(f"    del {', '.join(v.name for v in dead)}")
@@ -225,6 +239,10 @@ def generate(graph: Graph, target: str = "interpret") -> Generated:
     for ks in kernels:
         parts.append("\n" + prov_notes[ks.name] + ks.source)
     return Generated(host, graph.name, kernels, prov_notes, "\n".join(parts), inplace, "\n".join(timed) + "\n")
+
+
+def _empty(body: Graph) -> bool:
+    return any(v.type.numel == 0 for v in list(body.inputs) + [o for m in body.nodes for o in m.outputs])
 
 
 def _template_call(n: Node, note: str) -> list[str]:

@@ -21,6 +21,7 @@ from ..ir.graph import Graph
 from ..runtime import kernel_cache
 from ..runtime.externs import Externs
 from .eager import run_op
+from .numpy_program import check_nan, check_nans_enabled
 from .triton_codegen import Generated, generate, launch_config
 
 
@@ -35,10 +36,11 @@ class TritonProgram:
     def __init__(self, graph: Graph, comm=None, target: str | None = None):
         self.graph = graph
         self.target = target or target_of(graph)
-        self.generated: Generated = generate(graph, self.target)
+        self.generated: Generated = generate(graph, self.target, check_nans=check_nans_enabled())
         self.source = self.generated.source
         self.rt = Externs(self.target, run_op, comm)
         ns = self.rt.namespace()
+        ns["check_nan"] = check_nan
         for ks in self.generated.kernels:
             ns[ks.name] = kernel_cache.load(ks.source, ks.name, ks.key)
         if self.target == "cuda" and self.generated.kernels:

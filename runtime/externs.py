@@ -158,7 +158,8 @@ class Externs:
     # -- templates: the host code calls these by the op's name where `template_applies` -----------
     def cross_entropy(self, x, t, ignore_index, label_smoothing, reduction):
         from .templates import cross_entropy as ce
-        rows, lse = ce.cross_entropy_forward(x, t, ignore_index, label_smoothing)
+        # NOTE: logits of [1, C, d] reach here as a transposed view; the template reads whole rows
+        rows, lse = ce.cross_entropy_forward(self.contiguous(x), t, ignore_index, label_smoothing)
         if reduction == "none":
             return rows, lse
         xp = self._xp(rows)
@@ -170,7 +171,7 @@ class Externs:
     def cross_entropy_bwd(self, x, t, lse, gy, ignore_index, label_smoothing, reduction, inplace=False):
         """inplace=True (the codegen's choice when the logits die here) writes dlogits over x."""
         from .templates import cross_entropy as ce
-        return ce.cross_entropy_backward(x, t, lse, gy, ignore_index, label_smoothing, reduction,
+        return ce.cross_entropy_backward(self.contiguous(x), t, lse, gy, ignore_index, label_smoothing, reduction,
                                          inplace=inplace)
 
     def scaled_dot_product_attention(self, q, k, v, is_causal, scale):

@@ -47,7 +47,9 @@ def scatter_add(x, idx, src, axis):
 def iota(shape, axis, dtype):
     ar = np.arange(shape[axis] if shape else 1, dtype=dtype)
     ar = ar.reshape(tuple(-1 if i == axis else 1 for i in range(len(shape)))) if shape else ar.reshape(())
-    return np.broadcast_to(ar, shape).copy()     # NOTE: a copy: the step may write into it in place
+    # NOTE: a copy, not np.ascontiguousarray: that returns the read-only broadcast view itself when
+    # it is already contiguous (one row), and memory planning may write into this buffer
+    return np.array(np.broadcast_to(ar, shape), copy=True)
 
 
 def rand_uniform(state, shape, dtype):

@@ -116,7 +116,7 @@ def patch_interpreter():
     fp_trunc = InterpreterBuilder.create_fp_trunc
 
     def create_fp_trunc_rtne(self, src, dst_type):
-        if src.dtype == tl.float32 and dst_type.scalar == tl.bfloat16:
+        if src.dtype in (tl.float32, tl.float64) and dst_type.scalar == tl.bfloat16:
             return TensorHandle(src.data.astype(BF16).view(np.uint16), tl.bfloat16)
         return fp_trunc(self, src, dst_type)
 

@@ -232,8 +232,8 @@ def test_init_functions():
     assert w.numpy().min() >= -3 and w.numpy().max() <= -2
     nn.init.constant_(w, 0.5)
     assert np.all(w.numpy() == 0.5)
-    nn.init.zeros_(w), nn.init.ones_(w[0:1])
-    assert np.all(w.numpy() == 0)
+    nn.init.zeros_(w), nn.init.ones_(w[0:1])      # w[0:1] is a view: as in PyTorch, it writes into w
+    assert np.all(w.numpy()[0] == 1) and np.all(w.numpy()[1:] == 0)
     p = nn.Parameter(tg.empty(3, 4))
     nn.init.ones_(p)
     assert p.requires_grad and p.grad is None and np.all(p.numpy() == 1)

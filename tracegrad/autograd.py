@@ -160,7 +160,10 @@ def value_and_grad(fn, argnums=0, has_aux: bool = False):
         with set_grad_enabled(True):
             out = fn(*args, **kwargs)
             value, aux = (out if has_aux else (out, None))
-            grads = gradients([value], [args[i] for i in nums], create_graph=True)
+            # NOTE: a value that does not depend on the arguments has zero gradient (as in JAX);
+            # so grad of grad of a linear function is zero, not an error
+            grads = gradients([value], [args[i] for i in nums], create_graph=True) if value.requires_grad \
+                else [None] * len(nums)
         grads = [g if g is not None else args[i].zeros_like() for g, i in zip(grads, nums)]
         grads = grads[0] if isinstance(argnums, int) else tuple(grads)
         return ((value, aux), grads) if has_aux else (value, grads)

@@ -26,6 +26,7 @@ from .distributed import Mesh, current_comm
 from .ir.passes.parallel import Plan
 from .ir.passes.parallel.schedule import SCHEDULES
 from .pipeline import choose_backend, lower, parallelize
+from .bounds import check_inputs, checks_of
 from .tensor import Tensor
 from .trace import ArgSource, GradSource, StateSource, Trace
 from .compile_module import compile_module, torch_options
@@ -37,9 +38,10 @@ MAX_RETRACES = 8
 
 def _writable(a):
     """A donated buffer the step may write into: itself, or a copy when it is a read-only or
-    overlapping view (a broadcast), which no kernel may write."""
+    overlapping view (a broadcast), which no kernel may write, or any view of another buffer
+    (`base[0:1]`): donating the view gives up only the view, never its base."""
     arr = getattr(a, "array", a)      # a TypedArray's buffer
-    if arr.flags.c_contiguous and getattr(arr.flags, "writeable", True):
+    if arr.flags.c_contiguous and getattr(arr.flags, "writeable", True) and arr.base is None:
         return a
     return type(a)(arr.copy(), a.dtype) if arr is not a else arr.copy()
 
@@ -78,6 +80,7 @@ class Entry:
     donated: dict = field(default_factory=dict)    # leaf index -> argument name, for donate=
     backward: CompiledBackward | None = None       # when the outputs are differentiable
     calls: int = field(default=0)
+    index_checks: list = field(default_factory=list)   # inputs used as indices (bounds.checks_of)
 
     def guards_hold(self, leaves) -> bool:
         return all(check(leaves) for check, _ in self.guards)
@@ -87,6 +90,7 @@ class Entry:
 
     def run(self, leaves):
         ins = [src.read(leaves)._data for src in self.sources]
+        check_inputs(self.index_checks, ins)
         if self.donated:
             for j, src in enumerate(self.sources):
                 if isinstance(src, ArgSource) and src.index in self.donated:
@@ -257,7 +261,8 @@ class CompiledFunction:
         graph, program = lower(graph, stages, backend, comm)
         entry = Entry(key, title, list(tr.sources), plan, guards, len(tensors), out_spec, out_leaves,
                       [v.type for v in graph.outputs], stages, program,
-                      (time.perf_counter() - t0) * 1e3, donated, backward)
+                      (time.perf_counter() - t0) * 1e3, donated, backward,
+                      index_checks=checks_of(stages["traced"]))
         self.entries.append(entry)
         debug.log("compile", "%s (%s): %d ops traced, %d after optimization, %.1f ms", title, reason,
                   len(stages["traced"].nodes), len(graph.nodes), entry.compile_ms)

@@ -46,7 +46,9 @@ def tensor(data, dtype=None, device=None, requires_grad: bool = False):
     Tensor = tensor_mod.Tensor
     if isinstance(data, Tensor):
         data = data.numpy()
-    python = not isinstance(data, np.ndarray) and not np.isscalar(data) or isinstance(data, (float, int, bool))
+    # NOTE: np.float64 is a subclass of float, but keeps its dtype (as in PyTorch)
+    python = not isinstance(data, (np.ndarray, np.generic)) and (not np.isscalar(data)
+                                                                  or isinstance(data, (float, int, bool)))
     arr = np.asarray(data)
     if dtype is None:
         if arr.dtype == np.float64 and python:
@@ -70,6 +72,13 @@ def as_tensor(data, dtype=None, device=None):
 
 
 def from_numpy(arr: np.ndarray):
+    """A CPU tensor sharing `arr`'s memory (as torch.from_numpy), or a copy where tracegrad's buffers
+    cannot alias it (not C-contiguous, or a dtype numpy does not hold natively)."""
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"from_numpy expects a numpy.ndarray, got {type(arr).__name__}")
+    dt = to_dtype(arr.dtype)
+    if arr.flags.c_contiguous and arr.dtype == dt.np:
+        return tensor_mod.Tensor._from_array(arr, TensorType(arr.shape, dt))
     return tensor(arr)
 
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 import contextlib
 import threading
 
+from .bounds import check_eager
 from .codegen.eager import run_op
-from .errors import ShapeError
+from .codegen.numpy_program import NaNError, check_nans_enabled, has_nan
+from .errors import ShapeError, TracegradError
+from .ir.graph import Value
 from .ir.builder import Builder
 from .ir.errors import OpTypeError
 from .ir.ops import get
@@ -72,6 +75,8 @@ def apply(op: str, /, *inputs, **attrs):
     else:
         prov = None
         outs = tuple(_tensor()._from_array(a, t) for a, t in zip(_run_eager(op, inputs, attrs), out_types))
+        if check_nans_enabled():
+            _check_nans(op, inputs, outs)
     if needs_grad:
         node = TapeNode(op, inputs, outs, attrs, prov)
         for o in outs:
@@ -81,16 +86,34 @@ def apply(op: str, /, *inputs, **attrs):
     return outs[0] if len(outs) == 1 else outs
 
 
+def _check_nans(op, inputs, outs) -> None:
+    """TRACEGRAD_CHECK_NANS=1 in eager mode: the first op that turns NaN-free inputs into a NaN raises."""
+    floats = [o for o in outs if o._type.dtype.is_floating]
+    if not any(has_nan(o._data) for o in floats):
+        return
+    if any(t._type.dtype.is_floating and has_nan(t._data) for t in inputs):
+        return
+    raise NaNError(f"first NaN produced by {op}({', '.join(str(t._type) for t in inputs)}) at {provenance.where()}")
+
+
 def _tensor():
     return tensor_mod.Tensor   # NOTE: tensor.py imports this module before it defines the class
 
 
 def _run_eager(op, inputs, attrs):
+    for t in inputs:
+        if isinstance(t._data, Value):
+            raise TracegradError(
+                f"{op}: a tensor computed inside a compiled step ({t._data.name}: {t._type}) is used outside "
+                f"it\n  at {provenance.where()}\ninside @tg.compile tensors are symbolic; return the tensor "
+                "from the step to use its value")
     device = inputs[0]._type.device if inputs else attrs.get("device", "cpu")
     comm = None
     if get(op).kind == "collective":
         from .distributed import current_comm    # NOTE: distributed imports dispatch; only collectives need it
         comm = current_comm()
+    elif device == "cpu":
+        check_eager(op, inputs, attrs)
     return run_op(device, op, [t._data for t in inputs], attrs, comm)
 
 

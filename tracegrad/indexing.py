@@ -10,12 +10,13 @@ from __future__ import annotations
 import numpy as np
 
 from .dispatch import BUILDER, apply
-from .errors import DataDependentError, UnsupportedError
+from .errors import DataDependentError, ShapeError, UnsupportedError
 from .ir.ops import get
 from .ir.types import bool_, int64
 from . import tensor as tensor_mod, trace as _trace
 from .creation import ones, tensor, zeros_like
 from .functions import constant, scalar_dtype, where
+from .provenance import where as user_line
 
 
 def _tensor_type():
@@ -81,6 +82,7 @@ def getitem(x, key):
         key = tuple(_as_index_tensor(i, x.device) for i in idx)
     y, adv = _basic(x, _expand_key(x, key))
     if not adv:
+        mark_view(y, x, key)
         return y
     idx = [_as_index_tensor(k, x.device) for _, k in adv]
     axes = [a for a, _ in adv]
@@ -124,21 +126,40 @@ def setitem(x, key, value):
     if any(k is not None and not isinstance(k, (slice, int, np.integer)) for k in key):
         _setitem_advanced(x, key, value)
         return
+    x._assign(_set_basic(x, key, value))
+
+
+def _set_basic(x, key, value):
+    """The whole of x after x[key] = value, for a key of ints, slices and None."""
     key = tuple(k for k in key if k is not None)
-    starts, stops, steps, shape = [], [], [], []
+    starts, stops, steps, shape, dropped = [], [], [], [], []
     for k, n in zip(key, x.shape):
         if isinstance(k, slice):
             lo, hi, st = k.indices(n)
             hi = max(hi, lo)
+            dropped.append(len(range(lo, hi, st)))
         else:
-            lo, hi, st = (int(k) + n if k < 0 else int(k)), None, 1
-            hi = lo + 1
+            i = int(k) + n if k < 0 else int(k)
+            if not 0 <= i < n:
+                raise IndexError(f"index {k} is out of bounds for dimension {len(starts)} with size {n}")
+            lo, hi, st = i, i + 1, 1
         starts.append(lo), stops.append(hi), steps.append(st), shape.append(len(range(lo, hi, st)))
     node = _FakeSlice(x, dict(starts=tuple(starts), stops=tuple(stops), steps=tuple(steps)))
     rule = get("slice").vjp   # the transpose of slicing places a block back into the full shape
-    placed = rule(BUILDER, node, [value.broadcast_to(*shape).contiguous().reshape(*shape)])[0]
+    # NOTE: the value broadcasts against the indexed shape, integer-indexed axes dropped (PyTorch's rule)
+    while value.ndim > len(dropped) and value.shape[0] == 1:
+        value = value.reshape(*value.shape[1:])
+    block = value.broadcast_to(*dropped).contiguous().reshape(*shape)
+    placed = rule(BUILDER, node, [block])[0]
     inside = rule(BUILDER, node, [ones(*shape, dtype=x.dtype, device=x.device)])[0] != 0
-    x._assign(apply("where", inside, placed, x))
+    return apply("where", inside, placed, x)
+
+
+def mark_view(view, base, key) -> None:
+    """`view` = base[key] (basic indexing) shares base's memory: in-place updates of it reach base."""
+    if view is not base:
+        view._view = (base, lambda new: _set_basic(base, _expand_key(base, key), new),
+                      lambda: _basic(base, _expand_key(base, key))[0])
 
 
 class _FakeSlice:
@@ -157,3 +178,33 @@ def _setitem_advanced(x, key, value):
     vals = apply("index_add", zeros_like(x), i, value.broadcast_to(*want).contiguous())
     hit = apply("index_add", zeros_like(x), i, ones(*want, dtype=x.dtype, device=x.device)) != 0
     x._assign(apply("where", hit, vals, x))
+
+
+# -- gather / scatter_add with PyTorch's shape rules -------------------------------------------
+def _check_along(op, x, axis, index, src=None):
+    """PyTorch lets the index be smaller than the input (and src) on the other axes; the IR's ops
+    take equal shapes, so the frontend indexes the leading block. Returns that block's key."""
+    shapes = f"input {list(x.shape)}, index {list(index.shape)}" + (f", src {list(src.shape)}" if src is not None else "")
+    if index.ndim != x.ndim or src is not None and src.ndim != x.ndim:
+        raise ShapeError(f"{op}: index (and src) must have as many dimensions as the input; got {shapes}\n"
+                         f"  at {user_line()}")
+    for d, (i, n) in enumerate(zip(index.shape, x.shape)):
+        if d != axis and i > n or src is not None and i > src.shape[d]:
+            raise ShapeError(f"{op}: index size {i} on dimension {d} is larger than the input's or src's; "
+                             f"got {shapes}\n  at {user_line()}")
+    return tuple(slice(0, i) if d != axis else slice(None) for d, i in enumerate(index.shape))
+
+
+def gather(x, axis: int, index):
+    key = _check_along("gather", x, axis, index)
+    block = x[key] if any(i != n for d, (i, n) in enumerate(zip(index.shape, x.shape)) if d != axis) else x
+    return apply("gather", block, index, axis=axis)
+
+
+def scatter_add(x, axis: int, index, src):
+    key = _check_along("scatter_add", x, axis, index, src)
+    src = src[tuple(slice(0, i) for i in index.shape)] if tuple(src.shape) != tuple(index.shape) else src
+    src = src.to(x.dtype)
+    if all(i == n for d, (i, n) in enumerate(zip(index.shape, x.shape)) if d != axis):
+        return apply("scatter_add", x, index, src, axis=axis)
+    return _set_basic(x, key, apply("scatter_add", x[key], index, src, axis=axis))

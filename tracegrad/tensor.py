@@ -215,6 +215,13 @@ class Tensor(TensorMethods):
             self._base._assign(new.detach())
             self._data = self._base._data
             return self
+        view = self.__dict__.get("_view")
+        if view is not None:                # a view (`a[0]`, `a.t()`): write through to its base
+            base, to_base, from_base = view
+            base._assign(to_base(new))
+            # NOTE: then read back from the base: `new` now feeds the base's history, so taking it
+            # over here would cut that link
+            new = from_base()
         tracks = grad_enabled() and new.requires_grad
         if tracks and self.requires_grad and self._node is None:
             raise TracegradError("a leaf tensor that requires grad is used in an in-place operation; "

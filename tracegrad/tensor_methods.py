@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from . import functions as F_, trace as _trace
+from . import functions as F_, indexing, trace as _trace
 from .creation import full, normalize_device, tensor
 from .dispatch import apply
 from .errors import UnsupportedError
@@ -105,7 +105,12 @@ class TensorMethods:
         shape = tuple(shape)
         if math.prod(shape) != self.numel():
             raise RuntimeError(f"shape {list(shape)} is invalid for input of size {self.numel()}")
-        return self if shape == self.shape else apply("reshape", self, shape=shape)
+        if shape == self.shape:
+            return self
+        out = apply("reshape", self, shape=shape)
+        # a view: in-place updates reach self (see Tensor._assign)
+        out._view = (self, lambda new: new.reshape(*self.shape), lambda: apply("reshape", self, shape=shape))
+        return out
 
     def view(self, *shape):
         """As `reshape` (tensors here have no separate storage to share)."""
@@ -125,7 +130,12 @@ class TensorMethods:
         if sorted(dims) != list(range(self.ndim)):
             raise RuntimeError(f"permute: {list(_sizes(dims))} is not a permutation of the {self.ndim} dims "
                                f"of a tensor of shape {list(self.shape)}")
-        return self if dims == tuple(range(self.ndim)) else apply("permute", self, dims=dims)
+        if dims == tuple(range(self.ndim)):
+            return self
+        out = apply("permute", self, dims=dims)
+        out._view = (self, lambda new: new.permute(*sorted(range(len(dims)), key=dims.__getitem__)),
+                     lambda: apply("permute", self, dims=dims))
+        return out
 
     def transpose(self, dim0: int, dim1: int):
         """Axes `dim0` and `dim1` swapped."""
@@ -260,11 +270,11 @@ class TensorMethods:
 
     def gather(self, dim: int, index):
         """out[i][j] = self[index[i][j]][j] (for dim=0), as torch.gather."""
-        return apply("gather", self, index, axis=F_.wrap_dim(dim, self.ndim))
+        return indexing.gather(self, F_.wrap_dim(dim, self.ndim), index)
 
     def scatter_add(self, dim: int, index, src):
         """This tensor plus `src` added at the places `index` names along `dim`."""
-        return apply("scatter_add", self, index, src, axis=F_.wrap_dim(dim, self.ndim))
+        return indexing.scatter_add(self, F_.wrap_dim(dim, self.ndim), index, src)
 
     def index_select(self, dim: int, index):
         """The entries of `index` along `dim`."""

@@ -39,6 +39,10 @@ defop("recv", "collective", lambda ts, shape, dtype, device, peer, group: Tensor
 
 @vjp("all_reduce")
 def _all_reduce_vjp(b, n, gs):
+    # NOTE: the loss downstream is one logical value replicated on every rank (Megatron's
+    # convention), so sum's backward is the identity and mean's scales by 1/ranks
+    if n.attrs["op"] == "mean":
+        return b.mul(gs[0], 1.0 / len(n.attrs["group"])),
     if n.attrs["op"] != "sum":
         raise NotImplementedError(f"the gradient of all_reduce(op={n.attrs['op']!r}) is not defined")
     return gs[0],

@@ -164,11 +164,11 @@ defop("index_add", "index", _index_add_infer, 3, dict(axis=0), doc="x with src a
 vjp("index_add")(lambda b, n, gs: (gs[0], None, (lambda: b.take(gs[0], n.inputs[1], axis=n.attrs["axis"]))))
 
 
-def _gather_infer(ts, axis):
-    x, idx = ts
-    _check_index("gather", ts, idx)
+def _gather_infer(ts, axis, op="gather"):
+    x, idx = ts[:2]
+    _check_index(op, ts, idx)
     if idx.ndim != x.ndim or any(i != s for a, (i, s) in enumerate(zip(idx.shape, x.shape)) if a != axis):
-        fail("gather", ts, f"index shape must equal the input's shape except along axis {axis}")
+        fail(op, ts, f"index shape must equal the input's shape except along axis {axis}")
     return x.with_(shape=idx.shape)
 
 
@@ -179,7 +179,7 @@ vjp("gather")(lambda b, n, gs: ((lambda: b.scatter_add(b.zeros_like(n.inputs[0])
 
 def _scatter_add_infer(ts, axis):
     x, idx, src = ts
-    _gather_infer([x, idx], axis)
+    _gather_infer(ts, axis, "scatter_add")
     if src.shape != idx.shape or src.dtype != x.dtype:
         fail("scatter_add", ts, "source must match the index's shape and the input's dtype")
     return x

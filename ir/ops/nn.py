@@ -57,6 +57,11 @@ defop("softmax", "composite", _float_infer("softmax"), 1, dict(axis=-1))
 defop("log_softmax", "composite", _float_infer("log_softmax"), 1, dict(axis=-1))
 
 
+def _empty_axis(b, x, axis) -> bool:
+    """softmax over a 0-size axis is an empty result (PyTorch), not a max over nothing."""
+    return b.shape(x)[axis] == 0
+
+
 def _shifted(b, x, axis):
     x = upcast(b, x)
     return b.sub(x, b.max(x, axes=(axis,), keepdim=True))
@@ -65,6 +70,8 @@ def _shifted(b, x, axis):
 @decomposition("softmax")
 def _softmax(b, x, axis):
     axis = _axis_attr(b, x, axis)
+    if _empty_axis(b, x, axis):
+        return b.add(x, 0.0)
     e = b.exp(_shifted(b, x, axis))
     return b.cast_to(b.div(e, b.sum(e, axes=(axis,), keepdim=True)), b.dtype(x))
 
@@ -72,6 +79,8 @@ def _softmax(b, x, axis):
 @decomposition("log_softmax")
 def _log_softmax(b, x, axis):
     axis = _axis_attr(b, x, axis)
+    if _empty_axis(b, x, axis):
+        return b.add(x, 0.0)
     z = _shifted(b, x, axis)
     return b.cast_to(b.sub(z, b.log(b.sum(b.exp(z), axes=(axis,), keepdim=True))), b.dtype(x))
 
@@ -111,6 +120,12 @@ defop("layer_norm", "composite", _norm_infer("layer_norm", 2), 3, dict(eps=1e-5)
 defop("rms_norm", "composite", _norm_infer("rms_norm", 1), 2, dict(eps=1e-6))
 
 
+def _param(b, w, like):
+    """A norm's weight or bias in the dtype the statistics are computed in (PyTorch accepts an f64
+    weight on f32 input and returns f32)."""
+    return b.cast_to(w, b.dtype(like))
+
+
 def _norm_axes(b, x, w):
     nd, k = len(b.shape(x)), len(b.shape(w))
     return tuple(range(nd - k, nd))
@@ -133,7 +148,7 @@ def _ln_stats(b, x, axes, eps):
 def _layer_norm(b, x, w, bias, eps):
     axes = _norm_axes(b, x, w)
     xc, rstd = _ln_stats(b, upcast(b, x), axes, eps)
-    y = b.add(b.mul(b.mul(xc, rstd), upcast(b, w)), upcast(b, bias))
+    y = b.add(b.mul(b.mul(xc, rstd), _param(b, w, xc)), _param(b, bias, xc))
     return b.cast_to(y, b.dtype(x))
 
 
@@ -144,7 +159,7 @@ def _layer_norm_vjp(b, n, gs):
     axes = _norm_axes(b, x, w)
     xc, rstd = _ln_stats(b, upcast(b, x), axes, n.attrs["eps"])
     xhat, g = b.mul(xc, rstd), upcast(b, gs[0])
-    dxhat = b.mul(g, upcast(b, w))
+    dxhat = b.mul(g, _param(b, w, g))
     dx = b.mul(rstd, b.sub(b.sub(dxhat, _mean(b, dxhat, axes)), b.mul(xhat, _mean(b, b.mul(dxhat, xhat), axes))))
     return (b.cast_to(dx, b.dtype(x)),
             (lambda: b.cast_to(b.sum_to(b.mul(g, xhat), b.shape(w)), b.dtype(w))),
@@ -159,7 +174,7 @@ def _rms_rstd(b, x, axes, eps):
 def _rms_norm(b, x, w, eps):
     axes = _norm_axes(b, x, w)
     xf = upcast(b, x)
-    return b.cast_to(b.mul(b.mul(xf, _rms_rstd(b, xf, axes, eps)), upcast(b, w)), b.dtype(x))
+    return b.cast_to(b.mul(b.mul(xf, _rms_rstd(b, xf, axes, eps)), _param(b, w, xf)), b.dtype(x))
 
 
 @vjp("rms_norm")
@@ -170,7 +185,7 @@ def _rms_norm_vjp(b, n, gs):
     xf, g = upcast(b, x), upcast(b, gs[0])
     rstd = _rms_rstd(b, xf, axes, n.attrs["eps"])
     xhat = b.mul(xf, rstd)
-    dxhat = b.mul(g, upcast(b, w))
+    dxhat = b.mul(g, _param(b, w, g))
     dx = b.mul(rstd, b.sub(dxhat, b.mul(xhat, _mean(b, b.mul(dxhat, xhat), axes))))
     return b.cast_to(dx, b.dtype(x)), (lambda: b.cast_to(b.sum_to(b.mul(g, xhat), b.shape(w)), b.dtype(w)))
 

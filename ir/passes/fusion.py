@@ -218,6 +218,9 @@ class Fuser:
             return False, f"the kernel would have more than {MAX_NODES} ops"
         via = self.cycle_via(a.gid, b.gid)
         via = via if via is not None else self.cycle_via(b.gid, a.gid)
+        if via is None:   # the pruned search can miss a path through a group that spans b
+            via = self.cycle_via(a.gid, b.gid, prune=False)
+            via = via if via is not None else self.cycle_via(b.gid, a.gid, prune=False)
         if via is not None:
             return False, f"fusing would create a cycle through {self.name(via)}"
         members = sorted(a.members + b.members)
@@ -231,14 +234,18 @@ class Fuser:
                 return False, str(e)
         return True, ""
 
-    def cycle_via(self, a: int, b: int):
-        """A group on a path a -> ... -> b other than the edge a -> b (fusing a and b would close a cycle)."""
+    def cycle_via(self, a: int, b: int, prune: bool = True):
+        """A group on a path a -> ... -> b other than the edge a -> b (fusing a and b would close a cycle).
+
+        With `prune`, groups that start after b's last node are skipped: fast, and exact while
+        groups are contiguous, but a merged group spanning b can carry such a path (checked
+        unpruned before a merge is allowed)."""
         end = self.groups[b].members[-1]
         seen, stack = set(), [s for s in self.dag.successors(a) if s != b]
         while stack:
             g = stack.pop()
-            if g in seen or self.groups[g].members[0] > end:
-                continue   # NOTE: a path into b needs a node before b's last one
+            if g in seen or prune and self.groups[g].members[0] > end:
+                continue
             if self.dag.has_edge(g, b):
                 return g
             seen.add(g)

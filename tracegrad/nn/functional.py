@@ -18,13 +18,14 @@ import numpy as np
 from ..autograd import no_grad
 from ..creation import arange, ones, zeros
 from ..dispatch import apply
-from ..errors import UnsupportedError
+from ..errors import ShapeError, UnsupportedError
 from ..functions import where
-from ..ir.types import bool_, int64
+from ..ir.types import bool_, int64, promote
 from ..random import current_generator
 from ..tensor import Tensor
 from .conv_functional import (_autocast, _pair, adaptive_avg_pool2d, avg_pool2d, conv2d,  # noqa: F401
                               max_pool2d, pad)
+from ..provenance import where as _where
 
 
 # -- linear, embedding ------------------------------------------------------------------------
@@ -90,8 +91,9 @@ def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None, bi
                eps: float = 1e-5) -> Tensor:
     shape = _shape_arg(normalized_shape)
     if tuple(input.shape[input.ndim - len(shape):]) != shape:
-        raise ValueError(f"layer_norm: normalized_shape {list(shape)} does not match the input's trailing "
-                         f"dimensions {list(input.shape)}")
+        raise ShapeError(f"layer_norm: normalized_shape {list(shape)} does not match the trailing dimensions "
+                         f"of the input of shape {list(input.shape)}\n  at {_where()}\n"
+                         f"normalized_shape is the input's last dimension(s), e.g. ({input.shape[-1]},)")
     dev = input._type.device
     dt = weight.dtype if weight is not None else bias.dtype if bias is not None else input.dtype
     weight = weight if weight is not None else ones(*shape, dtype=dt, device=dev)
@@ -215,8 +217,9 @@ def mse_loss(input: Tensor, target: Tensor, size_average=None, reduce=None, redu
     if tuple(input.shape) != tuple(target.shape):
         shape = np.broadcast_shapes(tuple(input.shape), tuple(target.shape))
         input, target = input.expand(*shape), target.expand(*shape)
-    if target.dtype != input.dtype:
-        target = target.to(input.dtype)
+    if target.dtype != input.dtype:     # promote, as PyTorch does (f32 with f64 gives f64)
+        d = promote(input.dtype, target.dtype)
+        input, target = input.to(d), target.to(d)
     return apply("mse_loss", input, target, reduction=reduction)
 
 
