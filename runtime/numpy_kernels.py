@@ -47,7 +47,9 @@ def scatter_add(x, idx, src, axis):
 def iota(shape, axis, dtype):
     ar = np.arange(shape[axis] if shape else 1, dtype=dtype)
     ar = ar.reshape(tuple(-1 if i == axis else 1 for i in range(len(shape)))) if shape else ar.reshape(())
-    return np.ascontiguousarray(np.broadcast_to(ar, shape))
+    # NOTE: a copy, not ascontiguousarray: a 1-d broadcast view is already contiguous and read-only,
+    # and the memory planner may write into this buffer
+    return np.broadcast_to(ar, shape).copy()
 
 
 def rand_uniform(state, shape, dtype):
