@@ -289,3 +289,10 @@ __all__ = ["linear", "embedding", "gelu", "silu", "relu", "leaky_relu", "tanh", 
            "layer_norm", "rms_norm", "batch_norm", "dropout", "cross_entropy", "nll_loss", "mse_loss", "l1_loss",
            "scaled_dot_product_attention", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "one_hot",
            "pad", "normalize", "flatten"]
+
+
+# the losses and activations of losses.py and activations.py, under F as in PyTorch
+from .activations import (elu, glu, hardsigmoid, hardswish, hardtanh, logsigmoid, mish, relu6,  # noqa: E402,F401
+                          softplus, softsign)
+from .losses import (binary_cross_entropy, binary_cross_entropy_with_logits, huber_loss, kl_div,  # noqa: E402,F401
+                     smooth_l1_loss)
