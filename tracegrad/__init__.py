@@ -103,8 +103,10 @@ def numel(x) -> "int":
 
 
 def __getattr__(name: str):
-    raise AttributeError(f"module 'tracegrad' has no attribute {name!r}: tracegrad covers the PyTorch subset "
-                         "listed in its README; this name is not part of it (yet)")
+    from .surface import missing
+    if name.startswith("__"):
+        raise AttributeError(f"module 'tracegrad' has no attribute {name!r}")
+    raise missing("tracegrad", name, [n for n in globals() if not n.startswith("_")])
 
 
 from . import nn, optim, utils  # noqa: E402  (subpackages, as torch.nn / torch.optim)

@@ -66,6 +66,14 @@ def type(self, dtype=None):
     return self.to(dtype)
 
 
-for _fn in (__format__, stride, is_contiguous, pin_memory, is_pinned, storage_offset, get_device, type):
+def __getattr__(self, name: str):
+    """Only reached for a name Tensor does not have: say so, with the nearest method names."""
+    if name.startswith("_"):
+        raise AttributeError(f"'Tensor' object has no attribute {name!r}")
+    from .surface import missing
+    raise missing("Tensor", name, [n for n in dir(Tensor) if not n.startswith("_")])
+
+
+for _fn in (__getattr__, __format__, stride, is_contiguous, pin_memory, is_pinned, storage_offset, get_device, type):
     setattr(Tensor, _fn.__name__, _fn)
 del _fn

@@ -29,3 +29,10 @@ __all__ = ["Module", "Parameter", "Sequential", "ModuleList", "ModuleDict", "Lin
            "SmoothL1Loss", "ParameterDict", "ParameterList", "GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNCell",
            "Transformer", "TransformerDecoder", "TransformerDecoderLayer", "TransformerEncoder",
            "TransformerEncoderLayer", "functional", "init", "parallel", "utils"]
+
+
+def __getattr__(name: str):
+    from ..surface import missing
+    if name.startswith("__"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    raise missing("tracegrad.nn", name, [n for n in globals() if not n.startswith("_")])

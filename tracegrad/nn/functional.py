@@ -296,3 +296,10 @@ from .activations import (elu, glu, hardsigmoid, hardswish, hardtanh, logsigmoid
                           softplus, softsign)
 from .losses import (binary_cross_entropy, binary_cross_entropy_with_logits, huber_loss, kl_div,  # noqa: E402,F401
                      smooth_l1_loss)
+
+
+def __getattr__(name: str):
+    from ..surface import missing
+    if name.startswith("__"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    raise missing("tracegrad.nn.functional", name, [n for n in globals() if not n.startswith("_")])
