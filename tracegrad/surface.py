@@ -98,13 +98,26 @@ def nearest(name: str, candidates) -> list[str]:
     return difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
 
 
+class MissingName(AttributeError):
+    """A name outside the subset. The message (with its nearest names) is built only when shown:
+    `hasattr` probes stay cheap."""
+
+    def __init__(self, where: str, name: str, candidates):
+        super().__init__(f"{where}.{name}")
+        self.where, self.attr, self._candidates = where, name, candidates
+
+    def __str__(self) -> str:
+        cands = self._candidates() if callable(self._candidates) else self._candidates
+        near = nearest(self.attr, cands)
+        hint = f"; did you mean {', '.join(f'{self.where}.{n}' for n in near)}?" if near else ""
+        return (f"{self.where}.{self.attr} is not part of the PyTorch subset tracegrad supports{hint} "
+                f"(the supported names are listed in {PAGE} of the tracegrad repository; "
+                "`python -m tracegrad.surface` prints the list)")
+
+
 def missing(where: str, name: str, candidates) -> AttributeError:
-    """The AttributeError for `where.name` outside the subset: what is near, and where the list is."""
-    near = nearest(name, candidates)
-    hint = f"; did you mean {', '.join(f'{where}.{n}' for n in near)}?" if near else ""
-    return AttributeError(f"{where}.{name} is not part of the PyTorch subset tracegrad supports{hint} "
-                          f"(the supported names are listed in {PAGE} of the tracegrad repository; "
-                          "`python -m tracegrad.surface` prints the list)")
+    """The AttributeError for `where.name` outside the subset (candidates: names or a function giving them)."""
+    return MissingName(where, name, candidates)
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def __getattr__(self, name: str):
     if name.startswith("_"):
         raise AttributeError(f"'Tensor' object has no attribute {name!r}")
     from .surface import missing
-    raise missing("Tensor", name, [n for n in dir(Tensor) if not n.startswith("_")])
+    raise missing("Tensor", name, lambda: [n for n in dir(Tensor) if not n.startswith("_")])
 
 
 for _fn in (__getattr__, __format__, stride, is_contiguous, pin_memory, is_pinned, storage_offset, get_device, type):
