@@ -81,12 +81,14 @@ def einsum(equation: str, *operands) -> Tensor:
 
 
 def mm(self, mat2) -> Tensor:
+    """The product of two 2-d tensors."""
     if self.ndim != 2 or mat2.ndim != 2:
         raise ShapeError(f"mm: both operands must be 2-d, got {list(self.shape)} and {list(mat2.shape)}")
     return matmul(self, mat2)
 
 
 def bmm(self, mat2) -> Tensor:
+    """Batched product of two 3-d tensors with one batch size."""
     if self.ndim != 3 or mat2.ndim != 3 or self.shape[0] != mat2.shape[0]:
         raise ShapeError(f"bmm: both operands must be 3-d with one batch size, got {list(self.shape)} and "
                          f"{list(mat2.shape)}")
@@ -94,25 +96,30 @@ def bmm(self, mat2) -> Tensor:
 
 
 def mv(self, vec) -> Tensor:
+    """Matrix times vector."""
     return matmul(self, vec)
 
 
 def dot(self, other) -> Tensor:
+    """Inner product of two 1-d tensors."""
     if self.ndim != 1 or other.ndim != 1:
         raise ShapeError(f"dot: both operands must be 1-d, got {list(self.shape)} and {list(other.shape)}")
     return (self * other).sum()
 
 
 def outer(self, vec2) -> Tensor:
+    """Outer product of two vectors."""
     return self.reshape(-1, 1) * vec2.reshape(1, -1)
 
 
 def addmm(self, mat1, mat2, *, beta=1, alpha=1) -> Tensor:
+    """beta * self + alpha * (mat1 @ mat2)."""
     p = mm(mat1, mat2)
     return (self * beta if beta != 1 else self) + (p * alpha if alpha != 1 else p)
 
 
 def baddbmm(self, batch1, batch2, *, beta=1, alpha=1) -> Tensor:
+    """beta * self + alpha * bmm(batch1, batch2)."""
     p = bmm(batch1, batch2)
     return (self * beta if beta != 1 else self) + (p * alpha if alpha != 1 else p)
 

@@ -43,10 +43,12 @@ def pin_memory(self, device=None) -> Tensor:
 
 
 def is_pinned(self, device=None) -> bool:
+    """False: nothing is pinned (see pin_memory)."""
     return False
 
 
 def storage_offset(self) -> int:
+    """0: a tensor owns its buffer from the start."""
     return 0
 
 

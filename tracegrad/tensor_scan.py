@@ -49,6 +49,7 @@ def cumsum(self, dim: int, *, dtype=None) -> Tensor:
 
 
 def cumprod(self, dim: int, *, dtype=None) -> Tensor:
+    """Prefix products along `dim`."""
     return _scan(_acc_dtype(self, dtype), dim, lambda a, b: a * b, 1)
 
 
@@ -92,10 +93,12 @@ def flip(self, *dims) -> Tensor:
 
 
 def fliplr(self) -> Tensor:
+    """flip(x, 1)."""
     return flip(self, 1)
 
 
 def flipud(self) -> Tensor:
+    """flip(x, 0)."""
     return flip(self, 0)
 
 
@@ -142,12 +145,14 @@ def repeat_interleave(self, repeats, dim=None, *, output_size=None) -> Tensor:
 
 
 def tile(self, *dims) -> Tensor:
+    """repeat, with dims padded with 1s on the left to x.ndim."""
     dims = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
     dims = (1,) * (self.ndim - len(dims)) + tuple(dims)
     return self.repeat(*dims)
 
 
 def diff(self, n: int = 1, dim: int = -1) -> Tensor:
+    """The n-th forward difference along `dim`."""
     x = self
     for _ in range(n):
         d = dim % x.ndim

@@ -45,10 +45,12 @@ def scatter(self, dim: int, index, src=None, *, value=None, reduce=None) -> Tens
 
 
 def scatter_(self, dim: int, index, src=None, *, value=None, reduce=None) -> Tensor:
+    """In-place scatter."""
     return self._assign(scatter(self, dim, index, src, value=value, reduce=reduce))
 
 
 def scatter_add_(self, dim: int, index, src) -> Tensor:
+    """In-place scatter_add: x[.., index[i], ..] += src[i]."""
     return self._assign(apply("scatter_add", self, index, src.to(self.dtype), axis=dim % self.ndim))
 
 
@@ -98,19 +100,23 @@ def index_put(self, indices, values, accumulate: bool = False) -> Tensor:
 
 
 def index_put_(self, indices, values, accumulate: bool = False) -> Tensor:
+    """In-place index_put."""
     return self._assign(index_put(self, indices, values, accumulate))
 
 
 def index_add(self, dim: int, index, source, *, alpha=1) -> Tensor:
+    """x with source added at rows `index` along `dim` (times alpha)."""
     src = source * alpha if alpha != 1 else source
     return apply("index_add", self, index, src.to(self.dtype), axis=dim % self.ndim)
 
 
 def index_add_(self, dim: int, index, source, *, alpha=1) -> Tensor:
+    """In-place index_add."""
     return self._assign(index_add(self, dim, index, source, alpha=alpha))
 
 
 def index_fill(self, dim: int, index, value) -> Tensor:
+    """x with the slices at `index` along `dim` set to value."""
     from .creation import arange
     dim = dim % self.ndim
     pos = arange(self.shape[dim], device=self.device)
@@ -130,18 +136,21 @@ def masked_select(self, mask) -> Tensor:
 
 
 def narrow(self, dim: int, start: int, length: int) -> Tensor:
+    """`length` entries along `dim` from `start` (a slice)."""
     idx = [slice(None)] * self.ndim
     idx[dim % self.ndim] = slice(int(start), int(start) + int(length))
     return self[tuple(idx)]
 
 
 def select(self, dim: int, index: int) -> Tensor:
+    """The slice at `index` along `dim`, that dim removed."""
     idx = [slice(None)] * self.ndim
     idx[dim % self.ndim] = int(index)
     return self[tuple(idx)]
 
 
 def movedim(self, source, destination) -> Tensor:
+    """Move dims `source` to positions `destination` (a permute)."""
     src = [s % self.ndim for s in ((source,) if isinstance(source, int) else source)]
     dst = [d % self.ndim for d in ((destination,) if isinstance(destination, int) else destination)]
     order = [i for i in range(self.ndim) if i not in src]
@@ -151,10 +160,12 @@ def movedim(self, source, destination) -> Tensor:
 
 
 def swapaxes(self, a: int, b: int) -> Tensor:
+    """transpose(a, b)."""
     return self.transpose(a, b)
 
 
 def new_empty(self, *size, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """A tensor of `size` with this tensor's dtype and device (zero-filled)."""
     from .creation import zeros
     size = tuple(size[0]) if len(size) == 1 and isinstance(size[0], (tuple, list)) else size
     return zeros(*size, dtype=dtype or self.dtype, device=device or self._type.device)

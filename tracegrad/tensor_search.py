@@ -67,14 +67,17 @@ def _traced_order(x: Tensor, dim: int, descending: bool) -> Tensor:
 
 
 def argsort(self, dim: int = -1, descending: bool = False, stable: bool = False) -> Tensor:
+    """The indices that sort along `dim` (sort's second result)."""
     return sort(self, dim, descending, stable)[1]
 
 
 def msort(self) -> Tensor:
+    """sort along dim 0, values only."""
     return sort(self, 0)[0]
 
 
 def topk(self, k: int, dim: int = -1, largest: bool = True, sorted: bool = True):
+    """(values, indices) of the k largest (or smallest) along `dim`."""
     from .random import topk as _topk
     return _topk(self, k, dim, largest, sorted)
 
@@ -90,10 +93,12 @@ def nonzero(self, *, as_tuple: bool = False):
 
 
 def argwhere(self) -> Tensor:
+    """nonzero(): indices of the non-zero entries, i64[n, ndim]."""
     return nonzero(self)
 
 
 def count_nonzero(self, dim=None) -> Tensor:
+    """The number of non-zero entries (over `dim`)."""
     from .functions import sum as _sum
     return _sum((self != 0).to(int64), dim)
 
