@@ -36,6 +36,7 @@ from .creation import (arange, as_tensor, empty, empty_like, eye, from_numpy, fu
                        linspace, ones, ones_like, set_default_dtype, tensor, zeros, zeros_like)
 from .dispatch import set_grad_enabled
 from .serialization import load, save
+from .surface import missing as _missing
 from .errors import DataDependentError, ShapeError, TracegradError, UnsupportedError
 from .functions import (all, amax, amin, any, argmax, argmin, cat, clamp, logsumexp, matmul, max, mean, min, std,
                         stack, sum, var, where)
@@ -103,10 +104,9 @@ def numel(x) -> "int":
 
 
 def __getattr__(name: str):
-    from .surface import missing
     if name.startswith("__"):
         raise AttributeError(f"module 'tracegrad' has no attribute {name!r}")
-    raise missing("tracegrad", name, [n for n in globals() if not n.startswith("_")])
+    raise _missing("tracegrad", name, [n for n in globals() if not n.startswith("_")])
 
 
 from . import nn, optim, utils  # noqa: E402  (subpackages, as torch.nn / torch.optim)

@@ -22,6 +22,7 @@ output)`) works too.
 """
 from __future__ import annotations
 
+from .creation import zeros_like
 from .dispatch import TapeNode, grad_enabled, set_grad_enabled
 from .tensor import Tensor
 
@@ -92,7 +93,6 @@ def _link(cls, ctx, args, diff_in, outs) -> None:
         for o in outs:
             g = by_id.get(id(o)) if isinstance(o, Tensor) else None
             if g is None and isinstance(o, Tensor) and ctx.materialize_grads:
-                from .creation import zeros_like
                 g = zeros_like(o)
             grads.append(g)
         res = cls.backward(ctx, *grads)

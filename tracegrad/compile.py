@@ -405,6 +405,7 @@ def compile(fn=None, *, backend="auto", donate=(), mesh=None, dump: str | None =
     `fullgraph`, `dynamic`, `options` and `backend="inductor"` are accepted; `disable=True` returns
     `fn` itself. After `cache_size_limit` compilations a new signature runs eagerly
     (`on_cache_limit="eager"`, with one warning) or raises `RecompileLimitError` ("error")."""
+    # NOTE: compile_module and nn import this module's package first; looked up on first use
     from .compile_module import compile_module, torch_options
     from .nn.module import Module
     backend = torch_options(backend, mode, fullgraph, dynamic, options, disable)

@@ -139,7 +139,7 @@ def randint(low, high=None, size=None, *, dtype=None, device=None, generator=Non
 
 def normal(mean=0.0, std=1.0, size=None, *, generator=None, dtype=None, device=None, out=None):
     """Samples of N(mean, std^2): tensors broadcast together, or floats with `size`, as torch.normal."""
-    from .tensor import Tensor
+    from .tensor import Tensor   # NOTE: tensor.py imports this module
     like = mean if isinstance(mean, Tensor) else std if isinstance(std, Tensor) else None
     if like is not None:
         shape = tuple(np.broadcast_shapes(tuple(getattr(mean, "shape", ())), tuple(getattr(std, "shape", ()))))

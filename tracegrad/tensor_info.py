@@ -9,6 +9,7 @@ row-major (C-contiguous), so `stride()` is the row-major stride of its shape and
 """
 from __future__ import annotations
 
+from .surface import missing
 from .tensor import Tensor
 
 
@@ -72,7 +73,6 @@ def __getattr__(self, name: str):
     """Only reached for a name Tensor does not have: say so, with the nearest method names."""
     if name.startswith("_"):
         raise AttributeError(f"'Tensor' object has no attribute {name!r}")
-    from .surface import missing
     raise missing("Tensor", name, lambda: [n for n in dir(Tensor) if not n.startswith("_")])
 
 

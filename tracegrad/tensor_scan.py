@@ -10,7 +10,11 @@ through the ops it is made of; no new primitive is needed.
 """
 from __future__ import annotations
 
+import numpy as np
+
+from .creation import arange, full, tensor
 from .functions import axes_of, cat
+from .ir.types import bool_, int64
 from .tensor import Tensor
 
 
@@ -21,7 +25,6 @@ def _shift(x: Tensor, k: int, dim: int, fill) -> Tensor:
     idx[dim] = slice(0, n - k)
     pad_shape = list(x.shape)
     pad_shape[dim] = k
-    from .creation import full
     return cat([full(pad_shape, fill, dtype=x.dtype, device=x.device), x[tuple(idx)]], dim)
 
 
@@ -37,7 +40,6 @@ def _scan(x: Tensor, dim: int, combine, fill) -> Tensor:
 
 
 def _acc_dtype(x: Tensor, dtype):
-    from .ir.types import bool_, int64
     if dtype is not None:
         return x.to(dtype)
     return x.to(int64) if x.dtype == bool_ or x.dtype.is_integer and x.dtype != int64 else x
@@ -61,7 +63,6 @@ def prod(self, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
     dim = axes_of(x, dim)[0] if x.ndim else 0
     if x.ndim == 0:
         return x
-    from .creation import full
     while x.shape[dim] > 1:
         n = x.shape[dim]
         if n % 2:
@@ -82,7 +83,6 @@ def prod(self, dim=None, keepdim: bool = False, *, dtype=None) -> Tensor:
 
 def flip(self, *dims) -> Tensor:
     """Reverse the order along each of `dims`."""
-    from .creation import arange
     dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
     x = self
     for d in dims:
@@ -137,8 +137,6 @@ def repeat_interleave(self, repeats, dim=None, *, output_size=None) -> Tensor:
         y = x.unsqueeze(d + 1)
         y = y.expand(*shape[:d + 1], repeats, *shape[d + 1:])
         return y.reshape(*shape[:d], shape[d] * repeats, *shape[d + 1:])
-    import numpy as np
-    from .creation import tensor
     counts = np.asarray(repeats.numpy() if isinstance(repeats, Tensor) else repeats, dtype=np.int64)
     idx = np.repeat(np.arange(x.shape[d]), counts)
     return x.index_select(d, tensor(idx, device=x.device))

@@ -11,10 +11,14 @@ in PyTorch, which of several sources aimed at one place wins is unspecified (her
 """
 from __future__ import annotations
 
+import numpy as np
+
 from . import functions as F_
+from .creation import arange, ones, tensor, zeros, zeros_like
 from .dispatch import apply
 from .ir.types import int64
 from .tensor import Tensor
+from .tensor_search import nonzero
 
 
 def _src_like(self, index, src):
@@ -37,7 +41,6 @@ def scatter(self, dim: int, index, src=None, *, value=None, reduce=None) -> Tens
         return apply("scatter_add", self, index, s, axis=dim)
     if reduce is not None:
         raise NotImplementedError(f"scatter(reduce={reduce!r}): only reduce='add' is supported")
-    from .creation import ones, zeros_like
     hits = apply("scatter_add", zeros_like(self), index, ones(*index.shape, dtype=self.dtype, device=self.device),
                  axis=dim)
     placed = apply("scatter_add", zeros_like(self), index, s, axis=dim)
@@ -56,11 +59,9 @@ def scatter_add_(self, dim: int, index, src) -> Tensor:
 
 def _linear_index(self, indices) -> tuple:
     """A tuple of index tensors over the leading dims -> (flat index over them, broadcast shape)."""
-    from .functions import coerce  # noqa: F401
     idx = [i if isinstance(i, Tensor) else _as_tensor(i, self) for i in indices]
     shape = idx[0].shape
     for i in idx[1:]:
-        import numpy as np
         shape = np.broadcast_shapes(tuple(shape), tuple(i.shape))
     flat = None
     for d, i in enumerate(idx):
@@ -72,7 +73,6 @@ def _linear_index(self, indices) -> tuple:
 
 
 def _as_tensor(i, like):
-    from .creation import tensor
     return tensor(i, dtype=int64, device=like._type.device)
 
 
@@ -117,7 +117,6 @@ def index_add_(self, dim: int, index, source, *, alpha=1) -> Tensor:
 
 def index_fill(self, dim: int, index, value) -> Tensor:
     """x with the slices at `index` along `dim` set to value."""
-    from .creation import arange
     dim = dim % self.ndim
     pos = arange(self.shape[dim], device=self.device)
     hit = (pos.unsqueeze(1) == index.reshape(1, -1)).any(1)
@@ -127,8 +126,6 @@ def index_fill(self, dim: int, index, value) -> Tensor:
 
 def masked_select(self, mask) -> Tensor:
     """The entries where mask is True, as a 1-d tensor (eager only: the length depends on the mask)."""
-    from .tensor_search import nonzero
-    import numpy as np
     m = mask.expand(*np.broadcast_shapes(tuple(self.shape), tuple(mask.shape)))
     x = self.expand(*m.shape)
     idx = nonzero(m, as_tuple=True)
@@ -166,7 +163,6 @@ def swapaxes(self, a: int, b: int) -> Tensor:
 
 def new_empty(self, *size, dtype=None, device=None, requires_grad=False) -> Tensor:
     """A tensor of `size` with this tensor's dtype and device (zero-filled)."""
-    from .creation import zeros
     size = tuple(size[0]) if len(size) == 1 and isinstance(size[0], (tuple, list)) else size
     return zeros(*size, dtype=dtype or self.dtype, device=device or self._type.device)
 

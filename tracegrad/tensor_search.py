@@ -15,16 +15,19 @@ from __future__ import annotations
 import numpy as np
 
 from . import trace as _trace
+from .creation import arange, tensor
 from .errors import DataDependentError
-from .functions import SortResult, where
+from .functions import SortResult, sum as _sum, where
+from .ir.graph import Value
 from .ir.types import int64
+from .provenance import where as _where
+from .random import topk as _topk
 from .tensor import Tensor
 
 MAX_TRACED_SORT = 4096
 
 
 def _concrete(x: Tensor) -> bool:
-    from .ir.graph import Value
     return _trace.current() is None and not isinstance(x._data, Value)
 
 
@@ -34,7 +37,6 @@ def sort(self, dim: int = -1, descending: bool = False, stable: bool = False):
         return SortResult(self, self.zeros_like().to(int64))
     dim = dim % self.ndim
     if _concrete(self):
-        from .creation import tensor
         a = self.numpy()
         order = np.argsort(-a if descending and a.dtype != np.bool_ else a, axis=dim, kind="stable")
         if descending and a.dtype == np.bool_:
@@ -46,7 +48,6 @@ def sort(self, dim: int = -1, descending: bool = False, stable: bool = False):
 
 
 def _traced_order(x: Tensor, dim: int, descending: bool) -> Tensor:
-    from .creation import arange
     n = x.shape[dim]
     if n > MAX_TRACED_SORT:
         raise DataDependentError(f"sort inside @tg.compile compares every pair along dim {dim} (size {n} > "
@@ -78,14 +79,12 @@ def msort(self) -> Tensor:
 
 def topk(self, k: int, dim: int = -1, largest: bool = True, sorted: bool = True):
     """(values, indices) of the k largest (or smallest) along `dim`."""
-    from .random import topk as _topk
     return _topk(self, k, dim, largest, sorted)
 
 
 def nonzero(self, *, as_tuple: bool = False):
     """Indices of the non-zero entries: i64[n, ndim], or a tuple of ndim i64[n] (eager only)."""
     a = _need_concrete(self, "nonzero")
-    from .creation import tensor
     idx = np.argwhere(a).astype(np.int64)
     if as_tuple:
         return tuple(tensor(idx[:, d], device=self._type.device) for d in range(max(self.ndim, 1)))
@@ -99,14 +98,12 @@ def argwhere(self) -> Tensor:
 
 def count_nonzero(self, dim=None) -> Tensor:
     """The number of non-zero entries (over `dim`)."""
-    from .functions import sum as _sum
     return _sum((self != 0).to(int64), dim)
 
 
 def unique(self, sorted: bool = True, return_inverse: bool = False, return_counts: bool = False, dim=None):
     """The distinct values (sorted), and optionally where each input went and how often (eager only)."""
     a = _need_concrete(self, "unique")
-    from .creation import tensor
     vals, inv, counts = np.unique(a, return_inverse=True, return_counts=True, axis=dim)
     out = [tensor(vals, dtype=self.dtype, device=self._type.device)]
     if return_inverse:
@@ -118,7 +115,6 @@ def unique(self, sorted: bool = True, return_inverse: bool = False, return_count
 
 def _need_concrete(x: Tensor, op: str) -> np.ndarray:
     if not _concrete(x):
-        from .provenance import where as _where
         raise DataDependentError(f"{op}: the result's shape depends on the values of a traced {x._type}, which "
                                  f"a compiled step cannot have.\n  at {_where()}\nUse a mask with tg.where, or "
                                  f"call {op} outside the step")

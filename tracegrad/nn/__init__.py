@@ -4,6 +4,7 @@
     model = nn.Sequential(nn.Linear(4, 16), nn.GELU(), nn.Linear(16, 1))
     print(model)                          # Sequential((0): Linear(in_features=4, ...) ...)
 """
+from ..surface import missing as _missing
 from . import functional, init, parallel, utils
 from .containers import ModuleDict, ModuleList, Sequential
 from .conv import AdaptiveAvgPool2d, AvgPool2d, Conv2d, MaxPool2d
@@ -32,7 +33,6 @@ __all__ = ["Module", "Parameter", "Sequential", "ModuleList", "ModuleDict", "Lin
 
 
 def __getattr__(name: str):
-    from ..surface import missing
     if name.startswith("__"):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    raise missing("tracegrad.nn", name, [n for n in globals() if not n.startswith("_")])
+    raise _missing("tracegrad.nn", name, [n for n in globals() if not n.startswith("_")])

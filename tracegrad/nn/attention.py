@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from ..creation import empty, zeros
+from ..creation import empty, ones, zeros
 from ..functions import where
 from ..tensor import Tensor
 from . import functional as F, init
@@ -89,7 +89,6 @@ class MultiheadAttention(Module):
         v = v.reshape(n, s, h, d).transpose(1, 2)
         scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(d))          # [N, H, L, S]
         if attn_mask is None and is_causal:
-            from ..creation import ones
             attn_mask = ones(lq, s, dtype="bool", device=q.device).triu(1)
         if attn_mask is not None:
             m = _additive(attn_mask, scores.dtype)

@@ -22,6 +22,7 @@ from ..errors import UnsupportedError
 from ..functions import where
 from ..ir.types import bool_, int64
 from ..random import current_generator
+from ..surface import missing as _missing
 from ..tensor import Tensor
 from .index_checks import check_class_target as _check_target, check_embedding_indices as _check_embedding
 from .conv_functional import (_autocast, _pair, adaptive_avg_pool2d, avg_pool2d, conv2d,  # noqa: F401
@@ -303,7 +304,6 @@ from .losses import (binary_cross_entropy, binary_cross_entropy_with_logits, hub
 
 
 def __getattr__(name: str):
-    from ..surface import missing
     if name.startswith("__"):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    raise missing("tracegrad.nn.functional", name, [n for n in globals() if not n.startswith("_")])
+    raise _missing("tracegrad.nn.functional", name, [n for n in globals() if not n.startswith("_")])

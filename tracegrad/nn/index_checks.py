@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import provenance
+from .. import provenance, trace as _trace
 from ..errors import ShapeError
+from ..ir.graph import Value
 from ..tensor import Tensor
 
 
 def _concrete_cpu(t: Tensor):
     """The numpy array of `t` when it is a concrete CPU tensor, else None (traced or on a GPU)."""
-    from .. import trace as _trace
-    from ..ir.graph import Value
     if _trace.current() is not None or isinstance(t._data, Value) or t._type.device != "cpu":
         return None
     return np.asarray(t._data)
