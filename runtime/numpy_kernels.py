@@ -44,22 +44,10 @@ def scatter_add(x, idx, src, axis):
     return out
 
 
-def check_index(idx, bound: int, where: str) -> None:
-    """Raise IndexError unless every entry of `idx` is in [0, bound): one min and max per call."""
-    idx = np.asarray(idx)
-    if idx.size == 0:
-        return
-    lo, hi = int(idx.min()), int(idx.max())
-    if lo < 0 or hi >= bound:
-        raise IndexError(f"{where}: index {lo if lo < 0 else hi} is out of range [0, {bound})")
-
-
 def iota(shape, axis, dtype):
     ar = np.arange(shape[axis] if shape else 1, dtype=dtype)
     ar = ar.reshape(tuple(-1 if i == axis else 1 for i in range(len(shape)))) if shape else ar.reshape(())
-    # NOTE: a copy, not ascontiguousarray: a 1-d broadcast view is already contiguous and read-only,
-    # and the memory planner may write into this buffer
-    return np.broadcast_to(ar, shape).copy()
+    return np.broadcast_to(ar, shape).copy()     # NOTE: a copy: the step may write into it in place
 
 
 def rand_uniform(state, shape, dtype):
@@ -68,3 +56,13 @@ def rand_uniform(state, shape, dtype):
 
 def rand_normal(state, shape, dtype):
     return rng.draw("normal", state, shape, dtype)
+
+
+def check_index(idx, bound: int, where: str) -> None:
+    """Raise IndexError unless every entry of `idx` is in [0, bound): one min and max per call."""
+    idx = np.asarray(idx)
+    if idx.size == 0:
+        return
+    lo, hi = int(idx.min()), int(idx.max())
+    if lo < 0 or hi >= bound:
+        raise IndexError(f"{where}: index {lo if lo < 0 else hi} is out of range [0, {bound})")

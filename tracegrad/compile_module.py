@@ -18,7 +18,7 @@ from .nn.module import Module
 TORCH_BACKENDS = ("inductor", "eager", "aot_eager", "cudagraphs")
 BACKENDS = ("auto", "numpy", "triton")
 # what a CompiledFunction answers about its compilations, asked of the compiled module
-INSPECT = ("ir", "explain", "graphs", "entries", "retrace_reasons")
+INSPECT = ("ir", "explain", "graphs", "entries", "retrace_reasons", "profile")
 MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
