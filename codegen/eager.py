@@ -17,6 +17,7 @@ from ..ir.ops import get
 from ..ir.types import TensorType, bfloat16, dtype as to_dtype, float32
 from ..runtime import cupy_kernels, devices
 from ..runtime.devices import BF16, TypedArray
+from ..runtime.numpy_kernels import check_index
 from .numpy_backend import lower, namespace
 
 _NS = None
@@ -56,6 +57,8 @@ def _run_cpu(op: str, arrays: list[np.ndarray], attrs: dict) -> tuple[np.ndarray
     if opdef.is_composite:
         outs = opdef.decompose(ArrayBuilder(), *arrays, **attrs)
         return outs if isinstance(outs, tuple) else (outs,)
+    if op in ("take", "gather"):     # NOTE: numpy would wrap negative indices silently
+        check_index(arrays[1], arrays[0].shape[attrs["axis"]], op)
     ins = tuple(TensorType(a.shape, to_dtype(a.dtype)) for a in arrays)
     out = _cpu_kernel(op, ins, tuple(attrs.items()))(*arrays)
     if len(opdef.infer_types(list(ins), attrs)) > 1:

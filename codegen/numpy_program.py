@@ -20,7 +20,11 @@ import numpy as np
 from ..ir.graph import Graph, Node
 from ..ir.ops import get
 from ..ir.passes.memory import MemoryPlan, plan_memory
+from ..runtime.numpy_kernels import check_index
 from .numpy_backend import HALF, UFUNCS, lower, namespace
+
+# ops whose integer index input (inputs[1]) is checked against the indexed axis before use
+INDEXED = ("take", "gather")
 
 # ops whose numpy result is always a fresh, writeable array
 _OWNING_KINDS = ("unary", "binary", "ternary", "cast", "reduce", "matmul", "creation", "random", "index")
@@ -121,6 +125,10 @@ def generate(graph: Graph, comm=None, check_nans: bool | None = None) -> NumpyPr
             expr = f"{UFUNCS[n.op]}({', '.join(args)}, out={plan.reuse[i].name})"
         else:
             expr = lower(n.op, args, ins, outs, dict(n.attrs))
+        if n.op in INDEXED:      # NOTE: numpy would wrap a negative index and name no op or line
+            x, idx = n.inputs[0], n.inputs[1]
+            where = f"{n.op}({x.type}, {idx.type}){' ' + n.tag if n.tag else ''} at {n.prov or '?'}"
+            lines.append(f"    check_index({idx.name}, {x.type.shape[n.attrs['axis']]}, {where!r})")
         names = ", ".join(o.name for o in n.outputs)
         note = ", ".join(str(t) for t in outs) + (f"  {n.tag}" if n.tag else "")
         code = f"{names} = {expr}" if n.outputs else expr
@@ -136,5 +144,6 @@ def generate(graph: Graph, comm=None, check_nans: bool | None = None) -> NumpyPr
     source = "\n".join(lines) + "\n"
     ns = namespace(comm)
     ns["check_nan"] = check_nan
+    ns["check_index"] = check_index
     exec(compile(source, f"<tracegrad numpy {title}>", "exec"), ns)
     return NumpyProgram(source, ns[graph.name], plan)

@@ -58,3 +58,13 @@ def rand_uniform(state, shape, dtype):
 
 def rand_normal(state, shape, dtype):
     return rng.draw("normal", state, shape, dtype)
+
+
+def check_index(idx, bound: int, where: str) -> None:
+    """Raise IndexError unless every entry of `idx` is in [0, bound): one min and max per call."""
+    idx = np.asarray(idx)
+    if idx.size == 0:
+        return
+    lo, hi = int(idx.min()), int(idx.max())
+    if lo < 0 or hi >= bound:
+        raise IndexError(f"{where}: index {lo if lo < 0 else hi} is out of range [0, {bound})")

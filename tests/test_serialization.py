@@ -65,3 +65,18 @@ def test_bare_safetensors_loads_as_state_dict(tmp_path):
     stnp.save_file({"w": np.ones((2, 2), np.float32)}, str(tmp_path / "w.safetensors"))
     sd = tg.load(tmp_path / "w.safetensors")
     assert sd["w"].shape == (2, 2)
+
+
+def test_header_lengths_that_look_like_pickle_bytes(tmp_path):
+    # NOTE: a safetensors file starts with its header's length; a low byte of 0x80 followed by 2..5
+    # (a header of 0x280..0x580 bytes) reads like a pickle's first two bytes
+    hits = 0
+    for n in range(1, 140):
+        obj = {"x" * n: tg.ones(2), "k": list(range(n))}
+        buf = io.BytesIO()
+        tg.save(obj, buf)
+        blob = buf.getvalue()
+        hits += blob[0] == 0x80 and 2 <= blob[1] <= 5
+        buf.seek(0)
+        assert tg.load(buf)["k"] == list(range(n))
+    assert hits            # the loop did meet such headers

@@ -93,5 +93,5 @@ def test_pytorch_script_runs(import_line):
 
 def test_missing_name_says_so():
     import tracegrad as torch
-    with pytest.raises(AttributeError, match="not part of it"):
+    with pytest.raises(AttributeError, match="not part of the PyTorch subset"):
         torch.fft

@@ -47,6 +47,29 @@ class enable_grad(no_grad):
         return wrapper
 
 
+class inference_mode(no_grad):  # noqa: N801
+    """`with tg.inference_mode():` / `@tg.inference_mode()`: no gradients recorded (as no_grad;
+    tracegrad has no version counters to skip)."""
+
+    def __init__(self, mode: bool = True):
+        self.mode = mode
+
+    def __enter__(self):
+        self._cm = set_grad_enabled(not self.mode and grad_enabled())
+        self._cm.__enter__()
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with inference_mode(self.mode):
+                return fn(*args, **kwargs)
+        return wrapper
+
+
+def is_inference_mode_enabled() -> bool:
+    return not grad_enabled()
+
+
 def is_grad_enabled() -> bool:
     return grad_enabled()
 

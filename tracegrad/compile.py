@@ -33,7 +33,21 @@ from .compile_module import compile_module, torch_options
 from .nn.module import Module
 from .ir.passes.parallel.explain import collective_lines, plan_lines
 
-MAX_RETRACES = 8
+MAX_RETRACES = 8            # retraces before a warning (one per kind of reason)
+CACHE_SIZE_LIMIT = 64       # compilations kept per function; then eager or an error (on_cache_limit)
+RETRACE_FIX = ("each new input shape compiles the step anew; give it a few fixed shapes: drop_last=True on the "
+               "DataLoader, padding to a fixed length, or bucketing lengths into a few sizes (tracegrad compiles "
+               "static shapes; dynamic= is accepted but does not make them symbolic)")
+
+
+class RecompileLimitError(UnsupportedError):
+    """A compiled function reached its cache_size_limit with on_cache_limit="error"."""
+
+
+def _reason_kind(reason: str) -> str:
+    """The reason without its shapes: 'x: f32[3] -> f32[4]; y: ...' -> 'x, y'; one warning per kind."""
+    parts = [p.split(":")[0].strip() for p in reason.split("; ") if "->" in p]
+    return ", ".join(parts) if parts else reason
 
 
 def _writable(a):
@@ -125,7 +139,12 @@ class CompiledFunction:
     """What `@tg.compile` returns: call it like the function; inspect it with `.ir(stage)`."""
 
     def __init__(self, fn, backend: str = "auto", mesh=None, dump: str | None = None, donate=(), plan=None,
-                 microbatches: int | None = None, schedule: str = "1f1b"):
+                 microbatches: int | None = None, schedule: str = "1f1b",
+                 cache_size_limit: int = CACHE_SIZE_LIMIT, on_cache_limit: str = "eager"):
+        if on_cache_limit not in ("eager", "error"):
+            raise ValueError(f"on_cache_limit must be 'eager' or 'error', got {on_cache_limit!r}")
+        self.cache_size_limit, self.on_cache_limit = int(cache_size_limit), on_cache_limit
+        self._warned: set[str] = set()
         if backend not in ("auto", "numpy", "triton"):
             raise ValueError(f"backend must be 'auto', 'numpy' or 'triton', got {backend!r}")
         if mesh is not None and not isinstance(mesh, Mesh):
@@ -156,8 +175,23 @@ class CompiledFunction:
         for e in reversed(self.entries):
             if e.key == key and e.guards_hold(leaves):
                 return e.run(leaves)
-        entry = self._compile(args, kwargs, leaves, key, self._reason(key, leaves), comm)
+        reason = self._reason(key, leaves)
+        if len(self.entries) >= self.cache_size_limit:
+            return self._over_limit(reason, args, kwargs)
+        entry = self._compile(args, kwargs, leaves, key, reason, comm)
         return entry.run(leaves)
+
+    def _over_limit(self, reason: str, args, kwargs):
+        """A new signature after `cache_size_limit` compilations: run eagerly, or raise."""
+        msg = (f"{self.__name__} reached cache_size_limit={self.cache_size_limit} compilations (latest reason: "
+               f"{reason}); {RETRACE_FIX}")
+        if self.on_cache_limit == "error":
+            raise RecompileLimitError(msg + "; or raise the limit: tg.compile(fn, cache_size_limit=N)")
+        if "__limit__" not in self._warned:
+            self._warned.add("__limit__")
+            warnings.warn(msg + "; new signatures now run eagerly (on_cache_limit='error' raises instead)",
+                          stacklevel=3)
+        return self.fn(*args, **kwargs)
 
     def _reason(self, key, leaves) -> str:
         if not self.entries:
@@ -224,9 +258,12 @@ class CompiledFunction:
         if self.entries:
             self.retrace_reasons.append(reason)
             debug.log("recompiles", "retracing %s: %s", name, reason)
-            if len(self.retrace_reasons) > MAX_RETRACES:
-                warnings.warn(f"{name} was traced {len(self.entries) + 1} times; reasons: "
-                              + " | ".join(self.retrace_reasons[-MAX_RETRACES:]), stacklevel=3)
+            kind = _reason_kind(reason)
+            if len(self.retrace_reasons) > MAX_RETRACES and kind not in self._warned:
+                self._warned.add(kind)
+                warnings.warn(f"{name} was traced {len(self.entries) + 1} times; latest reason: {reason} (recent: "
+                              + " | ".join(self.retrace_reasons[-3:]) + f"). {RETRACE_FIX}. This warning is shown "
+                              "once per kind of reason", stacklevel=3)
         donated = self._donated_leaves(args, kwargs, leaves)
         t0 = time.perf_counter()
         tr = Trace(name)
@@ -385,7 +422,8 @@ def write_dump(fn: CompiledFunction, e: Entry, target: str) -> None:
 
 def compile(fn=None, *, backend="auto", donate=(), mesh=None, plan=None, microbatches: int | None = None,
             schedule: str = "1f1b", dump: str | None = None, mode=None, fullgraph: bool = False, dynamic=None,
-            options=None, disable: bool = False):
+            options=None, disable: bool = False, cache_size_limit: int = CACHE_SIZE_LIMIT,
+            on_cache_limit: str = "eager"):
     """Compile a step: `@tg.compile` or `tg.compile(fn, backend="numpy")`; `tg.compile(model)`
     returns a module whose calls are compiled (see compile_module.py).
 
@@ -393,14 +431,16 @@ def compile(fn=None, *, backend="auto", donate=(), mesh=None, plan=None, microba
     donate_argnums: the step may write its results over them (e.g. the cross-entropy gradient over
     the logits), and using them after the call raises `DonatedError`. torch.compile's `mode`,
     `fullgraph`, `dynamic`, `options` and `backend="inductor"` are accepted; `disable=True` returns
-    `fn` itself.
+    `fn` itself. After `cache_size_limit` compilations a new signature runs eagerly
+    (`on_cache_limit="eager"`, with one warning) or raises `RecompileLimitError` ("error").
 
     `mesh` (a `tg.Mesh`) runs the step on several ranks; `plan` overrides the parallel style of
     modules by path pattern (`{"*.k_proj": "replicate"}`, see `tracegrad.ir.passes.parallel.plan`);
     with pipeline stages (`mesh.pp > 1`) the batch is cut into `microbatches` (default: pp) run
     in the `schedule` "1f1b" or "afab"."""
     backend = torch_options(backend, mode, fullgraph, dynamic, options, disable)
-    kw = dict(plan=plan, microbatches=microbatches, schedule=schedule)
+    kw = dict(plan=plan, microbatches=microbatches, schedule=schedule, cache_size_limit=cache_size_limit,
+              on_cache_limit=on_cache_limit)
 
     def make(f):
         if disable:

@@ -17,6 +17,8 @@ from .nn.module import Module
 # torch.compile's backends that mean "compile it": all map to tracegrad's own choice.
 TORCH_BACKENDS = ("inductor", "eager", "aot_eager", "cudagraphs")
 BACKENDS = ("auto", "numpy", "triton")
+# what a CompiledFunction answers about its compilations, asked of the compiled module
+INSPECT = ("ir", "explain", "graphs", "entries", "retrace_reasons", "profile")
 MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -53,25 +55,25 @@ class OptimizedModule(Module):
     def forward(self, *args, **kwargs):
         # NOTE: train()/eval() change what forward computes (dropout, batch norm) without changing
         # any argument, so each combination of training flags gets a compiled forward of its own.
+        self.__dict__["_compiled"] = self._current()
+        return self.__dict__["_compiled"](*args, **kwargs)
+
+    def _current(self):
+        """The compiled forward for the modules' present training flags."""
         d = self.__dict__
         key = tuple(m.training for m in self._modules["_orig_mod"].modules())
         if key not in d["_variants"]:
             d["_variants"][key] = d["_make"]()
-        d["_compiled"] = d["_variants"][key]
-        return d["_compiled"](*args, **kwargs)
+        return d["_variants"][key]
 
     def __getattr__(self, name: str):
         try:
             return super().__getattr__(name)
         except AttributeError:
-            compiled = self.__dict__.get("_compiled")
-            if compiled is not None and name in ("entries", "retrace_reasons", "explain", "profile"):
-                return getattr(compiled, name)      # what a compiled function tells about itself
-            return getattr(self._modules["_orig_mod"], name)
-
-    def ir(self, stage: str = "optimized") -> str:
-        """A stage of the latest compiled forward (after a first call)."""
-        return self.__dict__["_compiled"].ir(stage)
+            pass
+        if name in INSPECT:                  # step.ir(...), step.entries, step.retrace_reasons, ...
+            return getattr(self._current(), name)
+        return getattr(self._modules["_orig_mod"], name)
 
     def __repr__(self) -> str:
         return f"OptimizedModule({self._modules['_orig_mod']!r})"

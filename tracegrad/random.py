@@ -50,6 +50,20 @@ def randint(low, high=None, size=None, *, dtype=None, device=None, generator=Non
     return (u * (high - low)).floor().to(dtype or int64) + low
 
 
+def normal(mean=0.0, std=1.0, size=None, *, generator=None, dtype=None, device=None, out=None):
+    """Samples of N(mean, std^2): tensors broadcast together, or floats with `size`, as torch.normal."""
+    from .tensor import Tensor   # NOTE: tensor.py imports this module
+    like = mean if isinstance(mean, Tensor) else std if isinstance(std, Tensor) else None
+    if like is not None:
+        shape = tuple(np.broadcast_shapes(tuple(getattr(mean, "shape", ())), tuple(getattr(std, "shape", ()))))
+        z = randn(*shape, dtype=dtype or like.dtype, device=device or like.device, generator=generator)
+    else:
+        if size is None:
+            raise TypeError("normal(mean: float, std: float) needs size=")
+        z = randn(*_size((size,) if isinstance(size, int) else size), dtype=dtype, device=device, generator=generator)
+    return z * std + mean
+
+
 def randperm(n: int, *, dtype=None, device=None, generator=None):
     """A random permutation (eager only: sorting is not an op of the IR)."""
     keys = rand(n, device=device, generator=generator)

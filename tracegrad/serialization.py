@@ -18,10 +18,8 @@ import pickle
 
 import safetensors.numpy as stnp
 
-from .utils.checkpoint import CheckpointError, _flatten, _unflatten, parse_safetensors, save_safetensors
-from .utils.checkpoint import read_checkpoint
-from .creation import tensor
-from .tensor import Tensor
+from .utils.checkpoint import (CheckpointError, _flatten, _unflatten, parse_safetensors, save_safetensors,
+                               sniff_format)
 
 FORMAT = "tracegrad-save"
 
@@ -60,7 +58,7 @@ def load(f, map_location=None, pickle_module=None, *, weights_only=None, mmap=No
             raise CheckpointError(f"{name}: cannot be read ({e.strerror or e})") from None
     else:
         name, blob = getattr(f, "name", "<file>"), f.read()
-    if blob[:4] == b"PK\x03\x04" or blob[:1] == b"\x80":
+    if (sniff_format(blob) or "").startswith("looks like a PyTorch pickle"):
         raise UnpicklingError(
             f"tg.load({name!r}): this is a PyTorch pickle (what torch.save writes); tracegrad never unpickles "
             "files (PyTorch's weights_only=True, and stricter). Convert it in PyTorch: "

@@ -15,6 +15,7 @@ from .dispatch import apply
 from .errors import UnsupportedError
 from .random import rand, randn
 from .runtime.devices import transfer
+from .surface import missing
 from .ir.types import bfloat16, bool_, dtype as to_dtype, float16, float32, float64, int32, int64
 
 
@@ -701,9 +702,11 @@ class TensorMethods:
         return self
 
     def is_pinned(self, device=None) -> bool:
+        """False: nothing is pinned (see pin_memory)."""
         return False
 
     def storage_offset(self) -> int:
+        """0: a tensor owns its buffer from the start."""
         return 0
 
     def get_device(self) -> int:
@@ -719,6 +722,12 @@ class TensorMethods:
             prefix = "torch.cuda." if self._type.device.startswith("cuda") else "torch."
             return f"{prefix}{names.get(self.dtype.name, self.dtype.name)}Tensor"
         return self.to(dtype)
+
+    def __getattr__(self, name: str):
+        """Only reached for a name Tensor does not have: say so, with the nearest method names."""
+        if name.startswith("_"):
+            raise AttributeError(f"'Tensor' object has no attribute {name!r}")
+        raise missing("Tensor", name, lambda: [n for n in dir(type(self)) if not n.startswith("_")])
 
     # -- new tensors like this one ------------------------------------------------------------
     def zeros_like(self):

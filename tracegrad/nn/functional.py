@@ -22,7 +22,9 @@ from ..errors import ShapeError, UnsupportedError
 from ..functions import where
 from ..ir.types import bool_, int64, promote
 from ..random import current_generator
+from ..surface import missing as _missing
 from ..tensor import Tensor
+from .index_checks import check_class_target as _check_target, check_embedding_indices as _check_embedding
 from .conv_functional import (_autocast, _pair, adaptive_avg_pool2d, avg_pool2d, conv2d,  # noqa: F401
                               max_pool2d, pad)
 from ..provenance import where as _where
@@ -40,6 +42,7 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None, max
     """Rows of `weight` at the integer indices `input`; row `padding_idx` gets no gradient."""
     if max_norm is not None or scale_grad_by_freq or sparse:
         raise UnsupportedError("embedding: max_norm, scale_grad_by_freq and sparse are not supported")
+    _check_embedding(input, weight)
     if padding_idx is not None and weight.requires_grad:
         pad = padding_idx % weight.shape[0]
         rows = apply("iota", shape=(weight.shape[0], 1), axis=0, dtype=int64, device=weight._type.device)
@@ -180,6 +183,7 @@ def cross_entropy(input: Tensor, target: Tensor, weight=None, size_average=None,
         raise UnsupportedError("cross_entropy(weight=...) is not supported; use reduction='none' and weight the rows")
     if size_average is not None or reduce is not None:
         raise UnsupportedError("cross_entropy: size_average/reduce are deprecated; use reduction=")
+    _check_target("cross_entropy", input, target, ignore_index)
     if input.ndim == 1:
         out = cross_entropy(input.unsqueeze(0), target.unsqueeze(0), ignore_index=ignore_index,
                             reduction=reduction, label_smoothing=label_smoothing)
@@ -204,6 +208,7 @@ def nll_loss(input: Tensor, target: Tensor, weight=None, size_average=None, igno
     """-input[n, target[n]] (input holds log-probabilities [N, C])."""
     if weight is not None or input.ndim != 2:
         raise UnsupportedError("nll_loss supports [N, C] input without class weights")
+    _check_target("nll_loss", input, target, ignore_index)
     ok = target != ignore_index
     safe = where(ok, target, 0).to(int64)
     picked = -input.gather(1, safe.unsqueeze(1)).squeeze(1)
@@ -292,3 +297,16 @@ __all__ = ["linear", "embedding", "gelu", "silu", "relu", "leaky_relu", "tanh", 
            "layer_norm", "rms_norm", "batch_norm", "dropout", "cross_entropy", "nll_loss", "mse_loss", "l1_loss",
            "scaled_dot_product_attention", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "one_hot",
            "pad", "normalize", "flatten"]
+
+
+# the losses and activations of losses.py and activations.py, under F as in PyTorch
+from .activations import (elu, glu, hardsigmoid, hardswish, hardtanh, logsigmoid, mish, relu6,  # noqa: E402,F401
+                          softplus, softsign)
+from .losses import (binary_cross_entropy, binary_cross_entropy_with_logits, huber_loss, kl_div,  # noqa: E402,F401
+                     smooth_l1_loss)
+
+
+def __getattr__(name: str):
+    if name.startswith("__"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    raise _missing("tracegrad.nn.functional", name, [n for n in globals() if not n.startswith("_")])

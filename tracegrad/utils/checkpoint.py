@@ -176,6 +176,8 @@ def read_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
 
 def sniff_format(blob: bytes) -> str | None:
     """What a file that is not safetensors looks like, from its first bytes (None: no guess)."""
+    if len(blob) >= 9 and blob[8:9] == b"{" and 8 + struct.unpack("<Q", blob[:8])[0] <= len(blob):
+        return None       # a plausible safetensors header: its length's low byte may be anything
     if blob[:4] == b"PK\x03\x04":
         return "looks like a PyTorch pickle: a zip archive, as torch.save writes"
     if blob[:1] == b"\x80" and blob[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
