@@ -168,7 +168,8 @@ def main(argv=None):
     args = parse_args(argv)
     t_start = time.perf_counter()
     # under `tracegrad launch -n N`: one rank per process, each on its share of every batch
-    tg.distributed.init_process_group("gloo")
+    if not tg.distributed.is_initialized():
+        tg.distributed.init_process_group("gloo")
     rank, world = tg.distributed.get_rank(), tg.distributed.get_world_size()
     if rank != 0:
         sys.stdout = open(os.devnull, "w")       # rank 0 reports for everyone

@@ -18,8 +18,10 @@ import pickle
 
 import safetensors.numpy as stnp
 
-from .utils.checkpoint import (CheckpointError, _flatten, _unflatten, parse_safetensors, save_safetensors,
-                               sniff_format)
+from .creation import tensor
+from .tensor import Tensor
+from .utils.checkpoint import (CheckpointError, _flatten, _unflatten, parse_safetensors, read_checkpoint,
+                               save_safetensors, sniff_format)
 
 FORMAT = "tracegrad-save"
 
