@@ -14,7 +14,7 @@ from .comm import Communicator
 
 
 def _xp(x):
-    if isinstance(x, np.ndarray):
+    if isinstance(x, (np.ndarray, np.generic)):     # a 0-d numpy result may be a scalar
         return np
     import cupy
     return cupy
@@ -109,7 +109,8 @@ class LocalComm(Communicator):
     def all_reduce(self, x, op, group):
         if op not in _REDUCE:
             raise ValueError(f"all_reduce: op {op!r} is not one of {sorted(_REDUCE)}")
-        return self._exchange(x, group, lambda xs: _REDUCE[op](xs).astype(x.dtype, copy=False))
+        # NOTE: asarray: numpy adds two 0-d arrays into a scalar, which a Triton kernel cannot load
+        return self._exchange(x, group, lambda xs: _xp(x).asarray(_REDUCE[op](xs)).astype(x.dtype, copy=False))
 
     def all_gather(self, x, axis, group):
         return self._exchange(x, group, lambda xs: _xp(x).concatenate(xs, axis=axis))

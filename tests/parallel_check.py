@@ -22,7 +22,8 @@ def train(model, batches, mesh=None, plan=None, **compile_kw):
         opt.zero_grad()
         return loss
 
-    step = tg.compile(train_step, backend="numpy", mesh=mesh, plan=plan, **compile_kw)
+    compile_kw.setdefault("backend", "numpy")
+    step = tg.compile(train_step, mesh=mesh, plan=plan, **compile_kw)
     losses = [float(step(tg.tensor(x), tg.tensor(y)).item()) for x, y in batches]
     return losses, {k: v.numpy().copy() for k, v in model.state_dict().items()}, step
 
@@ -31,7 +32,7 @@ def check_plan(model, batches, mesh, plan=None, rtol=1e-5, **compile_kw):
     """Train a copy per rank under `mesh` and the model itself on one device; assert equal losses
     (the mean over dp ranks: each rank's loss is its rows') and weights. Returns the ranks' runs."""
     replicas = [copy.deepcopy(model) for _ in range(mesh.size)]
-    want_losses, want_params, _ = train(model, batches)
+    want_losses, want_params, _ = train(model, batches, backend=compile_kw.get("backend", "numpy"))
     runs = tg.distributed.run_local(lambda rank, m: train(m, batches, mesh, plan, **compile_kw), mesh.size,
                                     [(m,) for m in replicas])
     for i, want in enumerate(want_losses):

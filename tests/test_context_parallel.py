@@ -54,3 +54,11 @@ def test_every_axis_composes(mesh):
     runs = check_plan(_llama(), _batches(32, (4, 8), n=2), mesh, microbatches=2)
     state = runs[-1][1]      # any rank's model holds the whole tensors
     assert state["model.layers.1.mlp.down_proj.weight"].shape == (16, 24)
+
+
+# NOTE: the generated Triton kernels run under the interpreter here (30-45 s a plan): slow
+@pytest.mark.slow
+@pytest.mark.parametrize("mesh", [tg.Mesh(tp=2), tg.Mesh(pp=2), tg.Mesh(cp=2)], ids=["tp2", "pp2", "cp2"])
+def test_triton_backend_runs_every_axis(mesh):
+    pytest.importorskip("triton")
+    check_plan(_llama(), _batches(32, (2, 8), n=2), mesh, backend="triton")

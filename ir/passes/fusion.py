@@ -34,6 +34,7 @@ import networkx as nx
 
 from ..graph import Graph, Node, Value
 from ..ops.kernel import Body
+from ..ops.registry import get as get_op
 from .fusion_emit import emit, split_reductions
 from .fusion_foreach import pack_foreach
 from .fusion_plan import INDEXED, RANDOM, Refuse, check_group, classify, is_reduction, rnumel_of
@@ -101,6 +102,9 @@ class Fuser:
                 for s in self.sources(v):
                     if s != i:
                         self.dag.add_edge(s, i)
+        # NOTE: communication keeps its order (a send has no reader; moved past a recv it deadlocks)
+        comm = [i for i in self.groups if get_op(self.nodes[i].op).kind == "collective"]
+        self.dag.add_edges_from(zip(comm, comm[1:]))
         self.refused: set = set()
         self._inputs: dict[int, tuple] = {}
 
