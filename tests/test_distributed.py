@@ -238,3 +238,18 @@ def test_dp_pass_on_a_graph_alone():
     assert next(n for n in out.nodes if n.op == "sub").inputs[1] is ar.outputs[0]
     assert data_parallel(graph, (0,)).nodes == graph.nodes            # one rank: nothing to do
     assert data_parallel(graph, (0, 1), params=frozenset()).nodes == graph.nodes
+
+
+def test_ranks_that_traced_different_graphs_are_named():
+    def rank_main(rank):
+        a, b = tg.nn.Linear(4, 4), tg.nn.Linear(4, 2)
+        opt = tg.optim.SGD([*a.parameters(), *b.parameters()], lr=0.1)
+
+        def step(x):           # a branch one rank takes: rank 1 never reaches `b`, so its gradients differ
+            (b(a(x)) if rank == 0 else a(x)).sum().backward()
+            opt.step()
+            opt.zero_grad()
+        tg.compile(step, mesh=tg.Mesh(dp=2))(tg.ones(2, 4))
+
+    with pytest.raises(RuntimeError, match=r"dp group \(0, 1\) compiled different graphs \(ranks \[0\]: 1 collectives"):
+        tg.distributed.run_local(rank_main, 2)

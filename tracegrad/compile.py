@@ -239,6 +239,9 @@ class CompiledFunction:
         if backward is not None:
             backward = CompiledBackward(graph, *backward, backend, title, comm)
         graph, program = lower(graph, stages, backend, comm)
+        if len(graph.meta.get("dp_group", ())) > 1:     # a rank that traced another graph fails here, not later
+            from .distributed.checks import check_same_collectives
+            check_same_collectives(graph, comm, graph.meta["dp_group"], title)
         entry = Entry(key, title, list(tr.sources), plan, guards, len(tensors), out_spec, out_leaves,
                       [v.type for v in graph.outputs], stages, program,
                       (time.perf_counter() - t0) * 1e3, donated, backward)
