@@ -46,12 +46,12 @@ def _same(a, b, weights_rtol=1e-5):
         np.testing.assert_allclose(a[1][k], b[1][k], rtol=weights_rtol, atol=1e-6, err_msg=k)
 
 
-@pytest.mark.parametrize("zero", [False, True])
-def test_two_ranks_equal_one_process(tmp_path, zero):
+@pytest.mark.parametrize("ranks, zero", [(2, False), (2, True), (4, True)])
+def test_ranks_equal_one_process(tmp_path, ranks, zero):
     flags = ["--accum", "2"] + (["--zero"] if zero else [])
     _run(0, "--out", str(tmp_path / "one.npz"), *flags)
-    _run(2, "--out", str(tmp_path / "two.npz"), *flags)
-    _same(_load(tmp_path / "one.npz"), _load(tmp_path / "two.npz"))
+    _run(ranks, "--out", str(tmp_path / "many.npz"), *flags)
+    _same(_load(tmp_path / "one.npz"), _load(tmp_path / "many.npz"))
 
 
 def test_a_killed_rank_ends_the_run_naming_it(tmp_path):

@@ -281,3 +281,8 @@ class DistributedSampler:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+
+class distributed:
+    """The `torch.utils.data.distributed` path: `DistributedSampler`."""
+    DistributedSampler = DistributedSampler
