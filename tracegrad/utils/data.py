@@ -281,8 +281,3 @@ class DistributedSampler:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-
-
-class distributed:
-    """The `torch.utils.data.distributed` path: `DistributedSampler`."""
-    DistributedSampler = DistributedSampler
