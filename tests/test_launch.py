@@ -104,3 +104,23 @@ def test_distributed_sampler_shards_like_torch():
     s[0].set_epoch(1)
     assert list(s[0]) != list(tg.utils.data.DistributedSampler(ds, num_replicas=2, rank=0, seed=3))
     assert tg.nn.parallel.DistributedDataParallel is tg.nn.parallel.ddp.DistributedDataParallel
+
+
+def test_tcp_rendezvous_shares_values_between_ranks():
+    import socket
+    import threading
+    from tracegrad.runtime.rendezvous import TCPStore
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = TCPStore("127.0.0.1", port, True, timeout=10)
+    got = {}
+    client = threading.Thread(target=lambda: got.update(v=TCPStore("127.0.0.1", port, False, 10).get("id")))
+    client.start()                                  # waits for the key, set after it asked
+    time.sleep(0.2)
+    server.set("id", tuple(range(-128, 0)))
+    client.join(10)
+    assert got["v"] == tuple(range(-128, 0))
+    with pytest.raises(TimeoutError, match="not set"):
+        TCPStore("127.0.0.1", port, False, timeout=0.3).get("missing")
+    server.close()
