@@ -112,6 +112,9 @@ class NCCLComm(Communicator):
         compute.wait_event(done)
         self._pending.append((done, time.monotonic() + self.timeout, what))
 
+    def buffer(self, a):
+        return self.cupy.asarray(a)
+
     @staticmethod
     def _raw(x):
         """(cupy array, its element dtype, how to wrap a result like it)."""

@@ -46,12 +46,23 @@ def _same(a, b, weights_rtol=1e-5):
         np.testing.assert_allclose(a[1][k], b[1][k], rtol=weights_rtol, atol=1e-6, err_msg=k)
 
 
+_RUNS: dict = {}
+
+
+def _result(tmp_path_factory, ranks, *flags):
+    """(losses, params) of a run, each run once per test session (tests share them)."""
+    key = (ranks, flags)
+    if key not in _RUNS:
+        out = tmp_path_factory.mktemp("run") / "out.npz"
+        _run(ranks, "--out", str(out), *flags)
+        _RUNS[key] = _load(out)
+    return _RUNS[key]
+
+
 @pytest.mark.parametrize("ranks, zero", [(2, False), (2, True), (4, True)])
-def test_ranks_equal_one_process(tmp_path, ranks, zero):
-    flags = ["--accum", "2"] + (["--zero"] if zero else [])
-    _run(0, "--out", str(tmp_path / "one.npz"), *flags)
-    _run(ranks, "--out", str(tmp_path / "many.npz"), *flags)
-    _same(_load(tmp_path / "one.npz"), _load(tmp_path / "many.npz"))
+def test_ranks_equal_one_process(tmp_path_factory, ranks, zero):
+    want = _result(tmp_path_factory, 0, "--accum", "2")        # one process: ZeRO-1 or not is the same
+    _same(want, _result(tmp_path_factory, ranks, "--accum", "2", *(["--zero"] if zero else [])))
 
 
 def test_a_killed_rank_ends_the_run_naming_it(tmp_path):
@@ -62,13 +73,13 @@ def test_a_killed_rank_ends_the_run_naming_it(tmp_path):
     assert time.time() - t0 < 60
 
 
-def test_checkpoint_by_two_ranks_resumes_on_one_and_two(tmp_path):
-    ckpt = str(tmp_path / "ckpt.safetensors")
-    _run(2, "--out", str(tmp_path / "full.npz"), "--steps", "3", "--zero")
-    _run(2, "--out", str(tmp_path / "first.npz"), "--steps", "2", "--zero", "--save", ckpt)
-    _run(2, "--out", str(tmp_path / "two.npz"), "--steps", "1", "--first-step", "2", "--resume", ckpt, "--zero")
-    _run(0, "--out", str(tmp_path / "one.npz"), "--steps", "1", "--first-step", "2", "--resume", ckpt)
-    full, two, one = (_load(tmp_path / f) for f in ("full.npz", "two.npz", "one.npz"))
+def test_checkpoint_by_two_ranks_resumes_on_one_and_two(tmp_path, tmp_path_factory):
+    ckpt, flags = str(tmp_path / "ckpt.safetensors"), ("--accum", "2", "--zero")
+    full = _result(tmp_path_factory, 2, *flags)                # 3 steps without a break
+    _run(2, "--out", str(tmp_path / "first.npz"), "--steps", "2", *flags, "--save", ckpt)
+    _run(2, "--out", str(tmp_path / "two.npz"), "--steps", "1", "--first-step", "2", "--resume", ckpt, *flags)
+    _run(0, "--out", str(tmp_path / "one.npz"), "--steps", "1", "--first-step", "2", "--resume", ckpt, "--accum", "2")
+    two, one = _load(tmp_path / "two.npz"), _load(tmp_path / "one.npz")
     np.testing.assert_array_equal(two[0], full[0][2:])       # same ranks: the same run, bit for bit
     for k in full[1]:
         np.testing.assert_array_equal(two[1][k], full[1][k])

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from . import rank_errors
@@ -57,6 +58,19 @@ def rank_environment(gpus: bool, timeout: float | None, run_dir: str) -> dict:
     return env
 
 
+def _pump(src, dst, watch) -> None:
+    """Copy the ranks' output through as it comes (progress bars too), and let `watch` read
+    mpiexec's own report of which process ended the job."""
+    fd = src.fileno()
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return
+        dst.buffer.write(chunk)
+        dst.flush()
+        watch.scan(chunk)
+
+
 def run(args) -> int:
     if args.nproc < 1:
         raise SystemExit(f"tracegrad launch: -n must be at least 1, got {args.nproc}")
@@ -65,17 +79,24 @@ def run(args) -> int:
     run_dir = tempfile.mkdtemp(prefix="tracegrad-launch-")
     cmd = [find_mpiexec(args.mpiexec), "-n", str(args.nproc), sys.executable, "-m", "tracegrad.cli.rank",
            args.script, *args.args]
-    proc = subprocess.Popen(cmd, env=rank_environment(args.gpus, args.timeout, run_dir))
+    proc = subprocess.Popen(cmd, env=rank_environment(args.gpus, args.timeout, run_dir),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    watch = rank_errors.Watch(run_dir, args.nproc)
+    pumps = [threading.Thread(target=_pump, args=(src, dst, watch), daemon=True)
+             for src, dst in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr))]
+    for t in pumps:
+        t.start()
 
     def forward(signum, frame):
         proc.send_signal(signum)
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    watch = rank_errors.Watch(run_dir, args.nproc)
     try:
         while proc.poll() is None:
             watch.poll()
             time.sleep(0.05)
+        for t in pumps:
+            t.join(5)
         watch.poll()
     finally:
         for s, h in old.items():

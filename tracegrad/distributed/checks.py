@@ -18,8 +18,8 @@ def collective_signature(graph) -> list[tuple]:
 def check_same_collectives(graph, comm, group: tuple, title: str) -> None:
     sig = collective_signature(graph)
     digest = int.from_bytes(hashlib.sha256(repr(sig).encode()).digest()[:7], "little")
-    hashes = np.asarray(comm.all_gather(np.array([digest, len(sig)], np.int64), 0, tuple(group)))
-    hashes = hashes.get() if hasattr(hashes, "get") else hashes
+    hashes = comm.all_gather(comm.buffer(np.array([digest, len(sig)], np.int64)), 0, tuple(group))
+    hashes = hashes.get() if hasattr(hashes, "get") else np.asarray(hashes)
     hashes = hashes.reshape(len(group), 2)
     if (hashes[:, 0] != hashes[0, 0]).any():
         by = {}
