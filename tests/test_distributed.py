@@ -296,3 +296,24 @@ def test_ddp_and_zero1_equal_one_device(compiled, zero):
     for rank_params in got:
         for k, w in want.items():      # fp32: the halves are summed in another order than the whole
             np.testing.assert_allclose(rank_params[k], w, rtol=1e-5, atol=1e-7, err_msg=k)
+
+
+def test_ddp_averages_gradients_of_a_compiled_forward_differentiated_eagerly():
+    from tracegrad.nn.parallel import DistributedDataParallel as DDP
+    tg.manual_seed(0)
+    base = tg.nn.Linear(4, 2)
+
+    def rank_main(rank, m):
+        model = DDP(m)
+        forward = tg.compile(lambda x: model(x).pow(2).mean())
+        forward(tg.ones(3, 4) * (rank + 1)).backward()
+        return m.weight.grad.numpy()
+
+    grads = tg.distributed.run_local(rank_main, 2, [(copy.deepcopy(base),) for _ in range(2)])
+    want = []
+    for r in range(2):
+        m = copy.deepcopy(base)
+        m(tg.ones(3, 4) * (r + 1)).pow(2).mean().backward()
+        want.append(m.weight.grad.numpy())
+    for g in grads:
+        np.testing.assert_allclose(g, (want[0] + want[1]) / 2, rtol=1e-6)

@@ -71,6 +71,7 @@ class Entry:
     compile_ms: float
     donated: dict = field(default_factory=dict)    # leaf index -> argument name, for donate=
     backward: CompiledBackward | None = None       # when the outputs are differentiable
+    on_backward_call: list = field(default_factory=list)   # e.g. DDP: average the gradients after backward()
     calls: int = field(default=0)
 
     def guards_hold(self, leaves) -> bool:
@@ -94,6 +95,8 @@ class Entry:
             bw = self.backward
             sources = [self.sources[j].read(leaves) for j in bw.diff_in]
             bw.attach(sources, [user[i] for i in bw.diff_out], ins)
+            for fn in self.on_backward_call:
+                fn()
         rest = iter(zip(outs[self.n_user:], self.out_types[self.n_user:]))
         for wb in self.plan:
             obj = wb.target(leaves)
@@ -244,7 +247,7 @@ class CompiledFunction:
             check_same_collectives(graph, comm, graph.meta["dp_group"], title)
         entry = Entry(key, title, list(tr.sources), plan, guards, len(tensors), out_spec, out_leaves,
                       [v.type for v in graph.outputs], stages, program,
-                      (time.perf_counter() - t0) * 1e3, donated, backward)
+                      (time.perf_counter() - t0) * 1e3, donated, backward, list(tr.on_backward_call))
         self.entries.append(entry)
         debug.log("compile", "%s (%s): %d ops traced, %d after optimization, %.1f ms", title, reason,
                   len(stages["traced"].nodes), len(graph.nodes), entry.compile_ms)
