@@ -50,7 +50,7 @@ def rank_environment(gpus: bool, timeout: float | None, run_dir: str) -> dict:
                NCCL_NVLS_ENABLE="0",    # NOTE: NVLink multicast stays off on the machines we run on
                # Open MPI: allow root (containers) and more ranks than cores (CI); MPICH ignores these
                OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMPI_MCA_rmaps_base_oversubscribe="1", PRTE_MCA_rmaps_default_mapping_policy=":oversubscribe")
+               OMPI_MCA_rmaps_base_oversubscribe="1")
     env.setdefault("MASTER_ADDR", "127.0.0.1")
     env.setdefault("MASTER_PORT", "29500")
     if timeout is not None:
