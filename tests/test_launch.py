@@ -135,3 +135,20 @@ def test_tcp_rendezvous_shares_values_between_ranks():
     with pytest.raises(TimeoutError, match="not set"):
         TCPStore("127.0.0.1", port, False, timeout=0.3).get("missing")
     server.close()
+
+
+def test_ctrl_c_reaches_every_rank(tmp_path):
+    import signal
+    script = tmp_path / "sleepy.py"
+    script.write_text("import os, time\nprint('up', os.environ['RANK'], flush=True)\ntime.sleep(60)\n")
+    p = subprocess.Popen([sys.executable, "-m", "tracegrad", "launch", "-n", "2", str(script)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while "up" not in p.stdout.readline() and p.poll() is None:     # a rank is running the script
+            pass
+        time.sleep(1)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == 128 + signal.SIGINT and "SIGINT forwarded to every rank" in err, err[-2000:]

@@ -87,7 +87,10 @@ def run(args) -> int:
     for t in pumps:
         t.start()
 
+    interrupted = []
+
     def forward(signum, frame):
+        interrupted.append(signum)
         proc.send_signal(signum)
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -104,6 +107,11 @@ def run(args) -> int:
     if proc.returncode == 0 and not watch.failures:
         shutil.rmtree(run_dir, ignore_errors=True)
         return 0
+    if interrupted:
+        name = signal.Signals(interrupted[0]).name
+        print(f"tracegrad launch: {name} forwarded to every rank; the run was stopped", file=sys.stderr, flush=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return 128 + interrupted[0]
     print(watch.report(proc.returncode), file=sys.stderr, flush=True)
     shutil.rmtree(run_dir, ignore_errors=True)
     return proc.returncode or 1
