@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -36,8 +37,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def find_mpiexec(given: str | None = None) -> str:
     if given:
         return given
-    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    found = beside if os.path.exists(beside) else shutil.which("mpiexec") or shutil.which("mpirun")
+    # the dist extra's MPICH puts mpiexec among this Python's scripts (a venv's bin, or ~/.local/bin)
+    dirs = [os.path.dirname(sys.executable), sysconfig.get_path("scripts"),
+            sysconfig.get_path("scripts", f"{os.name}_user")]
+    beside = [os.path.join(d, "mpiexec") for d in dirs if d and os.path.exists(os.path.join(d, "mpiexec"))]
+    found = beside[0] if beside else shutil.which("mpiexec") or shutil.which("mpirun")
     if not found:
         raise SystemExit("tracegrad launch: no mpiexec found; install the MPI extra (pip install 'tracegrad[dist]') "
                          "or put an MPI's mpiexec on the PATH")
