@@ -200,7 +200,7 @@ def test_dp_is_a_stage_after_the_single_device_graph():
         compiled(tg.ones(3, 4) * (rank + 1))
         return compiled, {k: v.numpy() for k, v in m.state_dict().items()}
 
-    (step, params0), (_, params1) = tg.distributed.run_local(rank_main, 2, [(copy.deepcopy(model),)] * 2)
+    (step, params0), (_, params1) = tg.distributed.run_local(rank_main, 2, [(copy.deepcopy(model),) for _ in range(2)])
     for name in params0:                            # every rank applied the averaged update
         np.testing.assert_array_equal(params0[name], params1[name])
     traced, dp, bucketed = step.graphs()["traced"], step.graphs()["dp"], step.graphs()["bucketed"]
