@@ -67,10 +67,10 @@ class NCCLComm(Communicator):
 
             def share(uid, group):
                 key = "nccl-id-" + "-".join(map(str, group))
-                if uid is not None:
-                    store.set(key, bytes(uid))
+                if uid is not None:     # a tuple of 128 signed chars; the store pickles it
+                    store.set(key, uid)
                     return uid
-                return tuple(store.get(key))
+                return store.get(key)
         return cls(rank, world_size, local_rank, share, timeout)
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -111,6 +111,9 @@ class NCCLComm(Communicator):
         done = self.stream.record()
         compute.wait_event(done)
         self._pending.append((done, time.monotonic() + self.timeout, what))
+
+    def buffer(self, a):
+        return self.cupy.asarray(a)
 
     @staticmethod
     def _raw(x):

@@ -1,5 +1,5 @@
 """A small TCP key-value store for start-up, when ranks were started without MPI: global rank 0
-serves it at MASTER_ADDR:MASTER_PORT; every rank `set`s and `get`s bytes by key (`get` waits
+serves it at MASTER_ADDR:MASTER_PORT; every rank `set`s and `get`s picklable values by key (`get` waits
 for the key, up to a timeout). The NCCL communicator shares its unique ids through it."""
 from __future__ import annotations
 
@@ -73,13 +73,16 @@ class TCPStore:
                                        "(is rank 0 running, and MASTER_ADDR/MASTER_PORT the same on every rank?)")
                 time.sleep(0.1)
 
-    def set(self, key: str, value: bytes) -> None:
+    def set(self, key: str, value) -> None:
         _send(self._sock, ("set", key, value))
         _recv(self._sock)
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str):
         _send(self._sock, ("get", key, None))
-        value = _recv(self._sock)
+        try:
+            value = _recv(self._sock)
+        except socket.timeout:
+            value = None
         if value is None:
             raise TimeoutError(f"rendezvous: key {key!r} not set within {self.timeout:.0f} s (a rank did not start?)")
         return value

@@ -238,3 +238,82 @@ def test_dp_pass_on_a_graph_alone():
     assert next(n for n in out.nodes if n.op == "sub").inputs[1] is ar.outputs[0]
     assert data_parallel(graph, (0,)).nodes == graph.nodes            # one rank: nothing to do
     assert data_parallel(graph, (0, 1), params=frozenset()).nodes == graph.nodes
+
+
+def test_ranks_that_traced_different_graphs_are_named():
+    def rank_main(rank):
+        a, b = tg.nn.Linear(4, 4), tg.nn.Linear(4, 2)
+        opt = tg.optim.SGD([*a.parameters(), *b.parameters()], lr=0.1)
+
+        def step(x):           # a branch one rank takes: rank 1 never reaches `b`, so its gradients differ
+            (b(a(x)) if rank == 0 else a(x)).sum().backward()
+            opt.step()
+            opt.zero_grad()
+        tg.compile(step, mesh=tg.Mesh(dp=2))(tg.ones(2, 4))
+
+    with pytest.raises(RuntimeError, match=r"dp group \(0, 1\) compiled different graphs \(ranks \[0\]: 1 collectives"):
+        tg.distributed.run_local(rank_main, 2)
+
+
+@pytest.mark.parametrize("compiled, zero", [(False, False), (True, False), (True, True), (False, True)])
+def test_ddp_and_zero1_equal_one_device(compiled, zero):
+    from tracegrad.nn.parallel import DistributedDataParallel as DDP
+    tg.manual_seed(0)
+    base = tg.nn.Sequential(tg.nn.Linear(4, 8), tg.nn.ReLU(), tg.nn.Linear(8, 2))
+    xs = [np.random.default_rng(i).standard_normal((4, 4)).astype(np.float32) for i in range(3)]
+
+    def train(rank, model, n):
+        ps = list(model.module.parameters()) if n > 1 else list(model.parameters())
+        opt = (tg.distributed.ZeroRedundancyOptimizer(ps, tg.optim.SGD, lr=0.1, momentum=0.9) if zero and n > 1
+               else tg.optim.SGD(ps, lr=0.1, momentum=0.9))
+
+        def accumulate(x):
+            (model(x).pow(2).mean() / 2).backward()
+
+        def update(x):
+            (model(x).pow(2).mean() / 2).backward()
+            tg.nn.utils.clip_grad_norm_(ps, 0.05)       # small enough to clip: the global norm matters
+            opt.step()
+            opt.zero_grad()
+        if compiled:
+            accumulate, update = tg.compile(accumulate), tg.compile(update)
+        rows = 4 // n
+        for x in xs:                                     # two micro-batches per step, the first without sync
+            half = [tg.tensor(x[:2][rank * rows // 2:(rank + 1) * rows // 2]),
+                    tg.tensor(x[2:][rank * rows // 2:(rank + 1) * rows // 2])]
+            if n > 1:
+                with model.no_sync():
+                    accumulate(half[0])
+            else:
+                accumulate(half[0])
+            update(half[1])
+        if compiled and n > 1:     # no_sync: the accumulating step's graph has no dp stage, no all_reduce
+            assert "dp" not in accumulate.graphs() and "dp" in update.graphs()
+        return {k.removeprefix("module."): v.numpy() for k, v in model.state_dict().items()}
+
+    want = train(0, copy.deepcopy(base), 1)
+    got = tg.distributed.run_local(lambda r, m: train(r, DDP(m), 2), 2, [(copy.deepcopy(base),) for _ in range(2)])
+    for rank_params in got:
+        for k, w in want.items():      # fp32: the halves are summed in another order than the whole
+            np.testing.assert_allclose(rank_params[k], w, rtol=1e-5, atol=1e-7, err_msg=k)
+
+
+def test_ddp_averages_gradients_of_a_compiled_forward_differentiated_eagerly():
+    from tracegrad.nn.parallel import DistributedDataParallel as DDP
+    tg.manual_seed(0)
+    base = tg.nn.Linear(4, 2)
+
+    def rank_main(rank, m):
+        model = DDP(m)
+        forward = tg.compile(lambda x: model(x).pow(2).mean())
+        forward(tg.ones(3, 4) * (rank + 1)).backward()
+        return m.weight.grad.numpy()
+
+    grads = tg.distributed.run_local(rank_main, 2, [(copy.deepcopy(base),) for _ in range(2)])
+    want = []
+    for r in range(2):
+        m = copy.deepcopy(base)
+        m(tg.ones(3, 4) * (r + 1)).pow(2).mean().backward()
+        want.append(m.weight.grad.numpy())
+    for g in grads:
+        np.testing.assert_allclose(g, (want[0] + want[1]) / 2, rtol=1e-6)

@@ -46,12 +46,23 @@ def _same(a, b, weights_rtol=1e-5):
         np.testing.assert_allclose(a[1][k], b[1][k], rtol=weights_rtol, atol=1e-6, err_msg=k)
 
 
-@pytest.mark.parametrize("zero", [False, True])
-def test_two_ranks_equal_one_process(tmp_path, zero):
-    flags = ["--accum", "2"] + (["--zero"] if zero else [])
-    _run(0, "--out", str(tmp_path / "one.npz"), *flags)
-    _run(2, "--out", str(tmp_path / "two.npz"), *flags)
-    _same(_load(tmp_path / "one.npz"), _load(tmp_path / "two.npz"))
+_RUNS: dict = {}
+
+
+def _result(tmp_path_factory, ranks, *flags):
+    """(losses, params) of a run, each run once per test session (tests share them)."""
+    key = (ranks, flags)
+    if key not in _RUNS:
+        out = tmp_path_factory.mktemp("run") / "out.npz"
+        _run(ranks, "--out", str(out), *flags)
+        _RUNS[key] = _load(out)
+    return _RUNS[key]
+
+
+@pytest.mark.parametrize("ranks, zero", [(2, False), (2, True), (4, True)])
+def test_ranks_equal_one_process(tmp_path_factory, ranks, zero):
+    want = _result(tmp_path_factory, 0, "--accum", "2")        # one process: ZeRO-1 or not is the same
+    _same(want, _result(tmp_path_factory, ranks, "--accum", "2", *(["--zero"] if zero else [])))
 
 
 def test_a_killed_rank_ends_the_run_naming_it(tmp_path):
@@ -62,13 +73,13 @@ def test_a_killed_rank_ends_the_run_naming_it(tmp_path):
     assert time.time() - t0 < 60
 
 
-def test_checkpoint_by_two_ranks_resumes_on_one_and_two(tmp_path):
-    ckpt = str(tmp_path / "ckpt.safetensors")
-    _run(2, "--out", str(tmp_path / "full.npz"), "--steps", "3", "--zero")
-    _run(2, "--out", str(tmp_path / "first.npz"), "--steps", "2", "--zero", "--save", ckpt)
-    _run(2, "--out", str(tmp_path / "two.npz"), "--steps", "1", "--first-step", "2", "--resume", ckpt, "--zero")
-    _run(0, "--out", str(tmp_path / "one.npz"), "--steps", "1", "--first-step", "2", "--resume", ckpt)
-    full, two, one = (_load(tmp_path / f) for f in ("full.npz", "two.npz", "one.npz"))
+def test_checkpoint_by_two_ranks_resumes_on_one_and_two(tmp_path, tmp_path_factory):
+    ckpt, flags = str(tmp_path / "ckpt.safetensors"), ("--accum", "2", "--zero")
+    full = _result(tmp_path_factory, 2, *flags)                # 3 steps without a break
+    _run(2, "--out", str(tmp_path / "first.npz"), "--steps", "2", *flags, "--save", ckpt)
+    _run(2, "--out", str(tmp_path / "two.npz"), "--steps", "1", "--first-step", "2", "--resume", ckpt, *flags)
+    _run(0, "--out", str(tmp_path / "one.npz"), "--steps", "1", "--first-step", "2", "--resume", ckpt, "--accum", "2")
+    two, one = _load(tmp_path / "two.npz"), _load(tmp_path / "one.npz")
     np.testing.assert_array_equal(two[0], full[0][2:])       # same ranks: the same run, bit for bit
     for k in full[1]:
         np.testing.assert_array_equal(two[1][k], full[1][k])
@@ -104,3 +115,40 @@ def test_distributed_sampler_shards_like_torch():
     s[0].set_epoch(1)
     assert list(s[0]) != list(tg.utils.data.DistributedSampler(ds, num_replicas=2, rank=0, seed=3))
     assert tg.nn.parallel.DistributedDataParallel is tg.nn.parallel.ddp.DistributedDataParallel
+
+
+def test_tcp_rendezvous_shares_values_between_ranks():
+    import socket
+    import threading
+    from tracegrad.runtime.rendezvous import TCPStore
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = TCPStore("127.0.0.1", port, True, timeout=10)
+    got = {}
+    client = threading.Thread(target=lambda: got.update(v=TCPStore("127.0.0.1", port, False, 10).get("id")))
+    client.start()                                  # waits for the key, set after it asked
+    time.sleep(0.2)
+    server.set("id", tuple(range(-128, 0)))
+    client.join(10)
+    assert got["v"] == tuple(range(-128, 0))
+    with pytest.raises(TimeoutError, match="not set"):
+        TCPStore("127.0.0.1", port, False, timeout=0.3).get("missing")
+    server.close()
+
+
+def test_ctrl_c_reaches_every_rank(tmp_path):
+    import signal
+    script = tmp_path / "sleepy.py"
+    script.write_text("import os, time\nprint('up', os.environ['RANK'], flush=True)\ntime.sleep(60)\n")
+    p = subprocess.Popen([sys.executable, "-m", "tracegrad", "launch", "-n", "2", str(script)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while "up" not in p.stdout.readline() and p.poll() is None:     # a rank is running the script
+            pass
+        time.sleep(1)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == 128 + signal.SIGINT and "SIGINT forwarded to every rank" in err, err[-2000:]

@@ -93,6 +93,7 @@ class Entry:
     compile_ms: float
     donated: dict = field(default_factory=dict)    # leaf index -> argument name, for donate=
     backward: CompiledBackward | None = None       # when the outputs are differentiable
+    on_backward_call: list = field(default_factory=list)   # e.g. DDP: average the gradients after backward()
     calls: int = field(default=0)
     index_checks: list = field(default_factory=list)   # inputs used as indices (bounds.checks_of)
 
@@ -118,6 +119,8 @@ class Entry:
             bw = self.backward
             sources = [self.sources[j].read(leaves) for j in bw.diff_in]
             bw.attach(sources, [user[i] for i in bw.diff_out], ins)
+            for fn in self.on_backward_call:
+                fn()
         rest = iter(zip(outs[self.n_user:], self.out_types[self.n_user:]))
         for wb in self.plan:
             obj = wb.target(leaves)
@@ -296,9 +299,12 @@ class CompiledFunction:
         if backward is not None:
             backward = CompiledBackward(graph, *backward, backend, title, comm)
         graph, program = lower(graph, stages, backend, comm)
+        if len(graph.meta.get("dp_group", ())) > 1:     # a rank that traced another graph fails here, not later
+            from .distributed.checks import check_same_collectives
+            check_same_collectives(graph, comm, graph.meta["dp_group"], title)
         entry = Entry(key, title, list(tr.sources), plan, guards, len(tensors), out_spec, out_leaves,
                       [v.type for v in graph.outputs], stages, program,
-                      (time.perf_counter() - t0) * 1e3, donated, backward,
+                      (time.perf_counter() - t0) * 1e3, donated, backward, list(tr.on_backward_call),
                       index_checks=checks_of(stages["traced"]))
         self.entries.append(entry)
         debug.log("compile", "%s (%s): %d ops traced, %d after optimization, %.1f ms", title, reason,

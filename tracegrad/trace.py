@@ -109,6 +109,7 @@ class Trace:
         self.extra_guards: list[tuple] = []     # (check() -> bool, why) on Python state the step read
         self.state_grads: dict[int, tuple] = {} # id(param) -> (param, the value backward() gave its .grad)
         self.parallel: dict[str, tuple] = {}    # plans modules register while tracing (DDP: "dp")
+        self.on_backward_call: list = []        # run at each call whose outputs the caller differentiates
         self.phase = "forward"
         self._prov = None
         self._tag = ""

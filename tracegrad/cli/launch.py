@@ -16,7 +16,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
+import threading
 import time
 
 from . import rank_errors
@@ -35,8 +37,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def find_mpiexec(given: str | None = None) -> str:
     if given:
         return given
-    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    found = beside if os.path.exists(beside) else shutil.which("mpiexec") or shutil.which("mpirun")
+    # the dist extra's MPICH puts mpiexec among this Python's scripts (a venv's bin, or ~/.local/bin)
+    dirs = [os.path.dirname(sys.executable), sysconfig.get_path("scripts"),
+            sysconfig.get_path("scripts", f"{os.name}_user")]
+    beside = [os.path.join(d, "mpiexec") for d in dirs if d and os.path.exists(os.path.join(d, "mpiexec"))]
+    found = beside[0] if beside else shutil.which("mpiexec") or shutil.which("mpirun")
     if not found:
         raise SystemExit("tracegrad launch: no mpiexec found; install the MPI extra (pip install 'tracegrad[dist]') "
                          "or put an MPI's mpiexec on the PATH")
@@ -49,12 +54,25 @@ def rank_environment(gpus: bool, timeout: float | None, run_dir: str) -> dict:
                NCCL_NVLS_ENABLE="0",    # NOTE: NVLink multicast stays off on the machines we run on
                # Open MPI: allow root (containers) and more ranks than cores (CI); MPICH ignores these
                OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMPI_MCA_rmaps_base_oversubscribe="1", PRTE_MCA_rmaps_default_mapping_policy=":oversubscribe")
+               OMPI_MCA_rmaps_base_oversubscribe="1")
     env.setdefault("MASTER_ADDR", "127.0.0.1")
     env.setdefault("MASTER_PORT", "29500")
     if timeout is not None:
         env["TRACEGRAD_COMM_TIMEOUT"] = str(timeout)
     return env
+
+
+def _pump(src, dst, watch) -> None:
+    """Copy the ranks' output through as it comes (progress bars too), and let `watch` read
+    mpiexec's own report of which process ended the job."""
+    fd = src.fileno()
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return
+        dst.buffer.write(chunk)
+        dst.flush()
+        watch.scan(chunk)
 
 
 def run(args) -> int:
@@ -65,17 +83,27 @@ def run(args) -> int:
     run_dir = tempfile.mkdtemp(prefix="tracegrad-launch-")
     cmd = [find_mpiexec(args.mpiexec), "-n", str(args.nproc), sys.executable, "-m", "tracegrad.cli.rank",
            args.script, *args.args]
-    proc = subprocess.Popen(cmd, env=rank_environment(args.gpus, args.timeout, run_dir))
+    proc = subprocess.Popen(cmd, env=rank_environment(args.gpus, args.timeout, run_dir),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    watch = rank_errors.Watch(run_dir, args.nproc)
+    pumps = [threading.Thread(target=_pump, args=(src, dst, watch), daemon=True)
+             for src, dst in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr))]
+    for t in pumps:
+        t.start()
+
+    interrupted = []
 
     def forward(signum, frame):
+        interrupted.append(signum)
         proc.send_signal(signum)
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    watch = rank_errors.Watch(run_dir, args.nproc)
     try:
         while proc.poll() is None:
             watch.poll()
             time.sleep(0.05)
+        for t in pumps:
+            t.join(5)
         watch.poll()
     finally:
         for s, h in old.items():
@@ -83,6 +111,11 @@ def run(args) -> int:
     if proc.returncode == 0 and not watch.failures:
         shutil.rmtree(run_dir, ignore_errors=True)
         return 0
+    if interrupted:
+        name = signal.Signals(interrupted[0]).name
+        print(f"tracegrad launch: {name} forwarded to every rank; the run was stopped", file=sys.stderr, flush=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return 128 + interrupted[0]
     print(watch.report(proc.returncode), file=sys.stderr, flush=True)
     shutil.rmtree(run_dir, ignore_errors=True)
     return proc.returncode or 1

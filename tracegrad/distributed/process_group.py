@@ -49,8 +49,9 @@ def init_process_group(backend: str = "auto", init_method: str | None = None, ti
     env = rank_env()
     n = world_size if world_size > 0 else env.world_size
     r = rank if rank >= 0 else env.rank
-    if backend == "auto":
-        backend = "nccl" if _cuda_visible() else "mpi"
+    if backend == "auto":       # `tracegrad launch --gpus` says so (TRACEGRAD_GPUS=1); without it, CPU ranks
+        gpus = os.environ.get("TRACEGRAD_GPUS")
+        backend = "nccl" if gpus == "1" or (gpus is None and _cuda_visible()) else "mpi"
     asked, backend = backend, "mpi" if backend == "gloo" else backend   # gloo: PyTorch's CPU backend
     if n == 1 and not started_by_mpi():
         comm = SingleProcess()

@@ -31,9 +31,10 @@ def broadcast_object(obj, src: int, group=None):
     from . import current_comm, get_rank   # NOTE: the package's __init__ imports this module first
     comm, group = current_comm(), _ranks(group)
     data = np.frombuffer(pickle.dumps(obj), np.uint8) if get_rank() == src else np.zeros(0, np.uint8)
-    n = comm.broadcast(np.array([data.size], np.int64), src, group)
+    n = comm.broadcast(comm.buffer(np.array([data.size], np.int64)), src, group)
     buf = data if get_rank() == src else np.zeros(int(n[0]), np.uint8)
-    return pickle.loads(np.asarray(comm.broadcast(buf, src, group)).tobytes())
+    out = comm.broadcast(comm.buffer(buf), src, group)
+    return pickle.loads((out.get() if hasattr(out, "get") else np.asarray(out)).tobytes())
 
 
 class ZeroRedundancyOptimizer:

@@ -9,7 +9,8 @@ Every rank passes its local batch; after `backward()` each parameter's `.grad` i
 the ranks, so every rank applies the same update. Inside `@tg.compile` the wrapper registers
 itself with the trace and the `dp` stage (`ir/passes/parallel/dp.py`) inserts the all_reduces
 right after each gradient, packed into buckets sent as soon as they are full; eagerly the
-gradients are averaged, in one flat bucket, right after `backward()`. `no_sync()` skips the
+gradients are averaged, in one flat bucket, right after `backward()` (also when the forward is
+a compiled call whose outputs are differentiated outside it). `no_sync()` skips the
 averaging (gradient accumulation: the gradients sum locally, and the first backward outside
 `no_sync` averages the sum).
 """
@@ -54,6 +55,8 @@ class DistributedDataParallel(Module):
                          "DistributedDataParallel.no_sync() was entered or left")
             if sync:
                 tr.parallel["dp"] = (self.group, [p for p in self.module.parameters() if p.requires_grad])
+                # a compiled forward whose outputs the caller differentiates eagerly: average then
+                tr.on_backward_call.append(lambda: after_backward(self._average_gradients))
         elif sync and grad_enabled():
             after_backward(self._average_gradients)
         return self.module(*args, **kwargs)
