@@ -115,8 +115,8 @@ class CompiledFunction:
     """What `@tg.compile` returns: call it like the function; inspect it with `.ir(stage)`."""
 
     def __init__(self, fn, backend: str = "auto", mesh=None, dump: str | None = None, donate=()):
-        if backend not in ("auto", "numpy", "triton"):
-            raise ValueError(f"backend must be 'auto', 'numpy' or 'triton', got {backend!r}")
+        if backend not in ("auto", "numpy", "cpu", "triton"):
+            raise ValueError(f"backend must be 'auto', 'numpy', 'cpu' or 'triton', got {backend!r}")
         if mesh is not None and not isinstance(mesh, Mesh):
             raise TypeError(f"mesh must be a tg.Mesh, got {type(mesh).__name__}")
         if mesh is not None and (mesh.tp, mesh.pp, mesh.cp) != (1, 1, 1):

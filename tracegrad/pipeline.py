@@ -16,7 +16,7 @@ def choose_backend(requested: str, graph: Graph) -> str:
     if requested == "triton" or (requested == "auto" and any(
             v.type.device.startswith("cuda") for v in (*graph.inputs, *graph.outputs))):
         return "triton"
-    return "numpy"
+    return "cpu" if requested == "cpu" else "numpy"
 
 
 def lower(graph: Graph, stages: PassManager, backend: str, comm=None):
@@ -29,6 +29,12 @@ def lower(graph: Graph, stages: PassManager, backend: str, comm=None):
         graph = _optimize(graph, stages)
         debug.logger("fusion")   # TRACEGRAD_LOGS=fusion: every refused pair, with its reason
         graph = stages.run("fused", fuse, graph)
+    elif backend == "cpu":    # the same groups as compiled loops; matmuls stay BLAS calls
+        from .codegen.cpu_program import fuse_for_cpu
+        graph = stages.run("decompose", lambda g: decompose(g, frozenset()), graph)
+        graph = _optimize(graph, stages)
+        debug.logger("fusion")
+        graph = stages.run("fused", fuse_for_cpu, graph)
     else:
         graph = stages.run("decompose", lambda g: decompose(g, frozenset()), graph)
         graph = _optimize(graph, stages)
@@ -46,5 +52,8 @@ def codegen(graph: Graph, backend: str = "numpy", comm=None):
     if backend == "triton":   # Triton kernels: compiled on CUDA buffers, interpreted on CPU ones
         from .codegen.triton_program import TritonProgram
         return TritonProgram(graph, comm)
+    if backend == "cpu":
+        from .codegen.cpu_program import generate as cpu_generate
+        return cpu_generate(graph, comm)
     from .codegen.numpy_program import generate
     return generate(graph, comm)
