@@ -168,3 +168,18 @@ def test_training_step_with_adamw_matches_numpy():
     for a, b in zip(got_p, want_p):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)    # NOTE: AdamW divides by sqrt(v): noise grows
     assert "foreach" in step.entries[-1].program.source    # the update of every parameter: one call per layout
+
+
+def test_set_num_threads_sets_blas_and_the_kernels_together():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from tracegrad.runtime import cpu_kernels
+    before = tg.get_num_threads()
+    try:
+        tg.set_num_threads(1)
+        assert tg.get_num_threads() == 1 and cpu_kernels._THREADS[0] == 1
+        blas = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+        assert blas and all(n == 1 for n in blas)
+        with pytest.raises(ValueError):
+            tg.set_num_threads(0)
+    finally:
+        tg.set_num_threads(before)

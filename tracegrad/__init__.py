@@ -26,6 +26,7 @@ from .distributed import Mesh
 from .creation import (arange, as_tensor, empty, empty_like, eye, from_numpy, full, full_like, get_default_dtype,
                        linspace, ones, ones_like, set_default_dtype, tensor, zeros, zeros_like)
 from .dispatch import set_grad_enabled
+from .threads import get_num_threads, set_num_threads
 from .errors import DataDependentError, ShapeError, TracegradError, UnsupportedError
 from .functions import (all, amax, amin, any, argmax, argmin, cat, clamp, logsumexp, matmul, max, mean, min, std,
                         stack, sum, var, where)

@@ -52,6 +52,8 @@ def codegen(graph: Graph, backend: str = "numpy", comm=None):
     if backend == "triton":   # Triton kernels: compiled on CUDA buffers, interpreted on CPU ones
         from .codegen.triton_program import TritonProgram
         return TritonProgram(graph, comm)
+    from .threads import apply_default
+    apply_default()
     if backend == "cpu":
         from .codegen.cpu_program import generate as cpu_generate
         return cpu_generate(graph, comm)
