@@ -183,3 +183,16 @@ def test_set_num_threads_sets_blas_and_the_kernels_together():
             tg.set_num_threads(0)
     finally:
         tg.set_num_threads(before)
+
+
+def test_eager_ops_infer_types_once_per_signature():
+    from tracegrad import dispatch
+    a, b = tg.randn(3, 5), tg.randn(3, 5)
+    (a + b).numpy()
+    n = len(dispatch._INFERRED)
+    for _ in range(5):
+        c = a + b
+    assert len(dispatch._INFERRED) == n
+    np.testing.assert_allclose(c.numpy(), a.numpy() + b.numpy())
+    with pytest.raises(tg.ShapeError):    # a bad call still names the shapes
+        a + tg.randn(4, 2)
