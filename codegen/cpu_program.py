@@ -9,6 +9,7 @@ ops, so every graph runs. `program.source` shows the host function and every ker
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,8 +50,12 @@ def fuse_for_cpu(graph: Graph) -> Graph:
     return fuse(graph, epilogues=False)
 
 
-def generate(fused: Graph, comm=None) -> CpuProgram:
-    """The CPU program of a fused graph (see the module docstring)."""
+def generate(fused: Graph, comm=None, choose: bool | None = None) -> CpuProgram:
+    """The CPU program of a fused graph (see the module docstring). With `choose` (default: on,
+    TRACEGRAD_CPU_CHOOSE=0 turns it off) each kernel keeps the faster of its loops and its numpy ops,
+    measured on its second and third calls."""
+    if choose is None:
+        choose = os.environ.get("TRACEGRAD_CPU_CHOOSE", "1") != "0"
     written: dict[str, object] = {}
 
     def keep(n: Node) -> bool:
@@ -78,5 +83,5 @@ def generate(fused: Graph, comm=None) -> CpuProgram:
             parts.append((k, [pos_in[v] for v in ks.args[:n_in]], [pos_out[v] for v in ks.args[n_in:]]))
             sources[ks.name] = ks.source
         outs = [(tuple(v.shape), _np_dtype(v.type.dtype)) for v in n.outputs]
-        kernels[n.attrs["name"]] = cpu_kernels.Call(parts, outs)
+        kernels[n.attrs["name"]] = cpu_kernels.Call(parts, outs, numpy_generate(body) if choose else None)
     return CpuProgram(numpy_generate(host, comm, kernels=kernels), kernels, sources)

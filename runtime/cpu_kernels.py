@@ -13,6 +13,7 @@ import importlib.util
 import os
 import sys
 import threading
+import time
 
 import numpy as np
 
@@ -95,17 +96,40 @@ class Kernel:
 
 class Call:
     """A kernel node as the host program calls it: inputs in, fresh outputs back. A foreach node
-    runs one `Kernel` per part, each on its own inputs and outputs (positions in the node's)."""
+    runs one `Kernel` per part, each on its own inputs and outputs (positions in the node's).
 
-    __slots__ = ("parts", "outs")
+    With a `reference` (the same group as numpy calls), the engine is chosen by measurement: the
+    second call times the loops, the third numpy's ufuncs, and the faster one runs from then on
+    (numpy's SIMD transcendentals can beat a scalar loop where memory traffic is small)."""
 
-    def __init__(self, parts: list[tuple[Kernel, list[int], list[int]]], outs: list[tuple[tuple, np.dtype]]):
-        self.parts, self.outs = parts, outs
+    __slots__ = ("parts", "outs", "reference", "calls", "times", "engine")
 
-    def __call__(self, *ins):
+    def __init__(self, parts: list[tuple[Kernel, list[int], list[int]]], outs: list[tuple[tuple, np.dtype]],
+                 reference=None):
+        self.parts, self.outs, self.reference = parts, outs, reference
+        self.calls, self.times, self.engine = 0, {}, "loops" if reference is None else None
+
+    def loops(self, *ins):
         outs = [np.empty(shape, dtype) for shape, dtype in self.outs]
         flat_in = [flat(x) for x in ins]
         flat_out = [o.reshape(-1) for o in outs]
         for kernel, i, o in self.parts:
             kernel.run([flat_in[j] for j in i] + [flat_out[j] for j in o])
         return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def numpy(self, *ins):
+        outs = self.reference(*ins)
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def __call__(self, *ins):
+        if self.engine is not None:
+            return self.loops(*ins) if self.engine == "loops" else self.numpy(*ins)
+        self.calls += 1
+        engine = "numpy" if self.calls == 3 else "loops"
+        t = time.perf_counter()
+        out = self.loops(*ins) if engine == "loops" else self.numpy(*ins)
+        if self.calls > 1:      # the first call compiles
+            self.times[engine] = time.perf_counter() - t
+        if len(self.times) == 2:
+            self.engine = min(self.times, key=self.times.get)
+        return out

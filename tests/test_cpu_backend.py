@@ -196,3 +196,14 @@ def test_eager_ops_infer_types_once_per_signature():
     np.testing.assert_allclose(c.numpy(), a.numpy() + b.numpy())
     with pytest.raises(tg.ShapeError):    # a bad call still names the shapes
         a + tg.randn(4, 2)
+
+
+def test_each_kernel_keeps_the_faster_engine_and_both_agree():
+    from tracegrad.runtime.cpu_kernels import Call
+    x = tg.tensor(np.random.default_rng(3).normal(size=(64, 96)).astype(np.float32))
+    step = tg.compile(lambda x: tg.nn.functional.softmax(tg.tanh(x) * 2.0, -1), backend="cpu")
+    want = tg.compile(lambda x: tg.nn.functional.softmax(tg.tanh(x) * 2.0, -1), backend="numpy")(x).numpy()
+    for _ in range(4):     # calls 2 and 3 time the loops and the numpy ops; then one is kept
+        np.testing.assert_allclose(step(x).numpy(), want, rtol=1e-5, atol=1e-7)
+    calls = [k for k in step.entries[-1].program.kernels.values() if isinstance(k, Call)]
+    assert calls and all(c.engine in ("loops", "numpy") for c in calls)

@@ -359,6 +359,11 @@ def write_dump(fn: CompiledFunction, e: Entry, target: str) -> None:
 def compile(fn=None, *, backend: str = "auto", donate=(), mesh=None, dump: str | None = None):
     """Compile a step: `@tg.compile` or `tg.compile(fn, backend="numpy")`.
 
+    `backend`: "auto" (Triton for CUDA tensors, numpy for CPU ones), "numpy" (one numpy call per
+    op: the readable reference), "cpu" (the fusion groups as numba-compiled loops, one pass over
+    memory per group; needs numba, compiles each distinct kernel once and caches it on disk) or
+    "triton".
+
     `donate` names arguments (by name or position) whose buffers the caller gives up, as JAX's
     donate_argnums: the step may write its results over them (e.g. the cross-entropy gradient over
     the logits), and using them after the call raises `DonatedError`."""
