@@ -42,6 +42,7 @@ def _cpu_kernel(op: str, ins: tuple[TensorType, ...], attrs: tuple) -> tuple[Cal
 
 
 _NP_DTYPES: dict = {}
+_FAST: dict = {}
 
 
 def _dtype_of(a) -> object:
@@ -58,11 +59,17 @@ def _run_cpu(op: str, arrays: list[np.ndarray], attrs: dict) -> tuple[np.ndarray
     if opdef.is_composite:
         outs = opdef.decompose(ArrayBuilder(), *arrays, **attrs)
         return outs if isinstance(outs, tuple) else (outs,)
-    ins = tuple(TensorType(a.shape, _dtype_of(a)) for a in arrays)
-    try:
-        fn, multi = _cpu_kernel(op, ins, tuple(attrs.items()))
-    except TypeError:      # an unhashable attribute: no cache
-        fn, multi = _cpu_kernel.__wrapped__(op, ins, tuple(attrs.items()))
+    try:     # NOTE: the fast path: no TensorType built, one dict lookup on shapes and numpy dtypes
+        key = (op, tuple((a.shape, a.dtype) for a in arrays), tuple(attrs.items()))
+        fn, multi = _FAST[key]
+    except (KeyError, TypeError, AttributeError):
+        ins = tuple(TensorType(np.shape(a), _dtype_of(np.asarray(a))) for a in arrays)
+        try:
+            fn, multi = _cpu_kernel(op, ins, tuple(attrs.items()))
+            if len(_FAST) < 1 << 16 and all(isinstance(a, np.ndarray) for a in arrays):
+                _FAST[key] = fn, multi
+        except TypeError:      # an unhashable attribute: no cache
+            fn, multi = _cpu_kernel.__wrapped__(op, ins, tuple(attrs.items()))
     out = fn(*arrays)
     if multi:
         return tuple(np.asarray(o) for o in out)
