@@ -35,7 +35,7 @@ _REFS = re.compile(r"\b(?:tmp|acc)\d+(?:_i)?\b")
 
 
 # NOTE: libm's tanhf is a call per element that keeps the loop scalar; this rational fit (Eigen's and
-# XLA's fp32 tanh, within 2 ulp) is plain arithmetic the compiler vectorizes: GELU's kernels 3x faster
+# XLA's fp32 tanh, within 2 ulp) is plain arithmetic: the demo's GELU kernel 3.7x faster than with tanhf
 TANH32 = """@numba.njit(inline="always")
 def tanh32(x):
     x = min(max(x, np.float32(-7.9053111)), np.float32(7.9053111))
