@@ -1,15 +1,20 @@
-"""The demo's training step on the CPU: tracegrad (`tg.compile`, numpy backend) against PyTorch
-eager and torch.compile, on the same GPT (nanoGPT names, tied head), the same weights and batches.
+"""Training steps on the CPU, side by side in one run: tracegrad (compiled with the numpy backend, compiled
+with the fused `cpu` backend, eager) against PyTorch eager and torch.compile, on the demo GPT (nanoGPT
+names, tied head) and a small CNN, with the same weights and batches, at 1 and 2 threads each.
 
-    python benchmarks/cpu_train.py                      # the demo's model: 4 layers, 128 wide, 16 x 64 tokens
-    python benchmarks/cpu_train.py --steps 20 --no-torch-compile
+    python benchmarks/cpu_train.py                          # GPT 4 x 128, B16 T64; CNN on 32 x 1 x 28 x 28
+    python benchmarks/cpu_train.py --steps 20 --no-torch-compile --threads 2
 
-Each implementation runs forward, backward, gradient clipping and an AdamW step; the losses of the
-first steps are checked against each other before anything is timed. Times are medians over steps.
+Each implementation runs forward, backward (GPT: gradient clipping) and an AdamW step; the first
+losses are checked against PyTorch eager's before anything is timed. Times are medians over steps
+after the first ones (which include tracing and compiling); both libraries get the same thread
+count (`torch.set_num_threads`, `tg.set_num_threads`). The machine may be shared: compare rows of
+one run, not runs.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -57,32 +62,60 @@ class TorchGPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
 
 
-def torch_step(model, opt):
+class TorchCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(1, 16, 3, padding=1), nn.Conv2d(16, 32, 3, padding=1)
+        self.fc = nn.Linear(32 * 7 * 7, 10)
+
+    def forward(self, x, y):
+        x = F.max_pool2d(F.relu(self.c1(x)), 2)
+        x = F.max_pool2d(F.relu(self.c2(x)), 2)
+        return F.cross_entropy(self.fc(x.reshape(x.shape[0], -1)), y)
+
+
+class CNN(tg.nn.Module):
+    """The same small CNN in tracegrad (MNIST-sized: two 3x3 convolutions, two max-pools, a linear head)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = tg.nn.Conv2d(1, 16, 3, padding=1), tg.nn.Conv2d(16, 32, 3, padding=1)
+        self.fc = tg.nn.Linear(32 * 7 * 7, 10)
+        self.pool = tg.nn.MaxPool2d(2)
+
+    def forward(self, x, y):
+        x = self.pool(tg.nn.functional.relu(self.c1(x)))
+        x = self.pool(tg.nn.functional.relu(self.c2(x)))
+        return None, tg.nn.functional.cross_entropy(self.fc(x.reshape(x.shape[0], -1)), y)
+
+
+def torch_step(model, opt, clip):
     def step(x, y):
         loss = model(x, y)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         return loss.detach()
     return step
 
 
-def tracegrad_step(model, opt):
-    @tg.compile
+def tracegrad_step(model, opt, clip, backend):
     def step(x, y):
         _, loss = model(x, y)
         loss.backward()
-        tg.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if clip:
+            tg.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         return loss
-    return step
+    return step if backend == "eager" else tg.compile(step, backend=backend)
 
 
-def timed(step, batches, convert):
+def timed(step, batches, convert, steps):
     losses, times = [], []
-    for x, y in batches:
+    for x, y in batches[:steps]:
         x, y = convert(x), convert(y)
         t0 = time.perf_counter()
         loss = step(x, y)
@@ -91,44 +124,81 @@ def timed(step, batches, convert):
     return losses, times
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--no-torch-compile", action="store_true")
-    args = parser.parse_args()
+def torch_optimizer(model, decay_matrices):
+    if not decay_matrices:
+        return torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                             lr=1e-3, betas=(0.9, 0.95))
+
+
+def workloads(steps):
+    rng = np.random.default_rng(0)
     config = GPTConfig(block_size=64, vocab_size=103, n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=True,
                        gelu_approximate="tanh")
-    rng = np.random.default_rng(0)
-    batches = [(rng.integers(0, config.vocab_size, (16, 64)), rng.integers(0, config.vocab_size, (16, 64)))
-               for _ in range(args.steps + 5)]
-    tg.manual_seed(0)
-    ours = GPT(config)
-    weights = {k: torch.tensor(v.numpy()) for k, v in ours.state_dict().items()}
-    print(f"GPT {config.n_layer} layers x {config.n_embd}, {sum(p.numel() for p in ours.parameters()):,} parameters, "
-          f"batch 16 x 64; torch {torch.__version__} with {torch.get_num_threads()} threads")
+    gpt_batches = [(rng.integers(0, config.vocab_size, (16, 64)), rng.integers(0, config.vocab_size, (16, 64)))
+                   for _ in range(steps)]
+    cnn_batches = [(rng.normal(size=(32, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, (32,)))
+                   for _ in range(steps)]
 
-    runs = {}
-    runs["tracegrad (numpy)"] = timed(tracegrad_step(ours, ours.configure_optimizers(0.1, 1e-3)), batches, tg.tensor)
-    impls = [("torch eager", False)] + ([] if args.no_torch_compile else [("torch.compile", True)])
-    for name, compile_it in impls:
-        model = TorchGPT(config)
-        model.load_state_dict(weights)
-        decay = [p for p in model.parameters() if p.dim() >= 2]
-        no_decay = [p for p in model.parameters() if p.dim() < 2]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-                                lr=1e-3, betas=(0.9, 0.95))
-        step = torch_step(model, opt)
-        runs[name] = timed(torch.compile(step) if compile_it else step, batches, torch.tensor)
+    def gpt():
+        tg.manual_seed(0)
+        ours = GPT(config)
+        return ours, ours.configure_optimizers(0.1, 1e-3), lambda: TorchGPT(config)
 
-    base = runs["torch eager"][0]
-    for name, (losses, _) in runs.items():
-        np.testing.assert_allclose(losses[:3], base[:3], rtol=2e-4, err_msg=f"{name}: first losses differ from eager")
-    eager_ms = statistics.median(runs["torch eager"][1][5:]) * 1e3
-    print(f"{'impl':<20} {'first step':>11} {'ms/step':>9} {'vs eager':>9}   loss after {args.steps + 5} steps")
-    for name, (losses, times) in runs.items():
-        ms = statistics.median(times[5:]) * 1e3
-        print(f"{name:<20} {times[0]:10.2f}s {ms:9.1f} {eager_ms / ms:8.2f}x   {losses[-1]:.4f}")
-    print("(first step includes tracing/compiling; ratios: eager's time / this row's time)")
+    def cnn():
+        tg.manual_seed(0)
+        ours = CNN()
+        return ours, tg.optim.AdamW(ours.parameters(), lr=1e-3, weight_decay=0.0), TorchCNN
+    return [("GPT 4x128 B16 T64", gpt, gpt_batches, True), ("CNN B32 28x28", cnn, cnn_batches, False)]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--eager-steps", type=int, default=6, help="steps for tracegrad eager (slow)")
+    parser.add_argument("--threads", type=int, nargs="*", default=[1, 2])
+    parser.add_argument("--no-torch-compile", action="store_true")
+    parser.add_argument("--only", choices=["gpt", "cnn"], default=None)
+    args = parser.parse_args()
+    print(f"{time.strftime('%Y-%m-%d %H:%M')}  {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; "
+          f"torch {torch.__version__}, numpy {np.__version__}")
+    rows = []
+    for name, make, batches, clip in workloads(args.steps):
+        if args.only and not name.lower().startswith(args.only):
+            continue
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            tg.set_num_threads(threads)
+            runs = {}
+            for backend in ("numpy", "cpu", "eager"):
+                ours, opt, torch_model = make()
+                n = args.eager_steps if backend == "eager" else args.steps
+                label = f"tracegrad {backend}" if backend == "eager" else f"tracegrad compiled ({backend})"
+                runs[label] = timed(tracegrad_step(ours, opt, clip, backend), batches, tg.tensor, n)
+            weights = {k: torch.tensor(v.numpy()) for k, v in make()[0].state_dict().items()}
+            for label, compile_it in [("torch eager", False)] + ([] if args.no_torch_compile else
+                                                                 [("torch.compile", True)]):
+                model = torch_model()
+                model.load_state_dict(weights, strict=False)
+                step = torch_step(model, torch_optimizer(model, clip), clip)
+                try:
+                    runs[label] = timed(torch.compile(step) if compile_it else step, batches, torch.tensor,
+                                        args.steps)
+                except Exception as e:    # no C compiler, or an unsupported op: say so and go on
+                    print(f"  {label} failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
+            base = runs["torch eager"][0]
+            for label, (losses, _) in runs.items():
+                np.testing.assert_allclose(losses[:3], base[:3], rtol=2e-4, err_msg=f"{label}: first losses differ")
+            eager_ms = statistics.median(runs["torch eager"][1][2:]) * 1e3
+            print(f"\n{name}, {threads} thread{'s' if threads > 1 else ''}")
+            print(f"  {'impl':<28} {'first step':>10} {'ms/step':>9} {'torch eager / this':>19}")
+            for label, (losses, times) in runs.items():
+                ms = statistics.median(times[2:]) * 1e3
+                rows.append((name, threads, label, ms, eager_ms / ms))
+                print(f"  {label:<28} {times[0]:9.2f}s {ms:9.1f} {eager_ms / ms:18.2f}x")
+    print("\n(first step includes tracing and compiling; ratio > 1: faster than PyTorch eager)")
 
 
 if __name__ == "__main__":

@@ -43,13 +43,27 @@ def _run_collective(op: str, arrays: list, attrs: dict, comm) -> tuple:
 
 # -- CPU ---------------------------------------------------------------------------------------------
 @lru_cache(maxsize=4096)
-def _cpu_kernel(op: str, ins: tuple[TensorType, ...], attrs: tuple) -> Callable:
+def _cpu_kernel(op: str, ins: tuple[TensorType, ...], attrs: tuple) -> tuple[Callable, bool]:
+    """(the op's one-line numpy lambda, whether it has several outputs), per op, types and attributes."""
     global _NS
     _NS = _NS or namespace()
     args = [f"a{i}" for i in range(len(ins))]
     d = dict(attrs)
     outs = get(op).infer_types(list(ins), d)
-    return eval(f"lambda {', '.join(args)}: {lower(op, args, list(ins), outs, d)}", _NS)
+    return eval(f"lambda {', '.join(args)}: {lower(op, args, list(ins), outs, d)}", _NS), len(outs) > 1
+
+
+_NP_DTYPES: dict = {}
+_FAST: dict = {}
+
+
+def _dtype_of(a) -> object:
+    # NOTE: numpy dtype -> DType goes through dtype.name, slow enough to dominate a small eager op
+    d = a.dtype
+    t = _NP_DTYPES.get(d)
+    if t is None:
+        t = _NP_DTYPES[d] = to_dtype(d)
+    return t
 
 
 def _run_cpu(op: str, arrays: list[np.ndarray], attrs: dict) -> tuple[np.ndarray, ...]:
@@ -59,9 +73,19 @@ def _run_cpu(op: str, arrays: list[np.ndarray], attrs: dict) -> tuple[np.ndarray
         return outs if isinstance(outs, tuple) else (outs,)
     if op in ("take", "gather"):     # NOTE: numpy would wrap negative indices silently
         check_index(arrays[1], arrays[0].shape[attrs["axis"]], op)
-    ins = tuple(TensorType(a.shape, to_dtype(a.dtype)) for a in arrays)
-    out = _cpu_kernel(op, ins, tuple(attrs.items()))(*arrays)
-    if len(opdef.infer_types(list(ins), attrs)) > 1:
+    try:     # NOTE: the fast path: no TensorType built, one dict lookup on shapes and numpy dtypes
+        key = (op, tuple((a.shape, a.dtype) for a in arrays), tuple(attrs.items()))
+        fn, multi = _FAST[key]
+    except (KeyError, TypeError, AttributeError):
+        ins = tuple(TensorType(np.shape(a), _dtype_of(np.asarray(a))) for a in arrays)
+        try:
+            fn, multi = _cpu_kernel(op, ins, tuple(attrs.items()))
+            if len(_FAST) < 1 << 16 and all(isinstance(a, np.ndarray) for a in arrays):
+                _FAST[key] = fn, multi
+        except TypeError:      # an unhashable attribute: no cache
+            fn, multi = _cpu_kernel.__wrapped__(op, ins, tuple(attrs.items()))
+    out = fn(*arrays)
+    if multi:
         return tuple(np.asarray(o) for o in out)
     return () if opdef.side_effect and out is None else (np.asarray(out),)
 
@@ -70,7 +94,7 @@ class ArrayBuilder(Builder):
     """A builder over numpy arrays: rules and decompositions compute at once."""
 
     def type_of(self, h) -> TensorType:
-        return TensorType(h.shape, to_dtype(h.dtype))
+        return TensorType(h.shape, _dtype_of(h))
 
     def emit(self, op, inputs, attrs):
         return _run_cpu(op, list(inputs), get(op).normalize_attrs(attrs))

@@ -104,15 +104,17 @@ def keep_freed_memory() -> None:
 _KEPT = False
 
 
-def generate(graph: Graph, comm=None, check_nans: bool | None = None) -> NumpyProgram:
+def generate(graph: Graph, comm=None, check_nans: bool | None = None, kernels: dict | None = None) -> NumpyProgram:
     """The numpy program of `graph`; with `check_nans` (default: TRACEGRAD_CHECK_NANS=1) every float
-    result is checked and the first NaN raises, naming its node and the user's line."""
+    result is checked and the first NaN raises, naming its node and the user's line. `kernels` maps
+    the names of the `kernel` nodes left in the graph to callables (compiled loops, `cpu_program`)."""
+    kernels = kernels or {}
     if check_nans is None:
         check_nans = check_nans_enabled()
     keep_freed_memory()
-    plan = plan_memory(graph, owns, can_write_inplace)
+    plan = plan_memory(graph, lambda n: n.op == "kernel" or owns(n), can_write_inplace)
     title = graph.meta.get("title", graph.name)
-    lines = [f"# tracegrad numpy | {title} | {len(graph.nodes)} ops | peak {_kib(plan.peak_bytes)} of intermediates",
+    lines = [f"# tracegrad {'cpu' if kernels else 'numpy'} | {title} | {len(graph.nodes)} ops | peak {_kib(plan.peak_bytes)} of intermediates",
              f"def {graph.name}({', '.join(v.name for v in graph.inputs)}):"]
     last = None
     for i, n in enumerate(graph.nodes):
@@ -121,7 +123,9 @@ def generate(graph: Graph, comm=None, check_nans: bool | None = None) -> NumpyPr
             last = n.prov
         args = [v.name for v in n.inputs]
         ins, outs = [v.type for v in n.inputs], [v.type for v in n.outputs]
-        if i in plan.reuse:
+        if n.op == "kernel":
+            expr = f"{n.attrs['name']}({', '.join(args)})"
+        elif i in plan.reuse:
             expr = f"{UFUNCS[n.op]}({', '.join(args)}, out={plan.reuse[i].name})"
         else:
             expr = lower(n.op, args, ins, outs, dict(n.attrs))
@@ -145,5 +149,6 @@ def generate(graph: Graph, comm=None, check_nans: bool | None = None) -> NumpyPr
     ns = namespace(comm)
     ns["check_nan"] = check_nan
     ns["check_index"] = check_index
+    ns.update(kernels)
     exec(compile(source, f"<tracegrad numpy {title}>", "exec"), ns)
     return NumpyProgram(source, ns[graph.name], plan)

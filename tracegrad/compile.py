@@ -148,8 +148,8 @@ class CompiledFunction:
             raise ValueError(f"on_cache_limit must be 'eager' or 'error', got {on_cache_limit!r}")
         self.cache_size_limit, self.on_cache_limit = int(cache_size_limit), on_cache_limit
         self._warned: set[str] = set()
-        if backend not in ("auto", "numpy", "triton"):
-            raise ValueError(f"backend must be 'auto', 'numpy' or 'triton', got {backend!r}")
+        if backend not in ("auto", "numpy", "cpu", "triton"):
+            raise ValueError(f"backend must be 'auto', 'numpy', 'cpu' or 'triton', got {backend!r}")
         if mesh is not None and not isinstance(mesh, Mesh):
             raise TypeError(f"mesh must be a tg.Mesh, got {type(mesh).__name__}")
         if schedule not in SCHEDULES:
@@ -432,6 +432,11 @@ def compile(fn=None, *, backend="auto", donate=(), mesh=None, plan=None, microba
             on_cache_limit: str = "eager"):
     """Compile a step: `@tg.compile` or `tg.compile(fn, backend="numpy")`; `tg.compile(model)`
     returns a module whose calls are compiled (see compile_module.py).
+
+    `backend`: "auto" (Triton for CUDA tensors, numpy for CPU ones), "numpy" (one numpy call per
+    op: the readable reference), "cpu" (the fusion groups as numba-compiled loops, one pass over
+    memory per group; needs numba, compiles each distinct kernel once and caches it on disk) or
+    "triton".
 
     `donate` names arguments (by name or position) whose buffers the caller gives up, as JAX's
     donate_argnums: the step may write its results over them (e.g. the cross-entropy gradient over

@@ -48,15 +48,28 @@ class TapeNode:
         self.freed, self.vjp = False, vjp
 
 
+# NOTE: the output types of an op depend only on (op, input types, attributes); eager mode calls the
+# same few hundred combinations every step, so they are inferred once
+_INFERRED: dict = {}
+
+
 def apply(op: str, /, *inputs, **attrs):
     """Run or record `op` on tensors; returns a Tensor, or a tuple for multi-output ops."""
     opdef = get(op)
     attrs = opdef.normalize_attrs(attrs)
-    types = [t._type for t in inputs]
+    types = tuple(t._type for t in inputs)
     try:
-        out_types = opdef.infer_types(types, attrs)
-    except OpTypeError as e:
-        raise ShapeError(f"{e}\n  at {provenance.where()}") from None
+        key = (op, types, tuple(attrs.items()))
+        out_types = _INFERRED.get(key)
+    except TypeError:      # an unhashable attribute: infer every time
+        key, out_types = None, None
+    if out_types is None:
+        try:
+            out_types = opdef.infer_types(list(types), attrs)
+        except OpTypeError as e:
+            raise ShapeError(f"{e}\n  at {provenance.where()}") from None
+        if key is not None and len(_INFERRED) < 1 << 16:
+            _INFERRED[key] = out_types
     needs_grad = grad_enabled() and not opdef.nondiff and any(t.requires_grad for t in inputs)
     if opdef.is_composite and opdef.vjp is None and needs_grad:
         # differentiate through the decomposition: record its primitives instead

@@ -12,11 +12,13 @@ from __future__ import annotations
 from . import debug
 from .ir.graph import Graph
 from .ir.passes import PassManager, decompose, simplify
+from .codegen.cpu_program import generate as cpu_generate
 from .codegen.numpy_program import generate
 from .ir.passes.fusion import fuse
 from .ir.passes.parallel import (bucket_all_reduces, context_parallel, data_parallel, pipeline_parallel,
                                  tensor_parallel)
 from .ir.passes.parallel.microbatch import split_microbatches
+from .threads import apply_default
 
 
 def choose_backend(requested: str, graph: Graph) -> str:
@@ -24,7 +26,7 @@ def choose_backend(requested: str, graph: Graph) -> str:
     if requested == "triton" or (requested == "auto" and any(
             v.type.device.startswith("cuda") for v in (*graph.inputs, *graph.outputs))):
         return "triton"
-    return "numpy"
+    return "cpu" if requested == "cpu" else "numpy"
 
 
 def parallelize(graph: Graph, stages: PassManager, mesh=None, rank: int = 0, plans: dict | None = None,
@@ -65,6 +67,12 @@ def lower(graph: Graph, stages: PassManager, backend: str, comm=None):
         graph = _optimize(graph, stages)
         debug.logger("fusion")   # TRACEGRAD_LOGS=fusion: every refused pair, with its reason
         graph = stages.run("fused", fuse, graph)
+    elif backend == "cpu":    # the same groups as compiled loops; matmuls stay BLAS calls
+        from .codegen.cpu_program import fuse_for_cpu
+        graph = stages.run("decompose", lambda g: decompose(g, frozenset()), graph)
+        graph = _optimize(graph, stages)
+        debug.logger("fusion")
+        graph = stages.run("fused", fuse_for_cpu, graph)
     else:
         graph = stages.run("decompose", lambda g: decompose(g, frozenset()), graph)
         graph = _optimize(graph, stages)
@@ -82,4 +90,7 @@ def codegen(graph: Graph, backend: str = "numpy", comm=None):
     if backend == "triton":   # Triton kernels: compiled on CUDA buffers, interpreted on CPU ones
         from .codegen.triton_program import TritonProgram   # NOTE: imports triton, an optional extra
         return TritonProgram(graph, comm)
+    apply_default()
+    if backend == "cpu":
+        return cpu_generate(graph, comm)
     return generate(graph, comm)

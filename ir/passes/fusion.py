@@ -404,13 +404,15 @@ class Fuser:
         return False
 
 
-def fuse(graph: Graph, foreach: bool = True) -> Graph:
-    """Graph -> Graph of kernel nodes, extern nodes and host views (see the module docstring)."""
+def fuse(graph: Graph, foreach: bool = True, epilogues: bool = True) -> Graph:
+    """Graph -> Graph of kernel nodes, extern nodes and host views (see the module docstring);
+    `epilogues=False` leaves matmuls alone (a CPU matmul is a BLAS call that takes no epilogue)."""
     n_ops = len(graph.nodes)
     graph = split_reductions(graph)
     f = Fuser(graph)
     f.run()
-    f.fuse_epilogues()
+    if epilogues:
+        f.fuse_epilogues()
     if foreach:
         pack_foreach(f)
     return emit(f, graph, n_ops)

@@ -1,0 +1,135 @@
+"""Running generated CPU loop kernels: numba compilation, cached on disk, and the call wrapper.
+
+Each distinct kernel source (its name left out, so identical layers share one compile) is written
+once to `$TRACEGRAD_CACHE_DIR/cpu/` (default `~/.cache/tracegrad/cpu/`) as a module and imported;
+numba's `cache=True` keeps the machine code beside it, so a later process skips the compile.
+A call splits its rows over `set_threads` threads when it has enough work; the compiled
+functions release the GIL.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import threading
+import time
+
+import numpy as np
+
+_LOADED: dict[str, object] = {}
+_LOCK = threading.Lock()
+
+
+def cache_dir() -> str:
+    root = os.environ.get("TRACEGRAD_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "tracegrad")
+    return os.path.join(root, "cpu")
+
+
+def load(name: str, source: str):
+    """The numba dispatcher of function `name` defined by `source` (compiled on first call)."""
+    key = hashlib.sha1(source.replace(name, "KERNEL").encode()).hexdigest()[:20]
+    with _LOCK:
+        fn = _LOADED.get(key)
+        if fn is not None:
+            return fn
+        d = cache_dir()
+        os.makedirs(d, exist_ok=True)
+        path = os.path.join(d, f"k_{key}.py")
+        if not os.path.exists(path):
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                f.write(source.replace(name, "KERNEL"))
+            os.replace(tmp, path)     # NOTE: atomic, so concurrent processes never see half a file
+        modname = f"tracegrad_cpu_k_{key}"
+        spec = importlib.util.spec_from_file_location(modname, path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[modname] = mod
+        spec.loader.exec_module(mod)
+        fn = _LOADED[key] = mod.KERNEL
+        return fn
+
+
+def flat(x) -> np.ndarray:
+    """A kernel argument: the C-contiguous flat view (a copy only for strided views)."""
+    return np.ascontiguousarray(x).reshape(-1)
+
+
+PARALLEL_MIN = 1 << 15      # elements of work before a call is split over threads
+_THREADS = [1]
+_POOL: list = [None]
+
+
+def set_threads(n: int) -> None:
+    """Threads the kernels split their rows over (`tracegrad.set_num_threads` sets it)."""
+    _THREADS[0] = max(1, int(n))
+
+
+def _pool():
+    if _POOL[0] is None:
+        from concurrent.futures import ThreadPoolExecutor
+        _POOL[0] = ThreadPoolExecutor(max_workers=16, thread_name_prefix="tracegrad-cpu")
+    return _POOL[0]
+
+
+class Kernel:
+    """One compiled loop nest: `fn(x0, x1, *inputs, *outputs)` over rows [x0, x1)."""
+
+    __slots__ = ("name", "fn", "xnumel", "work")
+
+    def __init__(self, name: str, source: str, xnumel: int, rnumel: int):
+        self.name, self.fn, self.xnumel, self.work = name, load(name, source), xnumel, xnumel * rnumel
+
+    def run(self, arrays) -> None:
+        n, t = self.xnumel, _THREADS[0]
+        if t == 1 or self.work < PARALLEL_MIN or n < 2:
+            self.fn(0, n, *arrays)
+            return
+        t = min(t, n)
+        cuts = [n * k // t for k in range(t + 1)]
+        # NOTE: the numba functions release the GIL, so the pool's threads run them side by side
+        futures = [_pool().submit(self.fn, cuts[k], cuts[k + 1], *arrays) for k in range(1, t)]
+        self.fn(cuts[0], cuts[1], *arrays)
+        for f in futures:
+            f.result()
+
+
+class Call:
+    """A kernel node as the host program calls it: inputs in, fresh outputs back. A foreach node
+    runs one `Kernel` per part, each on its own inputs and outputs (positions in the node's).
+
+    With a `reference` (the same group as numpy calls), the engine is chosen by measurement: the
+    second call times the loops, the third numpy's ufuncs, and the faster one runs from then on
+    (numpy's SIMD transcendentals can beat a scalar loop where memory traffic is small)."""
+
+    __slots__ = ("parts", "outs", "reference", "calls", "times", "engine")
+
+    def __init__(self, parts: list[tuple[Kernel, list[int], list[int]]], outs: list[tuple[tuple, np.dtype]],
+                 reference=None):
+        self.parts, self.outs, self.reference = parts, outs, reference
+        self.calls, self.times, self.engine = 0, {}, "loops" if reference is None else None
+
+    def loops(self, *ins):
+        outs = [np.empty(shape, dtype) for shape, dtype in self.outs]
+        flat_in = [flat(x) for x in ins]
+        flat_out = [o.reshape(-1) for o in outs]
+        for kernel, i, o in self.parts:
+            kernel.run([flat_in[j] for j in i] + [flat_out[j] for j in o])
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def numpy(self, *ins):
+        outs = self.reference(*ins)
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def __call__(self, *ins):
+        if self.engine is not None:
+            return self.loops(*ins) if self.engine == "loops" else self.numpy(*ins)
+        self.calls += 1
+        engine = "numpy" if self.calls == 3 else "loops"
+        t = time.perf_counter()
+        out = self.loops(*ins) if engine == "loops" else self.numpy(*ins)
+        if self.calls > 1:      # the first call compiles
+            self.times[engine] = time.perf_counter() - t
+        if len(self.times) == 2:
+            self.engine = min(self.times, key=self.times.get)
+        return out

@@ -1,0 +1,209 @@
+"""The fused CPU backend (`backend="cpu"`: the fusion groups as numba loops) against the numpy reference:
+a representative part of the op table in CI (every case under `-m slow`; each distinct kernel is a numba
+compile of about a second), random graphs, a GPT training step, and the loop writer's own choices.
+
+Tolerances: the loops sum in float64 and in another order than numpy's pairwise sums, and tanh is a
+rational fit within 2 ulp, so results agree to float32 rounding, not bit for bit.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+import tracegrad as tg  # noqa: E402
+from tracegrad.codegen.cpu_codegen import Unsupported, write_kernel  # noqa: E402
+from tracegrad.codegen.cpu_program import fuse_for_cpu, generate  # noqa: E402
+from tracegrad.codegen import numpy_program  # noqa: E402
+from tracegrad.ir import GraphBuilder, TensorType  # noqa: E402
+from tracegrad.ir.types import bfloat16, float32  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))
+from op_table import CASES, FORWARD_ONLY  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _cache_dir(tmp_path_factory):
+    old = os.environ.get("TRACEGRAD_CACHE_DIR")
+    os.environ["TRACEGRAD_CACHE_DIR"] = str(tmp_path_factory.mktemp("cpu_kernels"))
+    yield
+    if old is None:
+        os.environ.pop("TRACEGRAD_CACHE_DIR")
+    else:
+        os.environ["TRACEGRAD_CACHE_DIR"] = old
+
+
+REPRESENTATIVE = {"where", "argmax", "softmax", "layer_norm", "gelu", "cross_entropy", "gather", "pad", "concat"}
+
+
+def _cases(cases):
+    return [c if c.op in REPRESENTATIVE else pytest.param(c, marks=pytest.mark.slow) for c in cases]
+
+
+def _attrs(case):
+    from tracegrad.ir import types
+    return {k: types.dtype(v) if k == "dtype" else v for k, v in case.attrs.items()}
+
+
+@pytest.mark.parametrize("case", _cases(CASES + FORWARD_ONLY), ids=lambda c: c.id)
+def test_op_table_cpu_matches_numpy(case):
+    arrays = [a.astype(np.float32) if a.dtype == np.float64 else a for a in case.make(np.random.default_rng(1))]
+
+    def step(*xs):
+        out = getattr(tg.ops, case.op)(*xs, **_attrs(case))
+        outs = out if isinstance(out, tuple) else (out,)
+        return tuple(outs[i] for i in case.outputs)
+    want = tg.compile(step, backend="numpy")(*[tg.tensor(a) for a in arrays])
+    got = tg.compile(step, backend="cpu")(*[tg.tensor(a) for a in arrays])
+    for w, g in zip(want, got):
+        assert w.dtype == g.dtype and w.shape == g.shape
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-5, atol=1e-6, err_msg=case.id)
+
+
+@pytest.mark.parametrize("case", _cases([c for c in CASES if c.diff]), ids=lambda c: c.id)
+def test_op_table_gradients_cpu_match_numpy(case):
+    arrays = [a.astype(np.float32) if a.dtype == np.float64 else a for a in case.make(np.random.default_rng(2))]
+
+    def step(*xs):
+        out = getattr(tg.ops, case.op)(*xs, **_attrs(case))
+        out = out if not isinstance(out, tuple) else out[case.outputs[0]]
+        w = tg.tensor(np.cos(np.arange(out.numel())).reshape(out.shape).astype(np.float32))
+        (out * w).sum().backward()
+        return tuple(xs[i].grad for i in case.diff)
+
+    def run(backend):
+        ts = [tg.tensor(a, requires_grad=i in case.diff) for i, a in enumerate(arrays)]
+        return tg.compile(step, backend=backend)(*ts)
+    for w, g in zip(run("numpy"), run("cpu")):
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-5, atol=1e-6, err_msg=case.id)
+
+
+def _agree(graph, arrays):
+    want = numpy_program.generate(graph)(*arrays)
+    got = generate(fuse_for_cpu(graph))(*arrays)
+    for w, g, v in zip(want, got, graph.outputs):
+        assert g.shape == w.shape and g.dtype == w.dtype, (v.name, g.shape, w.shape)
+        np.testing.assert_allclose(np.asarray(g, np.float64), np.asarray(w, np.float64), rtol=2e-5, atol=1e-6,
+                                   err_msg=f"{v.name}\n{graph}")
+
+
+def test_random_graphs_agree():
+    pytest.importorskip("triton")    # the graph generator lives beside the Triton tests
+    from hypothesis import given, settings
+    from test_triton_random_graphs import HYPOTHESIS, random_graphs
+
+    @settings(max_examples=int(os.environ.get("TRACEGRAD_CPU_EXAMPLES", "8")), **HYPOTHESIS)
+    @given(random_graphs())
+    def check(case):
+        _agree(*case)
+    check()
+
+
+def test_softmax_is_one_kernel_that_reads_its_row_once():
+    b = GraphBuilder("softmax")
+    x = b.input("x", TensorType((8, 300), float32))
+    m = b.max(x, axes=(1,), keepdim=True)
+    e = b.exp(b.sub(b.tanh(x), m))
+    g = b.finish([b.div(e, b.sum(e, axes=(1,), keepdim=True))])
+    fused = fuse_for_cpu(g)
+    kernels = [n for n in fused.nodes if n.op == "kernel"]
+    assert len(kernels) == 1
+    src, = write_kernel("k", kernels[0].attrs["body"], kernels[0].attrs["kind"])
+    # tanh(x) - max is computed once, kept in a row buffer, read back by the later loops
+    assert src.source.count("tanh32(tmp") == 1 and "np.empty(300" in src.source
+    _agree(g, [np.random.default_rng(0).normal(size=(8, 300)).astype(np.float32)])
+
+
+def test_half_precision_groups_run_as_numpy_ops():
+    b = GraphBuilder("half")
+    x = b.input("x", TensorType((4, 8), float32))
+    g = b.finish([b.cast_to(b.mul(b.cast_to(x, bfloat16), b.cast_to(x, bfloat16)), float32)])
+    body = next(n for n in fuse_for_cpu(g).nodes if n.op == "kernel").attrs["body"]
+    with pytest.raises(Unsupported):
+        write_kernel("k", body, "pointwise")
+    _agree(g, [np.linspace(-2, 2, 32, dtype=np.float32).reshape(4, 8)])
+
+
+def test_threads_split_rows_and_agree():
+    from tracegrad.runtime import cpu_kernels
+    b = GraphBuilder("rows")
+    x = b.input("x", TensorType((256, 512), float32))
+    g = b.finish([b.sum(b.mul(x, x), axes=(1,), keepdim=False), b.exp(b.neg(b.abs(x)))])
+    arrays = [np.random.default_rng(1).normal(size=(256, 512)).astype(np.float32)]
+    old = cpu_kernels._THREADS[0]
+    try:
+        cpu_kernels.set_threads(2)
+        _agree(g, arrays)
+    finally:
+        cpu_kernels.set_threads(old)
+
+
+def test_training_step_with_adamw_matches_numpy():
+    x, y = tg.tensor(np.random.default_rng(0).normal(size=(8, 16)).astype(np.float32)), tg.randn(8, 4)
+
+    def run(backend):
+        tg.manual_seed(0)
+        model = tg.nn.Sequential(tg.nn.Linear(16, 32), tg.nn.GELU(approximate="tanh"), tg.nn.LayerNorm(32),
+                                 tg.nn.Linear(32, 4))
+        opt = tg.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+
+        @tg.compile(backend=backend)
+        def step(x, y):
+            loss = ((model(x) - y) ** 2).mean()
+            loss.backward()
+            tg.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad()
+            return loss
+        return [step(x, y).item() for _ in range(3)], [p.numpy().copy() for p in model.parameters()], step
+    want, want_p, _ = run("numpy")
+    got, got_p, step = run("cpu")
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    for a, b in zip(got_p, want_p):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)    # NOTE: AdamW divides by sqrt(v): noise grows
+    assert "foreach" in step.entries[-1].program.source    # the update of every parameter: one call per layout
+
+
+def test_set_num_threads_sets_blas_and_the_kernels_together():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from tracegrad.runtime import cpu_kernels
+    before = tg.get_num_threads()
+    try:
+        tg.set_num_threads(1)
+        assert tg.get_num_threads() == 1 and cpu_kernels._THREADS[0] == 1
+        blas = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+        assert blas and all(n == 1 for n in blas)
+        with pytest.raises(ValueError):
+            tg.set_num_threads(0)
+    finally:
+        tg.set_num_threads(before)
+
+
+def test_eager_ops_infer_types_once_per_signature():
+    from tracegrad import dispatch
+    a, b = tg.randn(3, 5), tg.randn(3, 5)
+    (a + b).numpy()
+    n = len(dispatch._INFERRED)
+    for _ in range(5):
+        c = a + b
+    assert len(dispatch._INFERRED) == n
+    np.testing.assert_allclose(c.numpy(), a.numpy() + b.numpy())
+    with pytest.raises(tg.ShapeError):    # a bad call still names the shapes
+        a + tg.randn(4, 2)
+
+
+def test_each_kernel_keeps_the_faster_engine_and_both_agree():
+    from tracegrad.runtime.cpu_kernels import Call
+    x = tg.tensor(np.random.default_rng(3).normal(size=(64, 96)).astype(np.float32))
+    step = tg.compile(lambda x: tg.nn.functional.softmax(tg.tanh(x) * 2.0, -1), backend="cpu")
+    want = tg.compile(lambda x: tg.nn.functional.softmax(tg.tanh(x) * 2.0, -1), backend="numpy")(x).numpy()
+    for _ in range(4):     # calls 2 and 3 time the loops and the numpy ops; then one is kept
+        np.testing.assert_allclose(step(x).numpy(), want, rtol=1e-5, atol=1e-7)
+    calls = [k for k in step.entries[-1].program.kernels.values() if isinstance(k, Call)]
+    assert calls and all(c.engine in ("loops", "numpy") for c in calls)
