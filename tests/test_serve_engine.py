@@ -180,8 +180,8 @@ def test_engine_on_cuda_equals_cpu(make):
 
 
 def test_engine_keeps_everything_on_the_models_device(fake_cuda, monkeypatch):
-    from tracegrad.runtime import externs
-    monkeypatch.setattr(externs, "_measure", lambda *fns: "cublas")     # the stand-in has no timers
+    from tracegrad.runtime import cublas
+    monkeypatch.setattr(cublas, "supports", lambda a, b: False)     # the stand-in has no cuBLAS: CuPy's matmul
     prompts = _prompts(2, [3, 6])
     want = [o.token_ids for o in LLM(_gpt(), block_size=4).generate(prompts, GREEDY)]
     llm = LLM(test_generate._gpt().to("cuda"), block_size=4, num_blocks=16)

@@ -32,6 +32,7 @@ from .trace import ArgSource, GradSource, StateSource, Trace
 from .compile_module import compile_module, torch_options
 from .nn.module import Module
 from .ir.passes.parallel.explain import collective_lines, plan_lines
+from .distributed.checks import check_same_collectives
 
 MAX_RETRACES = 8            # retraces before a warning (one per kind of reason)
 CACHE_SIZE_LIMIT = 64       # compilations kept per function; then eager or an error (on_cache_limit)
@@ -300,7 +301,6 @@ class CompiledFunction:
             backward = CompiledBackward(graph, *backward, backend, title, comm)
         graph, program = lower(graph, stages, backend, comm)
         if len(graph.meta.get("dp_group", ())) > 1:     # a rank that traced another graph fails here, not later
-            from .distributed.checks import check_same_collectives
             check_same_collectives(graph, comm, graph.meta["dp_group"], title)
         entry = Entry(key, title, list(tr.sources), plan, guards, len(tensors), out_spec, out_leaves,
                       [v.type for v in graph.outputs], stages, program,

@@ -16,7 +16,7 @@ from .nn.module import Module
 
 # torch.compile's backends that mean "compile it": all map to tracegrad's own choice.
 TORCH_BACKENDS = ("inductor", "eager", "aot_eager", "cudagraphs")
-BACKENDS = ("auto", "numpy", "triton")
+BACKENDS = ("auto", "numpy", "cpu", "triton")
 # what a CompiledFunction answers about its compilations, asked of the compiled module
 INSPECT = ("ir", "explain", "graphs", "entries", "retrace_reasons", "profile")
 MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")

@@ -19,6 +19,7 @@ from .ir.passes.parallel import (bucket_all_reduces, context_parallel, data_para
                                  tensor_parallel)
 from .ir.passes.parallel.microbatch import split_microbatches
 from .threads import apply_default
+from .codegen.cpu_program import fuse_for_cpu
 
 
 def choose_backend(requested: str, graph: Graph) -> str:
@@ -68,7 +69,6 @@ def lower(graph: Graph, stages: PassManager, backend: str, comm=None):
         debug.logger("fusion")   # TRACEGRAD_LOGS=fusion: every refused pair, with its reason
         graph = stages.run("fused", fuse, graph)
     elif backend == "cpu":    # the same groups as compiled loops; matmuls stay BLAS calls
-        from .codegen.cpu_program import fuse_for_cpu
         graph = stages.run("decompose", lambda g: decompose(g, frozenset()), graph)
         graph = _optimize(graph, stages)
         debug.logger("fusion")
