@@ -55,7 +55,7 @@ def test_embedding_gather_index_select():
         F.embedding(tg.tensor([1.0]), w)
     with pytest.raises(IndexError, match=r"take: index -1 is out of range"):
         w.index_select(0, tg.tensor([-1]))
-    with pytest.raises(IndexError, match=r"gather: index 3 is out of range \[0, 3\)"):
+    with pytest.raises(IndexError, match=r"gather: index 3 is out of range"):
         w.gather(1, tg.tensor([[0], [3], [0], [1]]))
 
     @tg.compile
