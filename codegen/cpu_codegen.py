@@ -29,6 +29,7 @@ from ..ir.passes.fusion_index import Sym, depends_on, linearize
 from ..ir.passes.fusion_plan import (RANDOM, REDUCTIONS, VIEWS, KernelPlan, index_tags, is_reduction,
                                      make_plan, node_reads, rng_state_out)
 from ..ir.types import DType, bool_, float16, bfloat16, float64, int64
+from .kernel_values import H
 
 ROW_BUFFER_MAX = 1 << 16     # row values kept for later loops in a buffer of at most this many elements
 _REFS = re.compile(r"\b(?:tmp|acc)\d+(?:_i)?\b")
@@ -55,13 +56,6 @@ def tanh32(x):
 
 class Unsupported(Exception):
     """The group has something the loop writer does not lower; it runs as numpy ops."""
-
-
-@dataclass
-class H:
-    code: str
-    dtype: DType
-    const: object = None
 
 
 @dataclass

@@ -32,6 +32,7 @@ from ..ir.passes.fusion_index import Sym, depends_on, linearize
 from ..ir.passes.fusion_plan import (RANDOM, REDUCTIONS, VIEWS, KernelPlan, index_tags, is_reduction,
                                      make_plan, node_reads, rng_state_out)
 from ..ir.types import DType, bool_, float32, float64, int64
+from .kernel_values import H
 from ..runtime import rng
 from .triton_ops import HALF, LOWER, compute_dtype, literal, tl_dtype
 
@@ -60,14 +61,6 @@ class Buf:
 
     def splice(self, other: "Buf") -> None:
         self.lines.extend(other.lines)
-
-
-@dataclass
-class H:
-    """A value in the kernel: an expression (usually a `tmpN` name), its dtype, its constant if known."""
-    code: str
-    dtype: DType
-    const: object = None
 
 
 @dataclass

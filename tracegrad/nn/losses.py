@@ -9,17 +9,8 @@ from __future__ import annotations
 
 from ..functions import where
 from ..tensor import Tensor
+from .functional import _reduce
 from .module import Module
-
-
-def _reduce(loss: Tensor, reduction: str) -> Tensor:
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    if reduction == "none":
-        return loss
-    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
 def _check_same_shape(op: str, input: Tensor, target: Tensor) -> None:
