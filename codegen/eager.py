@@ -17,7 +17,6 @@ from ..ir.ops import get
 from ..ir.types import TensorType, bfloat16, dtype as to_dtype, float32
 from ..runtime import cupy_kernels, devices
 from ..runtime.devices import BF16, TypedArray
-from ..runtime.numpy_kernels import check_index
 from .numpy_backend import lower, namespace
 
 _NS = None
@@ -71,8 +70,6 @@ def _run_cpu(op: str, arrays: list[np.ndarray], attrs: dict) -> tuple[np.ndarray
     if opdef.is_composite:
         outs = opdef.decompose(ArrayBuilder(), *arrays, **attrs)
         return outs if isinstance(outs, tuple) else (outs,)
-    if op in ("take", "gather"):     # NOTE: numpy would wrap negative indices silently
-        check_index(arrays[1], arrays[0].shape[attrs["axis"]], op)
     try:     # NOTE: the fast path: no TensorType built, one dict lookup on shapes and numpy dtypes
         key = (op, tuple((a.shape, a.dtype) for a in arrays), tuple(attrs.items()))
         fn, multi = _FAST[key]
