@@ -15,8 +15,6 @@ from __future__ import annotations
 from .ir import types as _types
 from .ir.types import DType as dtype  # noqa: F401  (tg.dtype is the dtype class, as in torch)
 from .tensor import Tensor, Size, Device, device
-from . import tensor_compare, tensor_scan, tensor_scatter, tensor_search  # noqa: F401  (attach methods)
-from . import einsum as _einsum_module
 from . import ops
 from .amp import autocast
 from .autograd import enable_grad, grad, inference_mode, is_grad_enabled, is_inference_mode_enabled, no_grad, value_and_grad

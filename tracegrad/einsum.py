@@ -9,11 +9,15 @@ one operand only and not the output is summed first. More operands are folded le
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 
 from .errors import ShapeError
 from .functions import matmul
-from .tensor import Tensor
+
+if TYPE_CHECKING:     # annotations only: tensor.py imports this module first
+    from .tensor import Tensor
 
 
 def _parse(eq: str, n: int):
@@ -124,7 +128,14 @@ def baddbmm(self, batch1, batch2, *, beta=1, alpha=1) -> Tensor:
     return (self * beta if beta != 1 else self) + (p * alpha if alpha != 1 else p)
 
 
-for _fn in (mm, bmm, mv, dot, outer, addmm, baddbmm):
-    setattr(Tensor, _fn.__name__, _fn)
-Tensor.ger = outer
-del _fn
+class LinalgMethods:
+    """Tensor's matrix products (a mixin of `Tensor`)."""
+    __slots__ = ()
+    mm = mm
+    bmm = bmm
+    mv = mv
+    dot = dot
+    outer = outer
+    addmm = addmm
+    baddbmm = baddbmm
+    ger = outer

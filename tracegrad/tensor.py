@@ -18,12 +18,17 @@ from .runtime.devices import owned_copy, to_numpy
 from .autograd import _tape, backward as _backward, no_grad
 from .creation import full, normalize_device, tensor as _tensor_of
 from .provenance import where
+from .einsum import LinalgMethods
+from .tensor_compare import CompareMethods
 from .tensor_methods import TensorMethods
+from .tensor_scan import ScanMethods
+from .tensor_scatter import ScatterMethods
+from .tensor_search import SearchMethods
 from .ir.graph import Value
 from .ir.types import DType, TensorType, bfloat16, bool_, float16, float32, float64, int32, int64
 
 
-class Tensor(TensorMethods):
+class Tensor(SearchMethods, ScanMethods, CompareMethods, ScatterMethods, LinalgMethods, TensorMethods):
     __slots__ = ("_data", "_type", "requires_grad", "_grad", "_node", "_trace", "_name", "_base", "__weakref__",
                  "__dict__")
     __hash__ = object.__hash__

@@ -7,11 +7,15 @@ rounds half to even, and its gradient (like floor's) is zero.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 
 from . import functions as F_
 from .ir.types import bool_
-from .tensor import Tensor
+
+if TYPE_CHECKING:     # annotations only: tensor.py imports this module first
+    from .tensor import Tensor
 
 
 def ge(self, other) -> Tensor:
@@ -178,16 +182,6 @@ def __xor__(self, other) -> Tensor:
     return logical_xor(self, other)
 
 
-METHODS = (ge, le, greater_equal, less_equal, greater, less, isclose, allclose, equal, round, ceil, trunc, fix,
-           frac, isinf, isfinite, isposinf, isneginf, nan_to_num, log1p, expm1, clamp_min, clamp_max,
-           logical_and, logical_or, logical_xor, log10, remainder, __xor__)
-_ALIASES = {"greater_equal": ge, "less_equal": le, "fix": trunc}
-for _fn in METHODS:
-    setattr(Tensor, _fn.__name__, _fn)
-for _name, _fn in _ALIASES.items():
-    setattr(Tensor, _name, _fn)
-
-
 def _inplace(fn):
     def method(self, *args, **kwargs):
         return self._assign(fn(self, *args, **kwargs))
@@ -195,6 +189,43 @@ def _inplace(fn):
     return method
 
 
-for _fn in (round, ceil, trunc, clamp_min, clamp_max, nan_to_num, log1p, expm1):
-    setattr(Tensor, _fn.__name__ + "_", _inplace(_fn))
-del _fn, _name
+class CompareMethods:
+    """Tensor's comparisons, roundings and elementwise tests, and their in-place forms (a mixin of `Tensor`)."""
+    __slots__ = ()
+    ge = ge
+    le = le
+    greater = greater
+    greater_equal = ge
+    less = less
+    less_equal = le
+    isclose = isclose
+    allclose = allclose
+    equal = equal
+    round = round
+    ceil = ceil
+    trunc = trunc
+    frac = frac
+    isinf = isinf
+    isfinite = isfinite
+    isposinf = isposinf
+    isneginf = isneginf
+    nan_to_num = nan_to_num
+    log1p = log1p
+    expm1 = expm1
+    clamp_min = clamp_min
+    clamp_max = clamp_max
+    logical_and = logical_and
+    logical_or = logical_or
+    logical_xor = logical_xor
+    log10 = log10
+    remainder = remainder
+    __xor__ = __xor__
+    fix = trunc
+    round_ = _inplace(round)
+    ceil_ = _inplace(ceil)
+    trunc_ = _inplace(trunc)
+    clamp_min_ = _inplace(clamp_min)
+    clamp_max_ = _inplace(clamp_max)
+    nan_to_num_ = _inplace(nan_to_num)
+    log1p_ = _inplace(log1p)
+    expm1_ = _inplace(expm1)

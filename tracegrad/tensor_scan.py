@@ -10,12 +10,17 @@ through the ops it is made of; no new primitive is needed.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .creation import arange, full, tensor
 from .functions import axes_of, cat
 from .ir.types import bool_, int64
-from .tensor import Tensor
+from . import tensor as tensor_mod
+
+if TYPE_CHECKING:     # annotations only: tensor.py imports this module first
+    from .tensor import Tensor
 
 
 def _shift(x: Tensor, k: int, dim: int, fill) -> Tensor:
@@ -130,14 +135,14 @@ def repeat_interleave(self, repeats, dim=None, *, output_size=None) -> Tensor:
     depend on the counts, so the counts must be concrete."""
     x = self.reshape(-1) if dim is None else self
     d = 0 if dim is None else dim % x.ndim
-    if isinstance(repeats, Tensor) and repeats.numel() == 1:
+    if isinstance(repeats, tensor_mod.Tensor) and repeats.numel() == 1:
         repeats = int(repeats.item())
     if isinstance(repeats, int):
         shape = list(x.shape)
         y = x.unsqueeze(d + 1)
         y = y.expand(*shape[:d + 1], repeats, *shape[d + 1:])
         return y.reshape(*shape[:d], shape[d] * repeats, *shape[d + 1:])
-    counts = np.asarray(repeats.numpy() if isinstance(repeats, Tensor) else repeats, dtype=np.int64)
+    counts = np.asarray(repeats.numpy() if isinstance(repeats, tensor_mod.Tensor) else repeats, dtype=np.int64)
     idx = np.repeat(np.arange(x.shape[d]), counts)
     return x.index_select(d, tensor(idx, device=x.device))
 
@@ -161,7 +166,16 @@ def diff(self, n: int = 1, dim: int = -1) -> Tensor:
     return x
 
 
-METHODS = (cumsum, cumprod, prod, flip, fliplr, flipud, roll, repeat_interleave, tile, diff)
-for _fn in METHODS:
-    setattr(Tensor, _fn.__name__, _fn)
-del _fn
+class ScanMethods:
+    """Tensor's scans, products, flips, rolls and repeats (a mixin of `Tensor`)."""
+    __slots__ = ()
+    cumsum = cumsum
+    cumprod = cumprod
+    prod = prod
+    flip = flip
+    fliplr = fliplr
+    flipud = flipud
+    roll = roll
+    repeat_interleave = repeat_interleave
+    tile = tile
+    diff = diff

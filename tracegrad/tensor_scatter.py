@@ -11,18 +11,23 @@ in PyTorch, which of several sources aimed at one place wins is unspecified (her
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from . import functions as F_
 from .creation import arange, ones, tensor, zeros, zeros_like
 from .dispatch import apply
 from .ir.types import int64
-from .tensor import Tensor
+from . import tensor as tensor_mod
 from .tensor_search import nonzero
+
+if TYPE_CHECKING:     # annotations only: tensor.py imports this module first
+    from .tensor import Tensor
 
 
 def _src_like(self, index, src):
-    if isinstance(src, Tensor):
+    if isinstance(src, tensor_mod.Tensor):
         return src.to(self.dtype)
     return F_.constant(src, self.dtype, self._type.device).expand(*index.shape)
 
@@ -59,7 +64,7 @@ def scatter_add_(self, dim: int, index, src) -> Tensor:
 
 def _linear_index(self, indices) -> tuple:
     """A tuple of index tensors over the leading dims -> (flat index over them, broadcast shape)."""
-    idx = [i if isinstance(i, Tensor) else _as_tensor(i, self) for i in indices]
+    idx = [i if isinstance(i, tensor_mod.Tensor) else _as_tensor(i, self) for i in indices]
     shape = idx[0].shape
     for i in idx[1:]:
         shape = np.broadcast_shapes(tuple(shape), tuple(i.shape))
@@ -79,7 +84,7 @@ def _as_tensor(i, like):
 def index_put(self, indices, values, accumulate: bool = False) -> Tensor:
     """x with x[indices] = values (`accumulate=True`: += , duplicates adding up, as PyTorch)."""
     indices = tuple(indices)
-    if not accumulate or any(isinstance(i, Tensor) and i.dtype.name == "bool" for i in indices):
+    if not accumulate or any(isinstance(i, tensor_mod.Tensor) and i.dtype.name == "bool" for i in indices):
         out = self.clone()
         if accumulate:
             out[indices] = out[indices] + values
@@ -93,7 +98,7 @@ def index_put(self, indices, values, accumulate: bool = False) -> Tensor:
     for n in self.shape[:k]:
         lead *= n
     base = self.reshape(lead, *rest)
-    v = values if isinstance(values, Tensor) else F_.constant(values, self.dtype, self._type.device)
+    v = values if isinstance(values, tensor_mod.Tensor) else F_.constant(values, self.dtype, self._type.device)
     v = v.to(self.dtype).expand(*shape, *rest).reshape(-1, *rest)
     out = apply("index_add", base, flat.reshape(-1), v, axis=0)
     return out.reshape(*self.shape)
@@ -167,10 +172,22 @@ def new_empty(self, *size, dtype=None, device=None, requires_grad=False) -> Tens
     return zeros(*size, dtype=dtype or self.dtype, device=device or self._type.device)
 
 
-METHODS = (scatter, scatter_, scatter_add_, index_put, index_put_, index_add, index_add_, index_fill,
-           masked_select, narrow, select, movedim, swapaxes, new_empty)
-for _fn in METHODS:
-    setattr(Tensor, _fn.__name__, _fn)
-Tensor.moveaxis = movedim
-Tensor.swapdims = swapaxes
-del _fn
+class ScatterMethods:
+    """Tensor's scatters, index puts, selections and axis moves (a mixin of `Tensor`)."""
+    __slots__ = ()
+    scatter = scatter
+    scatter_ = scatter_
+    scatter_add_ = scatter_add_
+    index_put = index_put
+    index_put_ = index_put_
+    index_add = index_add
+    index_add_ = index_add_
+    index_fill = index_fill
+    masked_select = masked_select
+    narrow = narrow
+    select = select
+    movedim = movedim
+    swapaxes = swapaxes
+    new_empty = new_empty
+    moveaxis = movedim
+    swapdims = swapaxes

@@ -12,6 +12,8 @@ data-dependent shapes, so they need concrete tensors.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from . import trace as _trace
@@ -22,7 +24,9 @@ from .ir.graph import Value
 from .ir.types import int64
 from .provenance import where as _where
 from .random import topk as _topk
-from .tensor import Tensor
+
+if TYPE_CHECKING:     # annotations only: tensor.py imports this module first
+    from .tensor import Tensor
 
 MAX_TRACED_SORT = 4096
 
@@ -121,7 +125,14 @@ def _need_concrete(x: Tensor, op: str) -> np.ndarray:
     return x.numpy()
 
 
-METHODS = (sort, argsort, msort, topk, nonzero, argwhere, count_nonzero, unique)
-for _fn in METHODS:
-    setattr(Tensor, _fn.__name__, _fn)
-del _fn
+class SearchMethods:
+    """Tensor's sorting and searching methods (a mixin of `Tensor`)."""
+    __slots__ = ()
+    sort = sort
+    argsort = argsort
+    msort = msort
+    topk = topk
+    nonzero = nonzero
+    argwhere = argwhere
+    count_nonzero = count_nonzero
+    unique = unique
