@@ -12,7 +12,6 @@ import inspect
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
 
 from . import amp, debug, pytree
 from .dispatch import grad_enabled
@@ -20,15 +19,16 @@ from .ir.graph import Graph
 from .ir.passes import PassManager, phase_view
 from .ir.passes.fusion import explain_kernels, format_fused
 from .ir.printer import format_graph
-from .errors import Donated, UnsupportedError
+from .errors import UnsupportedError
+from .compiled_entry import Entry, guards_of
 from .compiled_grad import CompiledBackward
 from .distributed import Mesh, current_comm
 from .ir.passes.parallel import Plan
 from .ir.passes.parallel.schedule import SCHEDULES
 from .pipeline import choose_backend, lower, parallelize
-from .bounds import check_inputs, checks_of
+from .bounds import checks_of
 from .tensor import Tensor
-from .trace import ArgSource, GradSource, StateSource, Trace
+from .trace import ArgSource, GradSource, Trace
 from .compile_module import compile_module, torch_options
 from .nn.module import Module
 from .ir.passes.parallel.explain import collective_lines, plan_lines
@@ -51,16 +51,6 @@ def _reason_kind(reason: str) -> str:
     return ", ".join(parts) if parts else reason
 
 
-def _writable(a):
-    """A donated buffer the step may write into: itself, or a copy when it is a read-only or
-    overlapping view (a broadcast), which no kernel may write, or any view of another buffer
-    (`base[0:1]`): donating the view gives up only the view, never its base."""
-    arr = getattr(a, "array", a)      # a TypedArray's buffer
-    if arr.flags.c_contiguous and getattr(arr.flags, "writeable", True) and arr.base is None:
-        return a
-    return type(a)(arr.copy(), a.dtype) if arr is not a else arr.copy()
-
-
 def _leaf_key(x):
     if isinstance(x, Tensor):
         return ("T", x._type, x.requires_grad)
@@ -76,67 +66,6 @@ def _describe(key) -> str:
     if kind == "S":
         return f"{key[1]} {key[2]!r}"
     return f"{key[1]} object"
-
-
-@dataclass
-class Entry:
-    key: tuple
-    title: str
-    sources: list          # per graph input: an ArgSource, StateSource or GradSource
-    plan: list             # WriteBacks of the outputs after the user's
-    guards: list
-    n_user: int
-    out_spec: object
-    out_leaves: list
-    out_types: list
-    stages: PassManager
-    program: object
-    compile_ms: float
-    donated: dict = field(default_factory=dict)    # leaf index -> argument name, for donate=
-    backward: CompiledBackward | None = None       # when the outputs are differentiable
-    on_backward_call: list = field(default_factory=list)   # e.g. DDP: average the gradients after backward()
-    calls: int = field(default=0)
-    index_checks: list = field(default_factory=list)   # inputs used as indices (bounds.checks_of)
-
-    def guards_hold(self, leaves) -> bool:
-        return all(check(leaves) for check, _ in self.guards)
-
-    def failed_guard(self, leaves) -> str:
-        return next((why for check, why in self.guards if not check(leaves)), "")
-
-    def run(self, leaves):
-        ins = [src.read(leaves)._data for src in self.sources]
-        check_inputs(self.index_checks, ins)
-        if self.donated:
-            for j, src in enumerate(self.sources):
-                if isinstance(src, ArgSource) and src.index in self.donated:
-                    ins[j] = _writable(ins[j])
-        outs = self.program(*ins)     # a Donated buffer among ins raises DonatedError at its first use
-        self.calls += 1
-        for i, name in self.donated.items():
-            leaves[i]._data = Donated(self.title, name)
-        user = [Tensor._from_array(o, t) for o, t in zip(outs[:self.n_user], self.out_types)]
-        if self.backward is not None and grad_enabled():
-            bw = self.backward
-            sources = [self.sources[j].read(leaves) for j in bw.diff_in]
-            bw.attach(sources, [user[i] for i in bw.diff_out], ins)
-            for fn in self.on_backward_call:
-                fn()
-        rest = iter(zip(outs[self.n_user:], self.out_types[self.n_user:]))
-        for wb in self.plan:
-            obj = wb.target(leaves)
-            if wb.kind == "grad_none":
-                obj._grad = None
-                continue
-            arr, typ = next(rest)
-            if wb.kind == "data":
-                obj._data = arr
-            elif obj._grad is None:
-                obj._grad = Tensor._from_array(arr, typ)
-            else:
-                obj._grad._data = arr
-        it = iter(user)
-        return pytree.unflatten(self.out_spec, [next(it) if isinstance(x, Tensor) else x for x in self.out_leaves])
 
 
 class CompiledFunction:
@@ -284,7 +213,7 @@ class CompiledFunction:
             graph = graph.with_(meta={"donated": tuple(
                 v.name for v, src in zip(graph.inputs, tr.sources) if isinstance(src, ArgSource) and src.index in donated)})
         backward = self._differentiable(tr, leaves, tensors, title, donated)
-        guards = _guards(tr)   # after the trace put .grad attributes back as they were
+        guards = guards_of(tr)   # after the trace put .grad attributes back as they were
         ms = (time.perf_counter() - t0) * 1e3
         stages = PassManager(title)
         graph = stages.record("traced", graph, ms)
@@ -373,29 +302,6 @@ class CompiledFunction:
             return self(*args, **kwargs)
         finally:
             prog.profiling = saved
-
-
-def _guards(tr: Trace) -> list:
-    """Checks that must hold for a later call to reuse this trace (state it read, by shape and kind)."""
-    def find(ref, leaves):
-        return leaves[ref] if isinstance(ref, int) else ref
-
-    guards = []
-    for src in tr.sources:
-        if isinstance(src, StateSource):
-            obj = src.tensor
-            typ, rg = obj._type, obj.requires_grad
-            guards.append((lambda lv, o=obj, t=typ, r=rg: o._type == t and o.requires_grad == r,
-                           f"{obj._name or 'a captured tensor'} changed type or requires_grad"))
-        elif isinstance(src, GradSource):
-            obj = src.param
-            typ = obj._grad._type
-            guards.append((lambda lv, o=obj, t=typ: o._grad is not None and o._grad._type == t,
-                           f"{obj._name or 'a parameter'}.grad changed"))
-    for p, was_none in tr.grad_seen.values():
-        guards.append((lambda lv, r=tr.ref(p), w=was_none: (find(r, lv)._grad is None) == w,
-                       f"{p._name or 'a parameter'}.grad is {'now set' if was_none else 'now None'}"))
-    return guards + [(lambda lv, c=check: c(), why) for check, why in tr.extra_guards]
 
 
 def _report(fn: CompiledFunction, e: Entry) -> None:
