@@ -85,6 +85,9 @@ def gemm(a, b):
     (opa, lda), (opb, ldb) = _layout(a), _layout(b)
     ta, lib = _cuda_type(a), _lib()
     handle = cupy.cuda.device.get_cublas_handle()
+    # NOTE: the handle is shared with CuPy, which sets its stream per call; ours must follow the
+    # current stream too, or a captured step's matmuls would run outside the capture
+    lib.setStream(handle, cupy.cuda.get_current_stream().ptr)
     pa, pb, pc = _raw(a).data.ptr, _raw(b).data.ptr, _raw(c).data.ptr
     if not batched:
         lib.gemmEx(handle, opb, opa, N, M, K, _ONE.ctypes.data, pb, ta, ldb, pa, ta, lda,
