@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from ..ir.graph import Graph, Node
 from ..ir.passes.fusion import classify, kernel_lines
 from ..ir.ops import get
-from ..ir.passes.memory import last_uses, plan_memory
+from ..ir.passes.memory import last_uses, plan_memory, state_updates
 from .triton_kernel import PERSISTENT_MAX, KernelSource, next_pow2, write_kernel
 
 TEMPLATES = frozenset({"cross_entropy", "cross_entropy_bwd", "scaled_dot_product_attention",
@@ -178,9 +178,11 @@ def generate(graph: Graph, target: str = "interpret", check_nans: bool = False) 
     reuse = {i: x for i, x in plan_memory(graph, _owns, _inplace_ok).reuse.items()
              if x is graph.nodes[i].inputs[0]}
     inplace = []
+    updates = state_updates(graph, _owns)
+    updated = {x for pairs in updates.values() for x in pairs.values()}
     lines = [f"def {graph.name}({', '.join(v.name for v in graph.inputs)}):"]
     for v in graph.inputs:
-        lines.append(f"    {v.name} = rt.contiguous({v.name})")
+        lines.append(f"    {v.name} = rt.{'writable' if v in updated else 'contiguous'}({v.name})")
     kernels, prov_notes, prev, loose = [], {}, None, set()
     marks = []      # (line index, launch number): where the profiled host function times a launch
     for i, n in enumerate(graph.nodes):
@@ -206,6 +208,10 @@ def generate(graph: Graph, target: str = "interpret", check_nans: bool = False) 
             kernels.append(ks)
             prov_notes[ks.name] = _origins(n)
             for o in n.outputs:
+                x = updates.get(i, {}).get(o)
+                if x is not None and ks.can_overwrite(x, o):
+                    lines.append(f"    {o.name} = {x.name}  # updated in place")
+                    continue
                 lines.append(f"    {o.name} = rt.empty({_tuple(o.shape) if o.shape else '()'}, rt.{o.type.dtype.short}, "
                              f"{o.type.device!r})")
             grid, meta = launch_config(ks, target)

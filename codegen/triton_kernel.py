@@ -71,6 +71,15 @@ class KernelSource:
     plan: KernelPlan | None
     persistent: bool
     parts: list = field(default_factory=list)    # foreach: (numel,) per part
+    # NOTE: pointwise kernels only: per argument, (part, element offsets it is loaded or stored
+    # at); an output may overwrite an input whose every load is at its own store's offset
+    access: dict = field(default_factory=dict)
+
+    def can_overwrite(self, x: Value, out: Value) -> bool:
+        """Whether `out` may be stored into `x`'s buffer: each program loads x only at the
+        elements it stores out at, before storing (pointwise kernels load everything first)."""
+        a, b = self.access.get(x), self.access.get(out)
+        return a is not None and a == b and len(a[1]) == 1 and x.type == out.type
 
     @property
     def key(self) -> str:
@@ -109,6 +118,10 @@ class KernelWriter:
         self.loop_memo: dict = {}
         self.tmp = counter
         self.states: dict = {}
+        self.access: dict[Value, tuple] = {}      # see KernelSource.access; one part here
+
+    def note_access(self, v: Value, offset: str) -> None:
+        self.access[v] = (0, self.access.get(v, (0, frozenset()))[1] | {offset})
 
     # -- buffers ----------------------------------------------------------------------------------
     def buf(self, rdep: bool) -> Buf:
@@ -144,6 +157,7 @@ class KernelWriter:
     def load(self, v: Value, idx, cnd, rdep) -> H:
         off = linearize(idx, v.shape)
         ptr = self.args[v]
+        self.note_access(v, f"{off.code()} if {self.mask(idx, cnd)}")
         mask = self.mask(idx, cnd)
         if not mask:
             expr = f"tl.load({ptr} + ({off.code()}))" if off.code() != "0" else f"tl.load({ptr})"
@@ -347,13 +361,24 @@ class KernelWriter:
         if rdep and "r" not in tags:
             code += " + 0 * rindex"
         mask = "xmask & rmask" if rdep else "xmask"
+        self.note_access(v, f"{off.code()} if {self.mask(idx, ())}")
         val = h.code
         if v.dtype == bool_ and h.const is not None:
             val = "1" if h.const else "0"
         b.line(f"tl.store({self.args[v]} + ({code}), {val}, {mask})  # {v.name}")
 
+    def store_all(self, outs) -> None:
+        """Pointwise: every output's value first, then the stores, so that all loads come before
+        any store (see KernelSource.can_overwrite)."""
+        values = [(v, idx, self.emit(v, idx)) for v, idx in outs]
+        for v, idx, h in values:
+            self.store(v, idx, h)
+
     def write(self) -> Buf:
         self.header()
+        if not self.red and not any(rng_state_out(self.prod[v], v) for v in self.body.outputs):
+            self.store_all([(v, self.plan.store_index(v)[0]) for v in self.body.outputs])
+            return self.outer
         later = []
         for v in self.body.outputs:
             if rng_state_out(self.prod[v], v):
@@ -388,6 +413,7 @@ def write_kernel(name: str, body: Graph, kind: str, persistent_max: int = PERSIS
         lines.line("pid = tl.program_id(0)")
         start = "0"
         numels = []
+        access: dict[Value, tuple] = {}
         for k, part in enumerate(parts):
             plan = make_plan(part)
             numels.append(plan.xnumel)
@@ -396,19 +422,20 @@ def write_kernel(name: str, body: Graph, kind: str, persistent_max: int = PERSIS
             lines.line(f"{'if' if k == 0 else 'elif'} pid < {end}:")
             w = KernelWriter(part, plan, names, counter, level=2, xblock=f"XBLOCK{k}")
             w.header(pid=f"(pid - ({start}))" if start != "0" else "pid")
-            for v in part.outputs:
-                idx, _ = plan.store_index(v)
-                w.store(v, idx, w.emit(v, idx))
+            w.store_all([(v, plan.store_index(v)[0]) for v in part.outputs])
             lines.splice(w.outer)
+            for v, (_, offs) in w.access.items():
+                access[v] = (k if v not in access else -1, offs)
             start = end
         consts = ", ".join(f"XBLOCK{k}: tl.constexpr" for k in range(len(parts)))
         src = _function(name, args, names, consts, lines)
-        return KernelSource(name, src, args, None, True, numels)
+        return KernelSource(name, src, args, None, True, numels, access)
     plan = make_plan(body)
     w = KernelWriter(body, plan, names, counter, persistent_max=persistent_max)
     code = w.write()
     consts = "XBLOCK: tl.constexpr" + (", RBLOCK: tl.constexpr" if plan.kind == "reduction" else "")
-    return KernelSource(name, _function(name, args, names, consts, code), args, plan, w.persistent)
+    return KernelSource(name, _function(name, args, names, consts, code), args, plan, w.persistent, [],
+                        w.access if not w.red else {})
 
 
 def _function(name, args, names, consts, code: Buf) -> str:

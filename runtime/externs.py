@@ -80,6 +80,15 @@ class Externs:
             return x if x.flags.c_contiguous and x.flags.aligned else np.ascontiguousarray(x)
         return x if x.flags.c_contiguous else x.copy()
 
+    def writable(self, x):
+        """x contiguous, and writable where the step updates it in place (a numpy buffer may be a
+        read-only view; CuPy's never are)."""
+        x = self.contiguous(x)
+        a = x.array if type(x) is TypedArray else x
+        if isinstance(a, np.ndarray) and not a.flags.writeable:
+            return TypedArray(a.copy(), x.dtype) if type(x) is TypedArray else a.copy()
+        return x
+
     def reshape(self, x, shape):
         return _map(lambda a: a.reshape(shape), x)
 

@@ -28,7 +28,7 @@ from .ir.passes.parallel.schedule import SCHEDULES
 from .pipeline import choose_backend, lower, parallelize
 from .bounds import checks_of
 from .tensor import Tensor
-from .trace import ArgSource, GradSource, Trace
+from .trace import ArgSource, GradSource, StateSource, Trace
 from .compile_module import compile_module, torch_options
 from .nn.module import Module
 from .ir.passes.parallel.explain import collective_lines, plan_lines
@@ -213,6 +213,8 @@ class CompiledFunction:
             graph = graph.with_(meta={"donated": tuple(
                 v.name for v, src in zip(graph.inputs, tr.sources) if isinstance(src, ArgSource) and src.index in donated)})
         backward = self._differentiable(tr, leaves, tensors, title, donated)
+        if backward is None and (self.mesh is None or self.mesh.size == 1):   # NOTE: parallel passes re-plan state
+            graph = graph.with_(meta={"updates": _state_updates(graph, tr.sources, plan, len(tensors))})
         guards = guards_of(tr)   # after the trace put .grad attributes back as they were
         ms = (time.perf_counter() - t0) * 1e3
         stages = PassManager(title)
@@ -274,6 +276,8 @@ class CompiledFunction:
         e = self.entries[index]
         g = e.stages["optimized"]
         lines = [f"{e.title}: {len(g.nodes)} ops, compiled in {e.compile_ms:.1f} ms, called {e.calls} times"]
+        if getattr(e.program, "graphed", None) is not None:
+            lines.append("  " + e.program.graphed.describe())
         for s in e.stages.stages:
             lines.append(f"  stage {s.name:<10} {len(s.graph.nodes):>5} ops  {s.ms:7.1f} ms")
         parallel = [s.graph for s in e.stages.stages if s.name in ("tp", "pp")]
@@ -302,6 +306,22 @@ class CompiledFunction:
             return self(*args, **kwargs)
         finally:
             prog.profiling = saved
+
+
+def _state_updates(graph: Graph, sources, plan, n_user: int) -> dict[int, int]:
+    """Output position -> input position of each tensor from outside the step whose data the step
+    replaces (parameters and optimizer state after `opt.step()`): a backend may write the new value
+    over the old buffer, as PyTorch's in-place updates do."""
+    state = {id(src.tensor): j for j, src in enumerate(sources) if isinstance(src, StateSource)}
+    pairs, k = {}, n_user
+    for wb in plan:
+        if wb.kind == "grad_none":
+            continue
+        j = state.get(id(wb.ref)) if wb.kind == "data" and not isinstance(wb.ref, int) else None
+        if j is not None and graph.outputs[k].type == graph.inputs[j].type:
+            pairs[k] = j
+        k += 1
+    return pairs
 
 
 def _report(fn: CompiledFunction, e: Entry) -> None:

@@ -66,3 +66,42 @@ def plan_memory(graph: Graph, owns: Callable[[Node], bool], inplace: Callable[[N
         plan.peak_bytes = max(plan.peak_bytes, live_bytes)
         live_bytes -= sum(v.type.nbytes for v in dead if base.get(v) is v)
     return plan
+
+
+def state_updates(graph: Graph, owns: Callable[[Node], bool]) -> dict[int, dict[Value, Value]]:
+    """Where a step may update its state in place: per node index, output -> the graph input it
+    may be written over. Candidates are the pairs of `graph.meta["updates"]` (output position ->
+    input position: the new value of a tensor the step replaces, e.g. a parameter after the
+    optimizer step, as PyTorch updates it in place); a pair holds when the node producing the new
+    value is the input's last reader and no view of the input outlives that node. Whether the
+    kernel's own reads allow it is the backend's to check."""
+    pairs = graph.meta.get("updates", {})
+    if not pairs:
+        return {}
+    last = last_uses(graph)
+    views: dict[Value, list[Value]] = {}      # input -> values that may alias its buffer
+    base = {v: v for v in graph.inputs}
+    for n in graph.nodes:
+        for o in n.outputs:
+            if owns(n):
+                continue
+            for v in n.inputs:
+                if v in base:
+                    views.setdefault(base[v], []).append(o)
+            if n.inputs and n.inputs[0] in base:
+                base[o] = base[n.inputs[0]]
+    producer = {o: i for i, n in enumerate(graph.nodes) for o in n.outputs}
+    counts: dict[Value, int] = {}
+    for v in graph.outputs:
+        counts[v] = counts.get(v, 0) + 1
+    out: dict[int, dict[Value, Value]] = {}
+    for k, j in pairs.items():
+        if k >= len(graph.outputs) or j >= len(graph.inputs):
+            continue
+        o, x = graph.outputs[k], graph.inputs[j]
+        i = producer.get(o)
+        if (i is None or counts[o] > 1 or o.type != x.type or last.get(x) != i
+                or any(last.get(r, -1) > i for r in views.get(x, ()))):
+            continue
+        out.setdefault(i, {})[o] = x
+    return out
