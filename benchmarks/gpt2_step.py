@@ -67,7 +67,9 @@ def _tracegrad(args):
     out = _time(lambda: step(x, y), sync, args, lambda: float(step(x, y).item()))
     if args.first_only:
         return out
-    peak = _cupy_peak(lambda: step(x, y), sync)
+    graphed = getattr(step.entries[-1].program, "graphed", None)
+    held = (lambda: graphed.platform.pool.total_bytes()) if graphed is not None and graphed.active else (lambda: 0)
+    peak = _cupy_peak(lambda: step(x, y), sync, held)
     if args.profile:
         _profile(lambda: step(x, y), sync)
         step.profile(x, y)      # tracegrad's own per-launch times (CUDA events), shown by explain()
@@ -89,8 +91,9 @@ def _profile(fn, sync, rows=30) -> None:
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=70))
 
 
-def _cupy_peak(fn, sync) -> float:
-    """GiB in CuPy's pool at the most during one call after the first (what is live before it included)."""
+def _cupy_peak(fn, sync, held=lambda: 0) -> float:
+    """GiB in CuPy's pool at the most during one call after the first (what is live before it included),
+    plus `held()`: bytes kept outside that pool (a CUDA graph's own pool)."""
     import cupy
     from cupy.cuda import memory_hook
 
@@ -111,7 +114,7 @@ def _cupy_peak(fn, sync) -> float:
     with hook:
         fn()
         sync()
-    return hook.top / 2**30
+    return (hook.top + held()) / 2**30
 
 
 def _torch(args, compiled):

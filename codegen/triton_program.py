@@ -6,7 +6,8 @@ path); on CUDA arrays (CuPy, bf16 as `TypedArray`) they run compiled on the arra
 CuPy's current stream, without PyTorch. Between kernels the host function calls the runtime's
 `Externs` (`rt.matmul`, `rt.empty`, the templates, collectives).
 
-On CUDA the kernels are compiled when the program is built, in a thread pool (each structurally
+On CUDA, calls from the second on replay the step as one CUDA graph (`runtime.cuda_graph`), and the
+kernels are compiled when the program is built, in a thread pool (each structurally
 distinct kernel once), instead of one by one at their first launch. A profiled call
 (`TRACEGRAD_PROFILE=1`, or `step.profile(...)`) runs a twin of the host function that records a CUDA
 event before every launch; `launch_ms` keeps each launch's average time for `step.explain()`.
@@ -19,6 +20,7 @@ import numpy as np
 
 from ..ir.graph import Graph
 from ..runtime import kernel_cache
+from ..runtime.cuda_graph import CapturedStep
 from ..runtime.externs import Externs
 from .eager import run_op
 from .numpy_program import check_nan, check_nans_enabled
@@ -54,6 +56,13 @@ class TritonProgram:
         self.profiling = os.environ.get("TRACEGRAD_PROFILE", "") not in ("", "0")
         self.launch_ms: dict[int, float] = {}    # launch number -> ms per profiled call
         self.profiled_calls = 0
+        self.graphed = CapturedStep(self.fn) if self._graphable(comm) else None
+
+    def _graphable(self, comm) -> bool:
+        """Whether calls replay as a CUDA graph: on CUDA, one process (collectives of several run on
+        the host), without per-value NaN checks; TRACEGRAD_CUDA_GRAPHS=0 turns it off."""
+        return (self.target == "cuda" and os.environ.get("TRACEGRAD_CUDA_GRAPHS", "1") != "0"
+                and getattr(comm, "world_size", 1) == 1 and not check_nans_enabled())
 
     def _precompile(self, ns, graph: Graph) -> None:
         """Compile the step's kernels in parallel now rather than one by one at their first launch."""
@@ -69,7 +78,8 @@ class TritonProgram:
     def __call__(self, *arrays):
         if self.profiling:
             return self.profiled(*arrays)
-        return tuple(np.asarray(o) if isinstance(o, np.generic) else o for o in self.fn(*arrays))
+        outs = self.graphed(*arrays) if self.graphed is not None else self.fn(*arrays)
+        return tuple(np.asarray(o) if isinstance(o, np.generic) else o for o in outs)
 
     def profiled(self, *arrays):
         """One call with each launch timed (CUDA events around it on the GPU); the times average

@@ -10,6 +10,9 @@ transposed view (`w.T`, strides (1, K)) is read with op T, so neither needs a co
 """
 from __future__ import annotations
 
+import ctypes
+import functools
+
 import numpy as np
 
 from .devices import BF16, TypedArray, empty
@@ -21,12 +24,61 @@ OP_N, OP_T = 0, 1
 _ONE, _ZERO = np.ones((), np.float32), np.zeros((), np.float32)
 
 
-def _lib():
-    try:
-        from cupy_backends.cuda.libs import cublas
-    except ImportError:    # NOTE: older CuPy keeps it under cupy.cuda
-        from cupy.cuda import cublas
-    return cublas
+class _Cublas:
+    """cuBLAS through ctypes, one handle per device with a workspace of its own. CuPy's wrappers
+    refuse every call while a stream is being captured; these calls may be captured into a CUDA
+    graph, and with the workspace set cuBLAS allocates nothing while they are."""
+
+    WORKSPACE = 32 << 20     # NOTE: what PyTorch gives Hopper GPUs; cuBLAS's fast kernels want it
+
+    def __init__(self):
+        import cupy
+        from cupy_backends.cuda.libs import cublas as _loaded   # noqa: F401  NOTE: loads CuPy's libcublas
+        self.lib = _open_loaded("libcublas.so")
+        self.handles, self.workspaces = {}, {}
+        for name, res in (("cublasGemmEx", ctypes.c_int), ("cublasGemmStridedBatchedEx", ctypes.c_int),
+                          ("cublasCreate_v2", ctypes.c_int), ("cublasSetStream_v2", ctypes.c_int),
+                          ("cublasSetWorkspace_v2", ctypes.c_int)):
+            getattr(self.lib, name).restype = res
+        self._cupy = cupy
+
+    def handle(self):
+        """This device's handle, bound to the current stream."""
+        dev = self._cupy.cuda.Device().id
+        h = self.handles.get(dev)
+        if h is None:
+            h = ctypes.c_void_p()
+            _check(self.lib.cublasCreate_v2(ctypes.byref(h)), "cublasCreate")
+            ws = self._cupy.empty(self.WORKSPACE, self._cupy.uint8)
+            _check(self.lib.cublasSetWorkspace_v2(h, ctypes.c_void_p(ws.data.ptr), ctypes.c_size_t(ws.nbytes)),
+                   "cublasSetWorkspace")
+            self.handles[dev], self.workspaces[dev] = h, ws
+        _check(self.lib.cublasSetStream_v2(h, ctypes.c_void_p(self._cupy.cuda.get_current_stream().ptr)),
+               "cublasSetStream")
+        return h
+
+
+def _open_loaded(stem: str) -> ctypes.CDLL:
+    """The copy of a shared library this process has already loaded (found in /proc/self/maps),
+    so our calls and CuPy's share one cuBLAS."""
+    with open("/proc/self/maps") as f:
+        paths = [ln.split()[-1] for ln in f if stem in ln and "/" in ln]
+    for name in dict.fromkeys(paths + [f"{stem}.13", f"{stem}.12", stem]):
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            continue
+    raise OSError(f"cannot load {stem}")
+
+
+def _check(status: int, what: str) -> None:
+    if status != 0:
+        raise RuntimeError(f"{what} failed with cuBLAS status {status}")
+
+
+@functools.cache
+def _lib() -> _Cublas:
+    return _Cublas()
 
 
 def _cuda_type(x) -> int:
@@ -69,8 +121,8 @@ def supports(a, b) -> bool:
 
 
 def gemm(a, b):
-    """a @ b as a new C-contiguous array of a's kind and dtype (fp32 accumulation)."""
-    import cupy
+    """a @ b as a new C-contiguous array of a's kind and dtype (fp32 accumulation), on CuPy's
+    current stream."""
     a, b = _contiguous_matrix(a), _contiguous_matrix(b)
     M, K = a.shape[-2:]
     N = b.shape[-1]
@@ -83,19 +135,19 @@ def gemm(a, b):
         _raw(c).fill(0)
         return c
     (opa, lda), (opb, ldb) = _layout(a), _layout(b)
-    ta, lib = _cuda_type(a), _lib()
-    handle = cupy.cuda.device.get_cublas_handle()
-    # NOTE: the handle is shared with CuPy, which sets its stream per call; ours must follow the
-    # current stream too, or a captured step's matmuls would run outside the capture
-    lib.setStream(handle, cupy.cuda.get_current_stream().ptr)
-    pa, pb, pc = _raw(a).data.ptr, _raw(b).data.ptr, _raw(c).data.ptr
+    ta, cb = _cuda_type(a), _lib()
+    handle, lib = cb.handle(), cb.lib
+    pa, pb, pc = (ctypes.c_void_p(_raw(x).data.ptr) for x in (a, b, c))
+    one, zero = ctypes.c_void_p(_ONE.ctypes.data), ctypes.c_void_p(_ZERO.ctypes.data)
     if not batched:
-        lib.gemmEx(handle, opb, opa, N, M, K, _ONE.ctypes.data, pb, ta, ldb, pa, ta, lda,
-                   _ZERO.ctypes.data, pc, ta, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)
+        _check(lib.cublasGemmEx(handle, opb, opa, N, M, K, one, pb, ta, ldb, pa, ta, lda,
+                                zero, pc, ta, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT), "cublasGemmEx")
         return c
     item = a.dtype.itemsize
     sa = a.strides[0] // item if a.ndim == 3 else 0
     sb = b.strides[0] // item if b.ndim == 3 else 0
-    lib.gemmStridedBatchedEx(handle, opb, opa, N, M, K, _ONE.ctypes.data, pb, ta, ldb, sb, pa, ta, lda, sa,
-                             _ZERO.ctypes.data, pc, ta, N, M * N, Z, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)
+    ll = ctypes.c_longlong
+    _check(lib.cublasGemmStridedBatchedEx(handle, opb, opa, N, M, K, one, pb, ta, ldb, ll(sb), pa, ta, lda, ll(sa),
+                                          zero, pc, ta, N, ll(M * N), Z, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+           "cublasGemmStridedBatchedEx")
     return c
