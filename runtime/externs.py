@@ -206,6 +206,12 @@ class Externs:
         and layout (each choice timed once per process, on the step's own operands)."""
         from . import cublas
         from .templates import matmul as mm
+        if a.ndim > 3 and a.shape[:-2] == b.shape[:-2]:
+            # NOTE: [..., M, K] @ [..., K, N] as one batch of 3-D products: cuBLAS takes one batch
+            # axis, and CuPy's matmul (its fallback) cannot be captured into a CUDA graph
+            flat = lambda x: _map(lambda r: r.reshape((-1,) + r.shape[-2:]), x)
+            c = self._cuda_matmul(flat(a), flat(b))
+            return _map(lambda r: r.reshape(a.shape[:-2] + r.shape[-2:]), c)
         key = (tuple(a.shape), tuple(b.shape), tuple(a.strides), tuple(b.strides), str(a.dtype))
         choice = self.matmul_choice.get(key) or MATMUL_CHOICE.get(key)
         if choice is None:
