@@ -15,6 +15,7 @@ from .ir.passes import PassManager, decompose, simplify
 from .codegen.cpu_program import generate as cpu_generate
 from .codegen.numpy_program import generate
 from .ir.passes.fusion import fuse
+from .ir.passes.remat import rematerialize
 from .ir.passes.parallel import (bucket_all_reduces, context_parallel, data_parallel, pipeline_parallel,
                                  tensor_parallel)
 from .ir.passes.parallel.microbatch import split_microbatches
@@ -66,11 +67,13 @@ def lower(graph: Graph, stages: PassManager, backend: str, comm=None):
         from .codegen.triton_codegen import template_applies   # NOTE: imports triton, an optional extra
         graph = stages.run("decompose", lambda g: decompose(g, template_applies), graph)
         graph = _optimize(graph, stages)
+        graph = stages.run("remat", rematerialize, graph)
         debug.logger("fusion")   # TRACEGRAD_LOGS=fusion: every refused pair, with its reason
         graph = stages.run("fused", fuse, graph)
     elif backend == "cpu":    # the same groups as compiled loops; matmuls stay BLAS calls
         graph = stages.run("decompose", lambda g: decompose(g, frozenset()), graph)
         graph = _optimize(graph, stages)
+        graph = stages.run("remat", rematerialize, graph)
         debug.logger("fusion")
         graph = stages.run("fused", fuse_for_cpu, graph)
     else:

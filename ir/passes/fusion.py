@@ -207,6 +207,10 @@ class Fuser:
             n = self.nodes[e.members[0]]
             what = "extern kernel has no epilogue" if n.op == "matmul" else f"{n.op} runs as its own kernel"
             return False, what
+        if self.forward_only(a) != self.forward_only(b) and self.feeds_forward(a, b):
+            # NOTE: the kernel would run in the forward, and its backward results stay alive until
+            # the backward; a forward group only the backward reads may join it there
+            return False, "backward work would run in the forward (what it computes would wait there)"
         if a.sig[0] == b.sig[0] == "p" and a.sig != b.sig:
             return False, f"different sizes: {a.sig[1]} vs {b.sig[1]} elements"
         if a.sig[0] == b.sig[0] == "r" and a.sig != b.sig:
@@ -237,6 +241,15 @@ class Fuser:
             except Refuse as e:
                 return False, str(e)
         return True, ""
+
+    def forward_only(self, g: Group) -> bool:
+        return all(self.nodes[m].phase == "forward" for m in g.members)
+
+    def feeds_forward(self, a: Group, b: Group) -> bool:
+        """Whether the forward side of the pair (a, b) has a forward reader outside the pair."""
+        fwd, inside = (a if self.forward_only(a) else b), set(a.members) | set(b.members)
+        return any(self.nodes[i].phase == "forward" and i not in inside
+                   for m in fwd.members for o in self.nodes[m].outputs for i in self.users.get(o, ()))
 
     def cycle_via(self, a: int, b: int, prune: bool = True):
         """A group on a path a -> ... -> b other than the edge a -> b (fusing a and b would close a cycle).

@@ -108,7 +108,7 @@ def kernel_name(nodes, kind: str, k: int) -> str:
     """`k3_red_fused_sub_exp_sum_div`: kind and the ops (or the composites they came from)."""
     names = []
     for n in nodes:
-        tag = n.tag
+        tag = n.tag.removeprefix("remat:")
         origin = tag[len("decompose("):-1] if tag.startswith("decompose(") else n.op
         if tag.startswith("vjp("):
             origin = tag[4:tag.index(")")] + "_bwd"
