@@ -113,3 +113,16 @@ def test_kernel_compiles_for_sm90(dt, rep, D, bs):
            for n in fn.arg_names}
     src = ASTSource(fn, sig, constexprs={(fn.arg_names.index(k),): v for k, v in consts.items()})
     triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"B{s[0]}-H{s[1]}-kv{s[2]}-D{s[3]}-bs{s[4]}")
+def test_kernel_on_cuda_equals_the_interpreter(shape):
+    from tracegrad.runtime import devices
+    c = _case(*shape)
+    names = ("q", "k", "v", "kc", "vc", "table", "lens")
+    want = paged_attention(*(c[k] for k in names), block_size=c["bs"])
+    for dt, tol in ((tg.float32, 1e-5), (tg.bfloat16, 3e-2)):
+        args = [tg.tensor(c[k]).to(dt if c[k].dtype == np.float32 else tg.long).to("cuda")._data for k in names]
+        got = devices.to_numpy(paged_attention(*args, block_size=c["bs"])).astype(np.float32)
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol, err_msg=str(dt))
