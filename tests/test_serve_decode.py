@@ -43,6 +43,7 @@ def test_padded_decode_gives_the_tokens_of_unpadded_decode():
 
 
 def test_every_decode_input_is_the_same_buffer_every_step():
+    # NOTE: on the CPU the table width is bucketed, but a context of 24 tokens always fits its floor
     llm = LLM(_llama.__wrapped__(), block_size=4, max_num_seqs=4)     # a fresh model: its own traces
     compiled = dict(llm.runner.steps)
     calls = _record_decode_calls(llm)
@@ -63,7 +64,7 @@ def test_padding_rows_write_only_the_sink():
     seqs = [llm.add_request(p, SamplingParams(temperature=0.0, max_tokens=4)) for p in _prompts(3, [5, 2, 7], seed=6)]
     while llm.has_unfinished_requests():
         llm.step()
-    buf = llm.runner.decode_buffers[4]
+    (buf,) = [b for (B, _), b in llm.runner.decode_buffers.items() if B == 4]
     sink = llm.runner.sink
     assert buf.host["slots"][3] == sink and (buf.host["block_tables"][3] == llm.runner.num_blocks).all()
     # the blocks were freed, but their slots still hold what the steps wrote

@@ -11,8 +11,8 @@ the cache buffers in place at their slots (a row scatter per layer), so a step n
   two, so a few traces serve every batch.
 - Decode (`serve_decode`): one new token a row, attention through the block tables
   (`attention.decode_attend`, the `paged_attention` op). Batches are padded to a bucket (1, 2, 4,
-  ... up to max_num_seqs) and the block table has a fixed width (max_model_len's blocks), so the
-  step has one signature per bucket. Every input of a bucket lives in a buffer made once
+  ... up to max_num_seqs) and on CUDA the block table has a fixed width (max_model_len's blocks),
+  so the step has one signature per bucket. Every input of a bucket lives in a buffer made once
   (`DecodeBuffers`) and written in place each step, so consecutive calls pass the same device
   buffers, as replaying a captured CUDA graph needs. Padding rows sample greedily from nothing
   (context 0, the sink block) and write their K, V to the sink slot.
@@ -96,7 +96,7 @@ class ModelRunner:
         self.sink = num_blocks * block_size
         self.max_blocks = -(-max_model_len // block_size)
         self.decode_buckets = tuple(1 << i for i in range(bucket(max_num_seqs).bit_length()))
-        self.decode_buffers: dict[int, DecodeBuffers] = {}
+        self.decode_buffers: dict[tuple[int, int], DecodeBuffers] = {}     # (batch bucket, table width) ->
         # NOTE: kept on the model, so engines over one model share traces (as decode_step_fn does)
         steps = model.__dict__.setdefault("_tg_serve_steps", {})
         for kind in ("prefill", "decode"):
@@ -183,13 +183,21 @@ class ModelRunner:
         return dict(args=a, slots=slots.reshape(-1))
 
     # -- decode ---------------------------------------------------------------------------------
+    def table_width(self, seqs: list[Sequence]) -> int:
+        """Blocks in a decode step's block table: max_model_len's on CUDA (one signature per batch
+        bucket); on the CPU, where there is no graph to replay and the op's decomposition gathers the
+        whole width, the longest table's bucket (at least 256 tokens' worth), capped there too."""
+        if self.device != "cpu":
+            return self.max_blocks
+        need = max(len(s.block_table) for s in seqs)
+        return min(self.max_blocks, max(bucket(need), -(-256 // self.block_size)))
+
     def decode_inputs(self, seqs: list[Sequence]) -> DecodeBuffers:
         """The bucket's buffers, filled for `seqs` (made at the bucket's first use)."""
-        B = bucket(len(seqs))
-        buf = self.decode_buffers.get(B)
+        key = (bucket(len(seqs)), self.table_width(seqs))
+        buf = self.decode_buffers.get(key)
         if buf is None:
-            buf = self.decode_buffers[B] = DecodeBuffers(B, self.max_blocks, self.num_blocks, self.block_size,
-                                                         self.device)
+            buf = self.decode_buffers[key] = DecodeBuffers(*key, self.num_blocks, self.block_size, self.device)
         buf.fill(seqs)
         return buf
 
