@@ -3,6 +3,7 @@
     python benchmarks/serve.py                 # both parts on cuda (about 5 minutes on an H200)
     python benchmarks/serve.py --quick         # a smoke run: fewer, shorter requests
     python benchmarks/serve.py --device cpu    # tiny models on the CPU (checks the script, not speed)
+    python benchmarks/serve.py --hf-compile    # (a) also against HF's static cache + torch.compile
 
 (a) Decode latency, GPT-2 124M in bf16 with random weights, batch 1 and 16: ms per generated
     token of `tracegrad.models.generate` (contiguous cache, compiled decode step, sampling on the
@@ -79,30 +80,34 @@ def decode_latency(args, device, dtype, tiny):
         engine(n)
         rows.append(("tracegrad LLM (paged)", batch, _per_token(engine, n)))
         rows.append(hf_decode(args, batch, prompt, n, device, tiny))
+        if args.hf_compile:
+            rows.append(hf_decode(args, batch, prompt, n, device, tiny, compiled=True))
     print(f"{'':26s} {'batch':>5s} {'ms/token':>9s} {'tokens/s':>9s}")
     for name, batch, ms in rows:
         if ms is None:
-            print(f"{name:26s} {batch:5d}   skipped: transformers is not installed")
+            print(f"{name:26s} {batch:5d}   skipped: transformers is not installed (or it failed: see above)")
         else:
             print(f"{name:26s} {batch:5d} {ms:9.2f} {batch / ms * 1e3:9.0f}")
 
 
 def _per_token(run, n) -> float:
-    """ms per decode step: (time of n tokens - time of 1 token) / (n - 1), the best of three."""
-    best = float("inf")
+    """ms per decode step: (time of n tokens - time of 1 token) / (n - 1), each time the best of three
+    (interleaved), so the prefill and the fixed costs cancel."""
+    one, many = float("inf"), float("inf")
     for _ in range(3):
         t0 = time.perf_counter()
         run(1)
         t1 = time.perf_counter()
         run(n)
         t2 = time.perf_counter()
-        best = min(best, ((t2 - t1) - (t1 - t0)) / (n - 1) * 1e3)
-    return best
+        one, many = min(one, t1 - t0), min(many, t2 - t1)
+    return (many - one) / (n - 1) * 1e3
 
 
-def hf_decode(args, batch, prompt, n, device, tiny):
-    """Hugging Face transformers' eager `generate` on the same shapes (on the CPU too, for the smoke run)."""
-    name = "HF transformers eager"
+def hf_decode(args, batch, prompt, n, device, tiny, compiled=False):
+    """Hugging Face transformers' eager `generate` on the same shapes (on the CPU too, for the smoke
+    run); `compiled`: with its static cache and `torch.compile` of the forward (--hf-compile)."""
+    name = "HF static cache + compile" if compiled else "HF transformers eager"
     try:
         import torch
         import transformers
@@ -112,15 +117,23 @@ def hf_decode(args, batch, prompt, n, device, tiny):
     cfg = transformers.GPT2Config(n_layer=2, n_head=4, n_embd=64, vocab_size=512) if tiny else transformers.GPT2Config()
     m = transformers.GPT2LMHeadModel(cfg).to(torch.bfloat16 if not tiny else torch.float32).to(on).eval()
     ids = torch.randint(0, cfg.vocab_size, (batch, prompt), device=on)
+    extra = {}
+    if compiled:
+        m.forward = torch.compile(m.forward, mode="reduce-overhead", fullgraph=True)
+        extra = dict(cache_implementation="static")
 
     def run(k):
         with torch.no_grad():
             m.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=k, min_new_tokens=k,
-                       do_sample=False, pad_token_id=0)
+                       do_sample=False, pad_token_id=0, **extra)
         if on == "cuda":
             torch.cuda.synchronize()
-    run(n)
-    return name, batch, _per_token(run, n)
+    try:
+        run(n)
+        return name, batch, _per_token(run, n)
+    except Exception as e:   # noqa: BLE001  (a comparison that does not run is reported, not fatal)
+        print(f"{name}, batch {batch}: {type(e).__name__}: {str(e)[:300]}")
+        return name, batch, None
 
 
 def throughput(args, device, dtype, tiny):
@@ -201,6 +214,8 @@ def main(argv=None):
     p.add_argument("--max-num-batched-tokens", type=int, default=16384)
     p.add_argument("--no-hf", action="store_true", help="skip Hugging Face's batched generate in (b)")
     p.add_argument("--hf-batch", type=int, default=64)
+    p.add_argument("--hf-compile", action="store_true",
+                   help="also time HF generate with its static cache and torch.compile in (a) (slow to compile)")
     args = p.parse_args(argv)
     tiny = args.device == "cpu"
     dtype = tg.float32 if tiny else tg.bfloat16
