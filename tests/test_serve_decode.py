@@ -111,3 +111,15 @@ def test_decode_inputs_keep_their_cuda_buffers():
     assert [o.token_ids for o in outs] == [o.token_ids for o in LLM(_gpt(), block_size=4).generate(prompts, GREEDY)]
     seen = [a for B, a in calls if B == 4]
     assert len(seen) > 1 and all(a == seen[0] for a in seen)
+
+
+def test_warmup_compiles_every_bucket_once_and_writes_only_the_sink():
+    llm = LLM(_gpt.__wrapped__(), block_size=4, max_num_seqs=4)
+    step = llm.runner.steps[("decode", False)]
+    assert llm.runner.warmup_decode() == 3 and len(step.entries) == 3
+    written = np.flatnonzero(np.abs(llm.runner.k_cache[0].numpy()).sum((1, 2)))
+    assert written.tolist() == [llm.runner.sink]
+    prompts = _prompts(3, [4, 7, 2], seed=9)
+    got = [o.token_ids for o in llm.generate(prompts, GREEDY)]
+    assert got == [o.token_ids for o in LLM(_gpt(), block_size=4).generate(prompts, GREEDY)]
+    assert len(step.entries) == 3                         # serving traced no decode step

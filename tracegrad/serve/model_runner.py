@@ -189,17 +189,28 @@ class ModelRunner:
         whole width, the longest table's bucket (at least 256 tokens' worth), capped there too."""
         if self.device != "cpu":
             return self.max_blocks
-        need = max(len(s.block_table) for s in seqs)
+        need = max((len(s.block_table) for s in seqs), default=1)
         return min(self.max_blocks, max(bucket(need), -(-256 // self.block_size)))
 
-    def decode_inputs(self, seqs: list[Sequence]) -> DecodeBuffers:
-        """The bucket's buffers, filled for `seqs` (made at the bucket's first use)."""
-        key = (bucket(len(seqs)), self.table_width(seqs))
+    def decode_inputs(self, seqs: list[Sequence], B: int | None = None) -> DecodeBuffers:
+        """The bucket's buffers (bucket B, by default the one `seqs` need), filled for `seqs` (made
+        at the bucket's first use)."""
+        key = (B or bucket(len(seqs)), self.table_width(seqs))
         buf = self.decode_buffers.get(key)
         if buf is None:
             buf = self.decode_buffers[key] = DecodeBuffers(*key, self.num_blocks, self.block_size, self.device)
         buf.fill(seqs)
         return buf
+
+    def warmup_decode(self, filtered: tuple[bool, ...] = (False,)) -> int:
+        """Compile the decode step of every bucket now (rows of padding only: they write the sink),
+        so serving never traces a decode step, and every bucket's buffers exist. Returns the steps run."""
+        n = 0
+        for B in self.decode_buckets:
+            for flt in filtered:
+                self._run_step([], False, flt, self.decode_inputs([], B).tensors)
+                n += 1
+        return n
 
     # -- one step -------------------------------------------------------------------------------
     def run(self, seqs: list[Sequence], is_prefill: bool) -> list[int]:
@@ -208,21 +219,27 @@ class ModelRunner:
         if is_prefill:
             p = self.prepare_prefill(seqs)
             a = {k: _to_device(v, self.device) for k, v in p["args"].items()}
-            args = (a["idx"], a["positions"], a["last"], a["ctx_slots"], a["n_cached"])
-            slots = _to_device(p["slots"], self.device)
+            a["slots"] = _to_device(p["slots"], self.device)
         else:
             a = self.decode_inputs(seqs).tensors
+        tok = self._run_step(seqs, is_prefill, filtered, a)
+        for s in seqs:
+            s.num_cached_tokens = len(s)
+        return [int(t) for t in tok.numpy()[:len(seqs)]]
+
+    def _run_step(self, seqs, is_prefill: bool, filtered: bool, a: dict):
+        """The compiled step on the inputs `a`, then the new K, V written at a["slots"]; the tokens."""
+        if is_prefill:
+            args = (a["idx"], a["positions"], a["last"], a["ctx_slots"], a["n_cached"])
+        else:
             args = (a["idx"], a["positions"], a["block_tables"], a["context_lens"])
-            slots = a["slots"]
         with warnings.catch_warnings():     # NOTE: one trace per shape bucket is by design, not a retrace storm
             warnings.filterwarnings("ignore", message=".*was traced")
             tok, new_k, new_v = self.steps[("prefill" if is_prefill else "decode", filtered)](
                 *args, self.k_cache, self.v_cache, *(a[n] for n, _, _ in SAMPLING))
         for cache, new in zip(self.k_cache + self.v_cache, new_k + new_v):
-            _write_rows(cache, slots._data, new)
-        for s in seqs:
-            s.num_cached_tokens = len(s)
-        return [int(t) for t in tok.numpy()[:len(seqs)]]
+            _write_rows(cache, a["slots"]._data, new)
+        return tok
 
 
 def _to_device(array: np.ndarray, device: str):
