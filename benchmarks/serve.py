@@ -152,7 +152,10 @@ def throughput(args, device, dtype, tiny):
     llm = LLM(model, max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
               max_model_len=4096 if not tiny else 512)
     print(f"KV cache: {len(llm.blocks.blocks)} blocks of {llm.blocks.block_size} tokens")
-    for run in ("first run, compiling each shape bucket", "second run"):
+    t0 = time.perf_counter()
+    n = llm.runner.warmup_decode()
+    print(f"decode steps of {n} batch buckets {llm.runner.decode_buckets} compiled in {time.perf_counter() - t0:.0f} s")
+    for run in ("first run, compiling the prefill buckets", "second run"):
         before = llm.stats()
         t0 = time.perf_counter()
         outs = llm.generate(prompts, params)
