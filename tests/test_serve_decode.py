@@ -1,7 +1,7 @@
 """Decode steps ready for CUDA graphs: batches padded to power-of-two buckets give the tokens of
 unpadded ones, padding rows write only the sink slot, every input of the decode step is the same
 buffer from step to step (one signature per bucket), and the engine on the Triton backend (the
-paged-attention template, interpreted) gives the numpy backend's tokens."""
+paged-attention and flash templates, interpreted) gives the numpy backend's tokens."""
 from __future__ import annotations
 
 import numpy as np
@@ -91,15 +91,17 @@ def test_decode_buffers_pad_with_the_sink_block():
     assert buf.tensors["context_lens"].numpy().tolist() == [4, 4, 0, 0]
 
 
-@pytest.mark.parametrize("make", [_llama], ids=["llama-gqa"])
+@pytest.mark.parametrize("make", [_gpt, _llama], ids=["gpt", "llama-gqa"])
 def test_engine_on_the_triton_backend_equals_numpy(make):
     prompts = _prompts(2, [3, 9], seed=7)
     params = SamplingParams(temperature=0.0, max_tokens=4)
     want = [o.token_ids for o in LLM(make(), block_size=4).generate(prompts, params)]
     llm = LLM(make(), block_size=4, backend="triton")
     assert [o.token_ids for o in llm.generate(prompts, params)] == want
-    decode = llm.runner.steps[("decode", False)]
-    assert sum(n.op == "paged_attention" for n in decode.graphs()["fused"].nodes) == 2    # one a layer, kept whole
+    ops = lambda kind: [n.op for n in llm.runner.steps[(kind, False)].graphs()["fused"].nodes]   # noqa: E731
+    assert ops("decode").count("paged_attention") == 2                # one a layer, kept whole
+    if make is _gpt:   # head dim 16: the fresh prefill's causal attention is the flash template
+        assert ops("fresh").count("scaled_dot_product_attention") == 2
 
 
 @pytest.mark.gpu

@@ -7,6 +7,7 @@ over [cached ++ new]:
 - `prefill_attend`: T new tokens a row. The cached keys and values of row b are gathered through
   `ctx_slots[b, j]` (the slot of its token j) and attention runs over the gathered context with
   the mask `j < n_cached` for the cache and causal among the new tokens.
+- `fresh_attend`: a prefill where no row has cached tokens: causal attention over the new ones.
 - `decode_attend`: one new token a row, through the `paged_attention` op, which reads the cache
   through the block tables directly (a Triton template on the GPU; its decomposition gathers on
   the CPU).
@@ -42,6 +43,18 @@ def prefill_attend(q, k, v, kc, vc, ctx_slots, n_cached):
     mask = mask.view(B, 1, 1, T, S).expand(B, 1, n_rep, T, S).reshape(B, 1, n_rep * T, S)
     y = F.scaled_dot_product_attention(qg, keys.to(q.dtype), values.to(q.dtype), attn_mask=mask)
     return y.reshape(B, H, T, D)
+
+
+def fresh_attend(q, k, v):
+    """A prefill with nothing cached in any row: causal attention among the new tokens alone, so the
+    flash template serves it on the GPU (no mask, no gathered context). Padding columns come after
+    a row's real tokens, which causality keeps them from seeing. q: [B, H, T, D]; k, v: [B, Hkv, T, D]."""
+    B, Hkv, T, D = k.shape
+    H = q.size(1)
+    if H != Hkv:   # NOTE: causal rows cannot fold into the kv head as prefill_attend's masked ones do
+        k = k[:, :, None].expand(B, Hkv, H // Hkv, T, D).reshape(B, H, T, D)
+        v = v[:, :, None].expand(B, Hkv, H // Hkv, T, D).reshape(B, H, T, D)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
 
 def decode_attend(q, k, v, kc, vc, block_tables, context_lens, block_size: int):

@@ -8,7 +8,9 @@ the cache buffers in place at their slots (a row scatter per layer), so a step n
 
 - Prefill (`serve_prefill`): B rows of T new tokens after `n_cached` cached ones, attention by
   gather (`attention.prefill_attend`). Rows, new tokens and cached blocks are bucketed to powers of
-  two, so a few traces serve every batch.
+  two, so a few traces serve every batch. When no row has cached tokens (no prefix hit, no
+  recompute), `serve_fresh` runs instead: causal attention over the new tokens alone
+  (`attention.fresh_attend`), which the flash-attention template serves on the GPU.
 - Decode (`serve_decode`): one new token a row, attention through the block tables
   (`attention.decode_attend`, the `paged_attention` op). Batches are padded to a bucket (1, 2, 4,
   ... up to max_num_seqs) and on CUDA the block table has a fixed width (max_model_len's blocks),
@@ -27,7 +29,7 @@ import tracegrad as tg
 from tracegrad.models.sampling import sample_tokens
 from tracegrad.runtime import devices
 
-from .attention import decode_attend, prefill_attend
+from .attention import decode_attend, fresh_attend, prefill_attend
 from .sequence import Sequence
 
 SAMPLING = (("temperature", np.float32, 0.0), ("top_k", np.int64, 0), ("top_p", np.float32, 1.0),
@@ -99,14 +101,14 @@ class ModelRunner:
         self.decode_buffers: dict[tuple[int, int], DecodeBuffers] = {}     # (batch bucket, table width) ->
         # NOTE: kept on the model, so engines over one model share traces (as decode_step_fn does)
         steps = model.__dict__.setdefault("_tg_serve_steps", {})
-        for kind in ("prefill", "decode"):
+        makers = dict(prefill=lambda flt: self._prefill_step(flt, fresh=False),
+                      fresh=lambda flt: self._prefill_step(flt, fresh=True), decode=self._decode_step)
+        for kind, make in makers.items():
             for flt in (False, True):
                 key = (kind, flt, backend, block_size)
                 if key not in steps:
-                    make = self._prefill_step if kind == "prefill" else self._decode_step
                     steps[key] = tg.compile(make(flt), backend=backend)
-        self.steps = {(kind, flt): steps[(kind, flt, backend, block_size)]
-                      for kind in ("prefill", "decode") for flt in (False, True)}
+        self.steps = {(kind, flt): steps[(kind, flt, backend, block_size)] for kind in makers for flt in (False, True)}
 
     def _zeros(self, shape):
         t = tg.zeros(*shape, dtype=self.dtype, device=self.device)     # made on the device: no host copy
@@ -119,7 +121,8 @@ class ModelRunner:
         layers, heads, dim = model.kv_layout()
         return 2 * layers * heads * dim * block_size * next(iter(model.parameters())).element_size()
 
-    def _prefill_step(self, filtered: bool):
+    def _prefill_step(self, filtered: bool, fresh: bool):
+        """fresh: no row has cached tokens (ctx_slots, n_cached are then not read)."""
         model = self.model
 
         def serve_prefill(idx, positions, last, ctx_slots, n_cached, k_cache, v_cache, temperature, top_k, top_p,
@@ -128,12 +131,14 @@ class ModelRunner:
 
             def attend(i, q, k, v):
                 new_k[i], new_v[i] = k.transpose(1, 2), v.transpose(1, 2)       # [B, T, Hkv, D]
+                if fresh:
+                    return fresh_attend(q, k, v)
                 return prefill_attend(q, k, v, k_cache[i], v_cache[i], ctx_slots, n_cached)
             with tg.no_grad():
                 logits = model.step(idx, positions, attend, last)
                 tok = sample_tokens(logits, temperature, top_k, top_p, seed, counter, filtered=filtered)
             return tok, new_k, new_v
-        serve_prefill.__name__ = "serve_prefill_filtered" if filtered else "serve_prefill"
+        serve_prefill.__name__ = f"serve_{'fresh' if fresh else 'prefill'}{'_filtered' if filtered else ''}"
         return serve_prefill
 
     def _decode_step(self, filtered: bool):
@@ -208,7 +213,7 @@ class ModelRunner:
         n = 0
         for B in self.decode_buckets:
             for flt in filtered:
-                self._run_step([], False, flt, self.decode_inputs([], B).tensors)
+                self._run_step("decode", flt, self.decode_inputs([], B).tensors)
                 n += 1
         return n
 
@@ -222,20 +227,24 @@ class ModelRunner:
             a["slots"] = _to_device(p["slots"], self.device)
         else:
             a = self.decode_inputs(seqs).tensors
-        tok = self._run_step(seqs, is_prefill, filtered, a)
+        kind = "decode"
+        if is_prefill:   # NOTE: with nothing cached, attention is causal over the new tokens: flash on the GPU
+            kind = "prefill" if any(s.num_cached_tokens for s in seqs) else "fresh"
+        tok = self._run_step(kind, filtered, a)
         for s in seqs:
             s.num_cached_tokens = len(s)
         return [int(t) for t in tok.numpy()[:len(seqs)]]
 
-    def _run_step(self, seqs, is_prefill: bool, filtered: bool, a: dict):
-        """The compiled step on the inputs `a`, then the new K, V written at a["slots"]; the tokens."""
-        if is_prefill:
+    def _run_step(self, kind: str, filtered: bool, a: dict):
+        """The compiled step `kind` ("prefill", "fresh" or "decode") on the inputs `a`, then the new
+        K, V written at a["slots"]; returns the tokens."""
+        if kind != "decode":
             args = (a["idx"], a["positions"], a["last"], a["ctx_slots"], a["n_cached"])
         else:
             args = (a["idx"], a["positions"], a["block_tables"], a["context_lens"])
         with warnings.catch_warnings():     # NOTE: one trace per shape bucket is by design, not a retrace storm
             warnings.filterwarnings("ignore", message=".*was traced")
-            tok, new_k, new_v = self.steps[("prefill" if is_prefill else "decode", filtered)](
+            tok, new_k, new_v = self.steps[(kind, filtered)](
                 *args, self.k_cache, self.v_cache, *(a[n] for n, _, _ in SAMPLING))
         for cache, new in zip(self.k_cache + self.v_cache, new_k + new_v):
             _write_rows(cache, a["slots"]._data, new)
