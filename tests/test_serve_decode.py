@@ -89,6 +89,21 @@ def test_decode_buffers_pad_with_the_sink_block():
     buf.fill([s, s])
     assert [_address(t) for t in buf.tensors.values()] == before
     assert buf.tensors["context_lens"].numpy().tolist() == [4, 4, 0, 0]
+    s.token_ids.append(6)
+    s.block_table = [4, 1, 6]                          # the same table: row 0 is left as it is
+    t = Sequence([1, 2], SamplingParams(), seed=0)
+    t.block_table = [2]
+    buf.fill([t, s])                                   # rows change hands: both rewritten
+    assert h["block_tables"][:2].tolist() == [[2, 9, 9], [4, 1, 6]] and h["slots"][:2].tolist() == [2 * 2 + 1, 13]
+    t.token_ids.append(3)
+    t.block_table = [2, 5]                             # a new block appended while decoding
+    buf.fill([t, s])
+    assert h["block_tables"][0].tolist() == [2, 5, 9] and h["slots"][0] == 5 * 2
+    t.block_table = [7, 8]                             # preempted and prefilled again: another table, one width
+    buf.forget([t])
+    buf.fill([t, s])
+    assert h["block_tables"][0].tolist() == [7, 8, 9] and h["slots"][0] == 8 * 2
+    assert buf.tensors["block_tables"].numpy()[:2].tolist() == [[7, 8, 9], [4, 1, 6]]
 
 
 @pytest.mark.parametrize("make", [_gpt, _llama], ids=["gpt", "llama-gqa"])
