@@ -55,6 +55,17 @@ def test_kernel_equals_the_gather_path_and_the_decomposition(shape):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_kernel_equals_the_gather_path_on_random_shapes(seed):
+    rng = np.random.default_rng(100 + seed)
+    B, Hkv, rep = int(rng.integers(1, 6)), int(rng.choice([1, 2, 4])), int(rng.choice([1, 2, 3, 4]))
+    D, bs = int(rng.choice([8, 16, 32])), int(rng.choice([4, 16]))
+    lens = [int(x) for x in rng.choice([0, 1, 2, bs - 1, bs, bs + 1, 3 * bs + 2, 50], B)]
+    c = _case(B, Hkv * rep, Hkv, D, bs, lens, seed=seed)
+    got = paged_attention(c["q"], c["k"], c["v"], c["kc"], c["vc"], c["table"], c["lens"], block_size=bs)
+    np.testing.assert_allclose(got, _gather_path(c), rtol=1e-5, atol=2e-6, err_msg=str((B, Hkv, rep, D, bs, lens)))
+
+
 def test_a_row_without_context_attends_to_its_new_token_only():
     c = _case(2, 4, 2, 16, 4, [0, 0], seed=1)
     got = paged_attention(c["q"], c["k"], c["v"], c["kc"], c["vc"], c["table"], c["lens"], block_size=4)
