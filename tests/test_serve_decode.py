@@ -122,12 +122,18 @@ def test_engine_on_the_triton_backend_equals_numpy(make):
 @pytest.mark.gpu
 def test_decode_inputs_keep_their_cuda_buffers():
     llm = LLM(_gpt.__wrapped__(), device="cuda", block_size=4, num_blocks=64, max_num_seqs=4)
+    decode = llm.runner.steps[("decode", False)]
     calls = _record_decode_calls(llm)
     prompts = _prompts(3, [3, 6, 2], seed=8)
-    outs = llm.generate(prompts, GREEDY)
-    assert [o.token_ids for o in outs] == [o.token_ids for o in LLM(_gpt(), block_size=4).generate(prompts, GREEDY)]
+    outs = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=12))
+    want = LLM(_gpt(), block_size=4).generate(prompts, SamplingParams(temperature=0.0, max_tokens=12))
+    assert [o.token_ids for o in outs] == [o.token_ids for o in want]
     seen = [a for B, a in calls if B == 4]
     assert len(seen) > 1 and all(a == seen[0] for a in seen)
+    for e in decode.entries:     # where the runtime replays steps as CUDA graphs, decode steps replay
+        graphed = getattr(e.program, "graphed", None)
+        if graphed is not None and e.calls > 2:
+            assert graphed.active and graphed.replays > 0, graphed.reason
 
 
 def test_warmup_compiles_every_bucket_once_and_writes_only_the_sink():
