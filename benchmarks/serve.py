@@ -3,11 +3,13 @@
     python benchmarks/serve.py                 # both parts on cuda (about 5 minutes on an H200)
     python benchmarks/serve.py --quick         # a smoke run: fewer, shorter requests
     python benchmarks/serve.py --device cpu    # tiny models on the CPU (checks the script, not speed)
+    python benchmarks/serve.py --hf-compile    # (a) also against HF's static cache + torch.compile
 
 (a) Decode latency, GPT-2 124M in bf16 with random weights, batch 1 and 16: ms per generated
     token of `tracegrad.models.generate` (contiguous cache, compiled decode step, sampling on the
-    device) and of the engine (`LLM`, paged cache), against Hugging Face transformers' eager
-    `generate` when transformers is installed (else that row says so).
+    device) and of the engine (`LLM`: paged cache, the paged-attention kernel, decode inputs in
+    buffers fixed per batch bucket), against Hugging Face transformers' eager `generate` when
+    transformers is installed (else that row says so).
 (b) Throughput: 256 requests with prompt and output lengths each uniform in 100..1024 tokens,
     `ignore_eos`, a Qwen3-0.6B-shaped model (28 layers, 16 query / 8 kv heads of 128, vocab
     151936) with random bf16 weights; output tokens per second through `LLM.generate`, and through
@@ -54,70 +56,90 @@ def qwen3_06b(tiny: bool) -> Llama:
 
 
 def decode_latency(args, device, dtype, tiny):
-    print("\n(a) decode latency: GPT-2 124M, bf16, random weights; ms per generated token")
+    name = "GPT-2 124M, bf16" if not tiny else "a tiny GPT-2 (2 layers, 64 wide), fp32"
+    print(f"\n(a) decode latency: {name}, random weights; ms per generated token (decode only: the time for n tokens "
+          f"less the time for 1, over n - 1)")
     model = _model(lambda: gpt2(tiny), device, dtype)
+    vocab = model.config.vocab_size
     prompt, n = 32, (32 if args.quick else 128)
     rows = []
     for batch in (1, 16):
-        idx = tg.tensor(np.random.default_rng(0).integers(0, 50257 if not tiny else 512, (batch, prompt)))
+        idx = tg.tensor(np.random.default_rng(0).integers(0, vocab, (batch, prompt)))
         for _ in range(2):                                       # compile and warm both steps
             _sync(generate(model, idx, n, greedy=True))
-        t0 = time.perf_counter()
-        _sync(generate(model, idx, 1, greedy=True))
-        t1 = time.perf_counter()
-        _sync(generate(model, idx, n, greedy=True))
-        t2 = time.perf_counter()
-        ms = ((t2 - t1) - (t1 - t0)) / (n - 1) * 1e3
-        rows.append(("tracegrad generate", batch, ms))
+        rows.append(("tracegrad generate", batch, _per_token(lambda k: _sync(generate(model, idx, k, greedy=True)), n)))
 
-        llm = LLM(model, max_num_seqs=batch, num_blocks=batch * 2 * (prompt + n) // 16 + 8,
-                  max_model_len=model.config.block_size)
+        # NOTE: decode batches of 1 and 16 are buckets of their own: the decode step runs unpadded
+        llm = LLM(model, max_num_seqs=batch, num_blocks=batch * -(-(prompt + n) // 16) + 8,
+                  max_model_len=model.config.block_size, enable_prefix_caching=False)   # every run prefills alike
         prompts = [list(map(int, r)) for r in idx.numpy()]
-        params = SamplingParams(temperature=0.0, max_tokens=n, ignore_eos=True)
-        llm.generate(prompts, params)
-        t0 = time.perf_counter()
-        llm.generate(prompts, params)
-        dt = time.perf_counter() - t0
-        rows.append(("tracegrad LLM (paged)", batch, dt / n * 1e3))
+
+        def engine(k):
+            llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=k, ignore_eos=True))
+        engine(1)
+        engine(n)
+        rows.append(("tracegrad LLM (paged)", batch, _per_token(engine, n)))
         rows.append(hf_decode(args, batch, prompt, n, device, tiny))
+        if args.hf_compile:
+            rows.append(hf_decode(args, batch, prompt, n, device, tiny, compiled=True))
     print(f"{'':26s} {'batch':>5s} {'ms/token':>9s} {'tokens/s':>9s}")
     for name, batch, ms in rows:
         if ms is None:
-            print(f"{name:26s} {batch:5d}   skipped: transformers is not installed (or no CUDA)")
+            print(f"{name:26s} {batch:5d}   skipped: transformers is not installed (or it failed: see above)")
         else:
             print(f"{name:26s} {batch:5d} {ms:9.2f} {batch / ms * 1e3:9.0f}")
 
 
-def hf_decode(args, batch, prompt, n, device, tiny):
-    name = "HF transformers eager"
+def _per_token(run, n) -> float:
+    """ms per decode step: (time of n tokens - time of 1 token) / (n - 1), each time the best of three
+    (interleaved), so the prefill and the fixed costs cancel."""
+    one, many = float("inf"), float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        run(1)
+        t1 = time.perf_counter()
+        run(n)
+        t2 = time.perf_counter()
+        one, many = min(one, t1 - t0), min(many, t2 - t1)
+    return (many - one) / (n - 1) * 1e3
+
+
+def hf_decode(args, batch, prompt, n, device, tiny, compiled=False):
+    """Hugging Face transformers' eager `generate` on the same shapes (on the CPU too, for the smoke
+    run); `compiled`: with its static cache and `torch.compile` of the forward (--hf-compile)."""
+    name = "HF static cache + compile" if compiled else "HF transformers eager"
     try:
         import torch
         import transformers
     except ImportError:
         return name, batch, None
-    if device == "cpu" or not torch.cuda.is_available():
-        return name, batch, None
+    on = "cuda" if device != "cpu" and torch.cuda.is_available() else "cpu"
     cfg = transformers.GPT2Config(n_layer=2, n_head=4, n_embd=64, vocab_size=512) if tiny else transformers.GPT2Config()
-    m = transformers.GPT2LMHeadModel(cfg).to(torch.bfloat16).cuda().eval()
-    ids = torch.randint(0, cfg.vocab_size, (batch, prompt), device="cuda")
+    m = transformers.GPT2LMHeadModel(cfg).to(torch.bfloat16 if not tiny else torch.float32).to(on).eval()
+    ids = torch.randint(0, cfg.vocab_size, (batch, prompt), device=on)
+    extra = {}
+    if compiled:
+        m.forward = torch.compile(m.forward, mode="reduce-overhead", fullgraph=True)
+        extra = dict(cache_implementation="static")
 
     def run(k):
         with torch.no_grad():
-            m.generate(ids, max_new_tokens=k, min_new_tokens=k, do_sample=False, pad_token_id=0)
-        torch.cuda.synchronize()
-    run(n)
-    t0 = time.perf_counter()
-    run(1)
-    t1 = time.perf_counter()
-    run(n)
-    t2 = time.perf_counter()
-    return name, batch, ((t2 - t1) - (t1 - t0)) / (n - 1) * 1e3
+            m.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=k, min_new_tokens=k,
+                       do_sample=False, pad_token_id=0, **extra)
+        if on == "cuda":
+            torch.cuda.synchronize()
+    try:
+        run(n)
+        return name, batch, _per_token(run, n)
+    except Exception as e:   # noqa: BLE001  (a comparison that does not run is reported, not fatal)
+        print(f"{name}, batch {batch}: {type(e).__name__}: {str(e)[:300]}")
+        return name, batch, None
 
 
 def throughput(args, device, dtype, tiny):
     n_req, lo, hi = (32, 16, 128) if args.quick or tiny else (256, 100, 1024)
     print(f"\n(b) throughput: {n_req} requests, prompt and output lengths uniform in {lo}..{hi}, ignore_eos, "
-          f"Qwen3-0.6B-shaped model with random bf16 weights")
+          f"{'a tiny Qwen3-shaped model, fp32' if tiny else 'Qwen3-0.6B-shaped model, bf16'}, random weights")
     t0 = time.perf_counter()
     model = _model(lambda: qwen3_06b(tiny), device, dtype)
     print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters, built in "
@@ -130,7 +152,10 @@ def throughput(args, device, dtype, tiny):
     llm = LLM(model, max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
               max_model_len=4096 if not tiny else 512)
     print(f"KV cache: {len(llm.blocks.blocks)} blocks of {llm.blocks.block_size} tokens")
-    for run in ("first run, compiling each shape bucket", "second run"):
+    t0 = time.perf_counter()
+    n = llm.runner.warmup_decode()
+    print(f"decode steps of {n} batch buckets {llm.runner.decode_buckets} compiled in {time.perf_counter() - t0:.0f} s")
+    for run in ("first run, compiling the prefill buckets", "second run"):
         before = llm.stats()
         t0 = time.perf_counter()
         outs = llm.generate(prompts, params)
@@ -192,6 +217,8 @@ def main(argv=None):
     p.add_argument("--max-num-batched-tokens", type=int, default=16384)
     p.add_argument("--no-hf", action="store_true", help="skip Hugging Face's batched generate in (b)")
     p.add_argument("--hf-batch", type=int, default=64)
+    p.add_argument("--hf-compile", action="store_true",
+                   help="also time HF generate with its static cache and torch.compile in (a) (slow to compile)")
     args = p.parse_args(argv)
     tiny = args.device == "cpu"
     dtype = tg.float32 if tiny else tg.bfloat16

@@ -25,7 +25,7 @@ from ..ir.passes.memory import last_uses, plan_memory, state_updates
 from .triton_kernel import PERSISTENT_MAX, KernelSource, next_pow2, write_kernel
 
 TEMPLATES = frozenset({"cross_entropy", "cross_entropy_bwd", "scaled_dot_product_attention",
-                       "scaled_dot_product_attention_bwd"})
+                       "scaled_dot_product_attention_bwd", "paged_attention"})
 HEAD_DIMS = (16, 32, 64, 128)
 
 
@@ -35,6 +35,10 @@ def template_applies(n: Node) -> bool:
         return False
     if any(v.type.numel == 0 for v in n.inputs):
         return False     # nothing to launch: the decomposition handles empty inputs
+    if n.op == "paged_attention":     # any power-of-two head dim from 8: the kernel broadcasts, no tl.dot
+        q = n.inputs[0].type
+        return q.shape[-1] >= 8 and q.shape[-1] & (q.shape[-1] - 1) == 0 and q.dtype.is_floating and \
+            q.dtype.name != "float64"
     if n.op.startswith("cross_entropy"):
         # NOTE: the template computes in fp32; float64 logits take the decomposition
         return n.inputs[0].type.dtype.name in ("float32", "float16", "bfloat16") and (

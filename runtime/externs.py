@@ -200,6 +200,12 @@ class Externs:
         dq, dk, dv = attention.attention_backward(*args, is_causal, scale)
         return self.reshape(dq, q.shape), self.reshape(dk, k.shape), self.reshape(dv, v.shape)
 
+    def paged_attention(self, q, k, v, k_cache, v_cache, block_tables, context_lens, block_size, scale):
+        from .templates import paged_attention as pa
+        q, k, v = (_head_dim_contiguous(a) for a in (q, k, v))
+        return pa.paged_attention(q, k, v, k_cache, v_cache, self.contiguous(block_tables), context_lens,
+                                  block_size, scale)
+
     # -- matmul on CUDA: cuBLAS or the Triton template, by measuring -------------------------------
     def _cuda_matmul(self, a, b):
         """cuBLAS (gemmEx: bf16 too) or the Triton template, whichever measured faster for the shape

@@ -106,8 +106,19 @@ def test_32_concurrent_streams_each_get_their_own_completion(served):
     ("/v1/chat/completions", dict(model="tiny", messages=[]), "messages"),
     ("/v1/chat/completions", dict(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=-1),
      "max_tokens"),
+    ("/v1/completions", dict(model="tiny", prompt="hi", top_p=0.0), "top_p"),
+    ("/v1/completions", dict(model="tiny", prompt="hi", max_tokens="many"), "max_tokens"),
+    ("/v1/completions", dict(model="tiny"), "prompt"),
+    ("/v1/completions", b"[1, 2]", None),
+    ("/v1/chat/completions", b"{not json", None),
+    ("/v1/chat/completions", dict(model="gpt-9", messages=[{"role": "user", "content": "hi"}]), "model"),
+    ("/v1/chat/completions", dict(model="tiny", messages=[{"role": "user", "content": "x" * 64}]), "prompt"),
+    ("/v1/chat/completions", dict(model="tiny", messages=[{"role": "user", "content": "hi"}], temperature=-1),
+     "temperature"),
 ], ids=["malformed-json", "unknown-model", "prompt-too-long", "max-tokens-0", "negative-temperature",
-        "character-outside-the-vocabulary", "no-messages", "chat-max-tokens"])
+        "character-outside-the-vocabulary", "no-messages", "chat-max-tokens", "top-p-0", "max-tokens-not-int",
+        "no-prompt", "body-not-an-object", "chat-malformed-json", "chat-unknown-model", "chat-prompt-too-long",
+        "chat-negative-temperature"])
 def test_bad_requests_get_400_with_an_openai_error(served, path, body, param):
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     r = httpx.post(served["url"] + path, content=content, headers={"content-type": "application/json"})
@@ -118,11 +129,15 @@ def test_bad_requests_get_400_with_an_openai_error(served, path, body, param):
         _client(served).completions.create(model="gpt-9", prompt="hi")
 
 
-def test_a_client_leaving_mid_stream_frees_its_blocks(served):
+@pytest.mark.parametrize("path,body", [
+    ("/v1/completions", dict(prompt="leave")),
+    ("/v1/chat/completions", dict(messages=[{"role": "user", "content": "leave"}])),
+], ids=["completions", "chat"])
+def test_a_client_leaving_mid_stream_frees_its_blocks(served, path, body):
     llm = served["llm"]
     with httpx.Client(base_url=served["url"], timeout=60) as client:
-        with client.stream("POST", "/v1/completions", json=dict(model="tiny", prompt="leave", max_tokens=50,
-                                                                temperature=0.0, stream=True)) as r:
+        with client.stream("POST", path, json=dict(body, model="tiny", max_tokens=50, temperature=0.0,
+                                                   stream=True)) as r:
             lines = r.iter_lines()
             assert next(line for line in lines if line.startswith("data: "))
     deadline = time.time() + 20

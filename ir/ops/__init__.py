@@ -4,7 +4,7 @@ Importing this package registers all ops: primitives (elementwise, reduce, movem
 creation, collective) and composites (nn, attention, losses, conv).
 """
 from . import elementwise, reduce, movement, linalg, creation, collective  # noqa: F401  (primitives)
-from . import nn, attention, losses, conv  # noqa: F401  (composites)
+from . import nn, attention, paged_attention, losses, conv  # noqa: F401  (composites)
 from . import kernel  # noqa: F401  (fused kernels: the fusion pass makes these)
 from .registry import OPS, OpDef, decomposition, defop, get, vjp
 

@@ -1,4 +1,5 @@
-"""tracegrad.runtime.templates: hand-written kernel templates (matmul, attention, cross-entropy).
+"""tracegrad.runtime.templates: hand-written kernel templates (matmul, attention, paged attention,
+cross-entropy).
 
 Each module holds its Triton kernels and host functions that take numpy
 arrays (run under Triton's interpreter) or CuPy arrays (compiled, on CUDA)
@@ -6,6 +7,7 @@ and return arrays of the same kind; they need triton.
 
     matmul.matmul                         act(a @ b + bias) + residual
     attention.attention_forward/backward  flash attention, FlashAttention-2
+    paged_attention.paged_attention       decode attention through a paged KV cache's block table
     cross_entropy.cross_entropy(_forward/_backward)
                                           fused cross-entropy over [N, V] logits
 

@@ -1,18 +1,23 @@
-"""Runs one engine step on the model: the paged KV cache, the compiled step, the cache writes.
+"""Runs one engine step on the model: the paged KV cache, the compiled steps, the cache writes.
 
 The cache of layer l is a pair of buffers [(num_blocks + 1) * block_size, kv_heads, head_dim] on the
-model's device (slot-major, as vLLM's); the extra block is a sink that padding rows write to. One
-compiled program serves prefill and decode (the same model code and kernels as training, through
-`model.step`): each of B rows brings T new tokens after `n_cached` tokens already in the cache.
+model's device (slot-major, as vLLM's); the extra block is a sink that padding rows write to. The
+steps run the same model code and kernels as training (through `model.step`) and sample on the
+device; they return the sampled token of each row and the new K, V, which the runner writes into
+the cache buffers in place at their slots (a row scatter per layer), so a step never copies a cache.
 
-Paged attention by gather: the step reads the cached keys and values of row b through its block
-table (`ctx_slots[b, j]` = the slot of token j, made on the host from the table), so attention runs
-over [cached ++ new] with the mask `j < n_cached` for the cache and causal among the new tokens.
-The step returns the sampled token of each row and the new K, V; the runner writes those into the
-cache buffers in place at their slots (a row scatter per layer), so the step never copies a cache.
-
-Shapes are bucketed to powers of two (rows B, new tokens T, cached blocks) so a few traces serve
-every batch; padding rows sample greedily and write to the sink, padding columns are masked.
+- Prefill (`serve_prefill`): B rows of T new tokens after `n_cached` cached ones, attention by
+  gather (`attention.prefill_attend`). Rows, new tokens and cached blocks are bucketed to powers of
+  two, so a few traces serve every batch. When no row has cached tokens (no prefix hit, no
+  recompute), `serve_fresh` runs instead: causal attention over the new tokens alone
+  (`attention.fresh_attend`), which the flash-attention template serves on the GPU.
+- Decode (`serve_decode`): one new token a row, attention through the block tables
+  (`attention.decode_attend`, the `paged_attention` op). Batches are padded to a bucket (1, 2, 4,
+  ... up to max_num_seqs) and on CUDA the block table has a fixed width (max_model_len's blocks),
+  so the step has one signature per bucket. Every input of a bucket lives in a buffer made once
+  (`DecodeBuffers`) and written in place each step, so consecutive calls pass the same device
+  buffers, as replaying a captured CUDA graph needs. Padding rows sample greedily from nothing
+  (context 0, the sink block) and write their K, V to the sink slot.
 """
 from __future__ import annotations
 
@@ -21,45 +26,92 @@ import warnings
 import numpy as np
 
 import tracegrad as tg
-import tracegrad.nn.functional as F
 from tracegrad.models.sampling import sample_tokens
 from tracegrad.runtime import devices
 
+from .attention import decode_attend, fresh_attend, prefill_attend
 from .sequence import Sequence
+
+SAMPLING = (("temperature", np.float32, 0.0), ("top_k", np.int64, 0), ("top_p", np.float32, 1.0),
+            ("seed", np.int64, 0), ("counter", np.int64, 0))
 
 
 def bucket(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-def paged_attend(q, k, v, kc, vc, ctx_slots, n_cached):
-    """q: [B, H, T, D]; k, v: [B, Hkv, T, D] new; kc, vc: [slots, Hkv, D] the cache; ctx_slots
-    i64[B, C]; n_cached i64[B] -> y [B, H, T, D]."""
-    B, Hkv, T, D = k.shape
-    C = ctx_slots.shape[1]
-    flat = ctx_slots.reshape(B * C)
-    ck = kc.index_select(0, flat).view(B, C, Hkv, D).transpose(1, 2)
-    cv = vc.index_select(0, flat).view(B, C, Hkv, D).transpose(1, 2)
-    keys = tg.cat([ck, k.to(ck.dtype)], 2)
-    values = tg.cat([cv, v.to(cv.dtype)], 2)
-    old = (tg.arange(C, device=q.device).view(1, C) < n_cached.view(B, 1)).view(B, 1, 1, C).expand(B, 1, T, C)
-    t = tg.arange(T, device=q.device)
-    new = (t.view(1, T) <= t.view(T, 1)).view(1, 1, T, T).expand(B, 1, T, T)
-    mask = tg.cat([old, new], 3)                                            # [B, 1, T, C + T]
-    H = q.size(1)
-    n_rep = H // Hkv
-    if n_rep == 1:
-        return F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=mask)
-    # NOTE: grouped queries attend as n_rep * T rows of their kv head, so K and V are never repeated
-    S = C + T
-    qg = q.reshape(B, Hkv, n_rep * T, D)
-    mask = mask.view(B, 1, 1, T, S).expand(B, 1, n_rep, T, S).reshape(B, 1, n_rep * T, S)
-    y = F.scaled_dot_product_attention(qg, keys.to(q.dtype), values.to(q.dtype), attn_mask=mask)
-    return y.reshape(B, H, T, D)
+class DecodeBuffers:
+    """The inputs of the decode step for one batch bucket, made once on the device: token ids and
+    positions [B, 1], block tables [B, M], context lengths [B], the sampling settings [B] and the
+    slots the new K, V go to [B]. `fill` writes one step's values into them in place (host mirrors
+    staged first, one copy per buffer)."""
+
+    NAMES = ("idx", "positions", "block_tables", "context_lens") + tuple(n for n, _, _ in SAMPLING) + ("slots",)
+
+    def __init__(self, B: int, max_blocks: int, sink_block: int, block_size: int, device: str):
+        self.B, self.sink_block, self.block_size = B, sink_block, block_size
+        shapes = dict(idx=(B, 1), positions=(B, 1), block_tables=(B, max_blocks))
+        self.host = {n: np.zeros(shapes.get(n, (B,)), np.int64) for n in self.NAMES}
+        for name, dt, _ in SAMPLING:
+            self.host[name] = self.host[name].astype(dt)
+        self._pad(0)
+        self.rows: list = [None] * B          # (sequence, table width) each table row holds
+        self.tensors = {n: _to_device(a, device) for n, a in self.host.items()}
+
+    def _pad(self, start: int) -> None:
+        """Rows from `start` on are padding: nothing cached, the sink block, greedy."""
+        h = self.host
+        for n in ("idx", "positions", "context_lens", "seed", "counter", "top_k", "temperature"):
+            h[n][start:] = 0
+        h["top_p"][start:] = 1.0
+        h["block_tables"][start:] = self.sink_block
+        h["slots"][start:] = self.sink_block * self.block_size
+
+    def fill(self, seqs: list[Sequence]) -> dict:
+        h, bs, n = self.host, self.block_size, len(seqs)
+        # NOTE: column at a time, not row at a time: a Python loop over 256 rows cost ~4 ms a step
+        ctx = np.fromiter((len(s) - 1 for s in seqs), np.int64, n)       # cached tokens; token ctx is the new one
+        h["idx"][:n, 0] = [s.token_ids[-1] for s in seqs]
+        h["positions"][:n, 0] = h["context_lens"][:n] = ctx
+        self._fill_tables(seqs)
+        h["slots"][:n] = h["block_tables"][np.arange(n), ctx // bs] * bs + ctx % bs
+        for name, _, _ in SAMPLING[:3]:
+            h[name][:n] = [getattr(s.params, name) for s in seqs]
+        h["seed"][:n] = [s.seed for s in seqs]
+        h["counter"][:n] = [s.num_completion_tokens for s in seqs]
+        self._pad(n)
+        for name, t in self.tensors.items():
+            _write(t, h[name])
+        return self.tensors
+
+    def _fill_tables(self, seqs: list[Sequence]) -> None:
+        """Table rows, rewritten only where they changed: a row that held the same sequence last
+        step gains at most its newest block (tables change otherwise only when a sequence is
+        prefilled, and `forget` drops those rows)."""
+        tables, rows = self.host["block_tables"], self.rows
+        for b, s in enumerate(seqs):
+            table, prev = s.block_table, rows[b]
+            w = len(table)
+            if prev is not None and prev[0] is s and prev[1] == w:
+                continue
+            if prev is not None and prev[0] is s and prev[1] == w - 1:
+                tables[b, w - 1] = table[-1]
+            else:
+                tables[b, :w] = table
+                tables[b, w:] = self.sink_block
+            rows[b] = (s, w)
+        for b in range(len(seqs), self.B):
+            rows[b] = None
+
+    def forget(self, seqs) -> None:
+        """These sequences' tables may have changed wholesale (a prefill: new, or recomputed)."""
+        ids = {id(s) for s in seqs}
+        self.rows = [None if r is not None and id(r[0]) in ids else r for r in self.rows]
 
 
 class ModelRunner:
-    def __init__(self, model, block_size: int, num_blocks: int, max_model_len: int):
+    def __init__(self, model, block_size: int, num_blocks: int, max_model_len: int, max_num_seqs: int = 256,
+                 backend: str = "auto"):
         self.model, self.block_size, self.num_blocks = model, block_size, num_blocks
         self.max_model_len = max_model_len
         w = next(iter(model.parameters()))
@@ -69,9 +121,19 @@ class ModelRunner:
         self.k_cache = [self._zeros(shape) for _ in range(self.layers)]
         self.v_cache = [self._zeros(shape) for _ in range(self.layers)]
         self.sink = num_blocks * block_size
+        self.max_blocks = -(-max_model_len // block_size)
+        self.decode_buckets = tuple(1 << i for i in range(bucket(max_num_seqs).bit_length()))
+        self.decode_buffers: dict[tuple[int, int], DecodeBuffers] = {}     # (batch bucket, table width) ->
         # NOTE: kept on the model, so engines over one model share traces (as decode_step_fn does)
-        self.steps = model.__dict__.setdefault("_tg_serve_steps", {flt: tg.compile(self._step(flt))
-                                                                    for flt in (False, True)})
+        steps = model.__dict__.setdefault("_tg_serve_steps", {})
+        makers = dict(prefill=lambda flt: self._prefill_step(flt, fresh=False),
+                      fresh=lambda flt: self._prefill_step(flt, fresh=True), decode=self._decode_step)
+        for kind, make in makers.items():
+            for flt in (False, True):
+                key = (kind, flt, backend, block_size)
+                if key not in steps:
+                    steps[key] = tg.compile(make(flt), backend=backend)
+        self.steps = {(kind, flt): steps[(kind, flt, backend, block_size)] for kind in makers for flt in (False, True)}
 
     def _zeros(self, shape):
         t = tg.zeros(*shape, dtype=self.dtype, device=self.device)     # made on the device: no host copy
@@ -84,35 +146,57 @@ class ModelRunner:
         layers, heads, dim = model.kv_layout()
         return 2 * layers * heads * dim * block_size * next(iter(model.parameters())).element_size()
 
-    def _step(self, filtered: bool):
+    def _prefill_step(self, filtered: bool, fresh: bool):
+        """fresh: no row has cached tokens (ctx_slots, n_cached are then not read)."""
         model = self.model
 
-        def serve_step(idx, positions, last, ctx_slots, n_cached, k_cache, v_cache, temperature, top_k, top_p,
-                       seed, counter):
+        def serve_prefill(idx, positions, last, ctx_slots, n_cached, k_cache, v_cache, temperature, top_k, top_p,
+                          seed, counter):
             new_k, new_v = [None] * len(k_cache), [None] * len(k_cache)
 
             def attend(i, q, k, v):
                 new_k[i], new_v[i] = k.transpose(1, 2), v.transpose(1, 2)       # [B, T, Hkv, D]
-                return paged_attend(q, k, v, k_cache[i], v_cache[i], ctx_slots, n_cached)
-            logits = model.step(idx, positions, attend, last)
-            tok = sample_tokens(logits, temperature, top_k, top_p, seed, counter, filtered=filtered)
+                if fresh:
+                    return fresh_attend(q, k, v)
+                return prefill_attend(q, k, v, k_cache[i], v_cache[i], ctx_slots, n_cached)
+            with tg.no_grad():
+                logits = model.step(idx, positions, attend, last)
+                tok = sample_tokens(logits, temperature, top_k, top_p, seed, counter, filtered=filtered)
             return tok, new_k, new_v
-        serve_step.__name__ = "serve_step_filtered" if filtered else "serve_step"
-        return serve_step
+        serve_prefill.__name__ = f"serve_{'fresh' if fresh else 'prefill'}{'_filtered' if filtered else ''}"
+        return serve_prefill
 
-    def prepare(self, seqs: list[Sequence], is_prefill: bool) -> dict:
-        """Host arrays for one step (bucketed, padded)."""
+    def _decode_step(self, filtered: bool):
+        model, block_size = self.model, self.block_size
+
+        def serve_decode(idx, positions, block_tables, context_lens, k_cache, v_cache, temperature, top_k, top_p,
+                         seed, counter):
+            new_k, new_v = [None] * len(k_cache), [None] * len(k_cache)
+
+            def attend(i, q, k, v):
+                new_k[i], new_v[i] = k.transpose(1, 2), v.transpose(1, 2)       # [B, 1, Hkv, D]
+                return decode_attend(q, k, v, k_cache[i], v_cache[i], block_tables, context_lens, block_size)
+            with tg.no_grad():     # NOTE: paged_attention has no VJP; under grad it would be decomposed
+                last = tg.zeros(idx.shape[0], dtype=tg.long, device=idx.device)
+                logits = model.step(idx, positions, attend, last)
+                tok = sample_tokens(logits, temperature, top_k, top_p, seed, counter, filtered=filtered)
+            return tok, new_k, new_v
+        serve_decode.__name__ = "serve_decode_filtered" if filtered else "serve_decode"
+        return serve_decode
+
+    # -- prefill --------------------------------------------------------------------------------
+    def prepare_prefill(self, seqs: list[Sequence]) -> dict:
+        """Host arrays for one prefill step (bucketed, padded)."""
         bs = self.block_size
         B = bucket(len(seqs))
-        n_cached = [s.num_cached_tokens if is_prefill else len(s) - 1 for s in seqs]
+        n_cached = [s.num_cached_tokens for s in seqs]
         n_new = [len(s) - c for s, c in zip(seqs, n_cached)]
         # NOTE: floors on the buckets (16 new tokens, 256 cached) trade a little padding for fewer traces
-        T = min(max(16, bucket(max(n_new))), self.max_model_len) if is_prefill else 1
+        T = min(max(16, bucket(max(n_new))), self.max_model_len)
         C = max(bucket(-(-max(max(n_cached), 1) // bs)) * bs, min(256, -(-self.max_model_len // bs) * bs))
         a = dict(idx=np.zeros((B, T), np.int64), positions=np.zeros((B, T), np.int64), last=np.zeros(B, np.int64),
                  ctx_slots=np.zeros((B, C), np.int64), n_cached=np.zeros(B, np.int64),
-                 temperature=np.zeros(B, np.float32), top_k=np.zeros(B, np.int64), top_p=np.ones(B, np.float32),
-                 seed=np.zeros(B, np.int64), counter=np.zeros(B, np.int64))
+                 **{n: np.full(B, v, dt) for n, dt, v in SAMPLING})
         slots = np.full((B, T), self.sink, np.int64)
         for b, (s, c, n) in enumerate(zip(seqs, n_cached, n_new)):
             table = np.asarray(s.block_table, np.int64)
@@ -126,31 +210,92 @@ class ModelRunner:
             p = s.params
             a["temperature"][b], a["top_k"][b], a["top_p"][b] = p.temperature, p.top_k, p.top_p
             a["seed"][b], a["counter"][b] = s.seed, s.num_completion_tokens
-        return dict(args=a, slots=slots.reshape(-1), filtered=any(s.params.filtered for s in seqs))
+        return dict(args=a, slots=slots.reshape(-1))
 
+    # -- decode ---------------------------------------------------------------------------------
+    def table_width(self, seqs: list[Sequence]) -> int:
+        """Blocks in a decode step's block table: max_model_len's on CUDA (one signature per batch
+        bucket); on the CPU, where there is no graph to replay and the op's decomposition gathers the
+        whole width, the longest table's bucket (at least 256 tokens' worth), capped there too."""
+        if self.device != "cpu":
+            return self.max_blocks
+        need = max((len(s.block_table) for s in seqs), default=1)
+        return min(self.max_blocks, max(bucket(need), -(-256 // self.block_size)))
+
+    def decode_inputs(self, seqs: list[Sequence], B: int | None = None) -> DecodeBuffers:
+        """The bucket's buffers (bucket B, by default the one `seqs` need), filled for `seqs` (made
+        at the bucket's first use)."""
+        key = (B or bucket(len(seqs)), self.table_width(seqs))
+        buf = self.decode_buffers.get(key)
+        if buf is None:
+            buf = self.decode_buffers[key] = DecodeBuffers(*key, self.num_blocks, self.block_size, self.device)
+        buf.fill(seqs)
+        return buf
+
+    def warmup_decode(self, filtered: tuple[bool, ...] = (False,)) -> int:
+        """Compile the decode step of every bucket now (rows of padding only: they write the sink),
+        so serving never traces a decode step, and every bucket's buffers exist. Returns the steps run."""
+        n = 0
+        for B in self.decode_buckets:
+            for flt in filtered:
+                self._run_step("decode", flt, self.decode_inputs([], B).tensors)
+                n += 1
+        return n
+
+    # -- one step -------------------------------------------------------------------------------
     def run(self, seqs: list[Sequence], is_prefill: bool) -> list[int]:
         """One step: the next token of each sequence (the cache now holds all their tokens)."""
-        p = self.prepare(seqs, is_prefill)
-        a = {k: self._put(v) for k, v in p["args"].items()}
-        with warnings.catch_warnings():     # NOTE: one trace per shape bucket is by design, not a retrace storm
-            warnings.filterwarnings("ignore", message=".*was traced")
-            tok, new_k, new_v = self.steps[p["filtered"]](
-                a["idx"], a["positions"], a["last"], a["ctx_slots"], a["n_cached"], self.k_cache, self.v_cache,
-                a["temperature"], a["top_k"], a["top_p"], a["seed"], a["counter"])
-        slots = self._put(p["slots"])._data
-        for cache, new in zip(self.k_cache + self.v_cache, new_k + new_v):
-            _write_rows(cache, slots, new)
+        filtered = any(s.params.filtered for s in seqs)
+        if is_prefill:
+            p = self.prepare_prefill(seqs)
+            a = {k: _to_device(v, self.device) for k, v in p["args"].items()}
+            a["slots"] = _to_device(p["slots"], self.device)
+        else:
+            a = self.decode_inputs(seqs).tensors
+        kind = "decode"
+        if is_prefill:
+            for buf in self.decode_buffers.values():
+                buf.forget(seqs)   # NOTE: with nothing cached, attention is causal over the new tokens: flash on the GPU
+            kind = "prefill" if any(s.num_cached_tokens for s in seqs) else "fresh"
+        tok = self._run_step(kind, filtered, a)
         for s in seqs:
             s.num_cached_tokens = len(s)
         return [int(t) for t in tok.numpy()[:len(seqs)]]
 
-    def _put(self, array: np.ndarray):
-        t = tg.tensor(array)
-        return t.to(self.device) if self.device != "cpu" else t
+    def _run_step(self, kind: str, filtered: bool, a: dict):
+        """The compiled step `kind` ("prefill", "fresh" or "decode") on the inputs `a`, then the new
+        K, V written at a["slots"]; returns the tokens."""
+        if kind != "decode":
+            args = (a["idx"], a["positions"], a["last"], a["ctx_slots"], a["n_cached"])
+        else:
+            args = (a["idx"], a["positions"], a["block_tables"], a["context_lens"])
+        with warnings.catch_warnings():     # NOTE: one trace per shape bucket is by design, not a retrace storm
+            warnings.filterwarnings("ignore", message=".*was traced")
+            tok, new_k, new_v = self.steps[(kind, filtered)](
+                *args, self.k_cache, self.v_cache, *(a[n] for n, _, _ in SAMPLING))
+        for cache, new in zip(self.k_cache + self.v_cache, new_k + new_v):
+            _write_rows(cache, a["slots"]._data, new)
+        return tok
+
+
+def _to_device(array: np.ndarray, device: str):
+    t = tg.tensor(array)
+    return t.to(device) if device != "cpu" else t
 
 
 def _raw(x):
     return x.array if isinstance(x, devices.TypedArray) else x
+
+
+def _write(t, host: np.ndarray) -> None:
+    """t's buffer = host, in place (the same device memory before and after)."""
+    a = _raw(t._data)
+    if isinstance(a, np.ndarray) and type(a) is np.ndarray:
+        a[...] = host
+    elif hasattr(a, "set"):
+        a.set(host)                  # CuPy: a host-to-device copy into the existing allocation
+    else:
+        a[...] = host
 
 
 def _write_rows(cache, slots, new) -> None:
