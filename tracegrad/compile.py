@@ -20,7 +20,7 @@ from .ir.passes import PassManager, phase_view
 from .ir.passes.fusion import explain_kernels, format_fused
 from .ir.printer import format_graph
 from .errors import UnsupportedError
-from .compiled_entry import Entry, guards_of
+from .compiled_entry import Entry, guards_of, shard_layouts, state_io
 from .compiled_grad import CompiledBackward
 from .distributed import Mesh, current_comm
 from .ir.passes.parallel import Plan
@@ -223,6 +223,8 @@ class CompiledFunction:
             raise UnsupportedError(f"{title}: tensor, pipeline and context parallelism need the backward inside "
                                    "the step (call loss.backward() in it), not differentiable outputs")
         batch = tuple(v.name for v, src in zip(graph.inputs, tr.sources) if isinstance(src, ArgSource))
+        if partitioned:
+            graph = graph.with_(meta={**graph.meta, "state_io": state_io(graph, tr.sources, plan, len(tensors))})
         graph = parallelize(graph, stages, self.mesh, comm.rank, tr.parallel_plans(), batch, self.plan,
                             self.microbatches, self.schedule)
         backend = choose_backend(self.backend, graph)
@@ -234,7 +236,8 @@ class CompiledFunction:
         entry = Entry(key, title, list(tr.sources), plan, guards, len(tensors), out_spec, out_leaves,
                       [v.type for v in graph.outputs], stages, program,
                       (time.perf_counter() - t0) * 1e3, donated, backward, list(tr.on_backward_call),
-                      index_checks=checks_of(stages["traced"]))
+                      index_checks=checks_of(stages["traced"]),
+                      shards=shard_layouts(stages, self.mesh, comm))
         self.entries.append(entry)
         debug.log("compile", "%s (%s): %d ops traced, %d after optimization, %.1f ms", title, reason,
                   len(stages["traced"].nodes), len(graph.nodes), entry.compile_ms)
