@@ -1,9 +1,12 @@
 """State held in shards: under a tensor-parallel plan each rank keeps only its block of a split
-parameter and of the optimizer state that follows it, so the memory per rank goes down.
+parameter and of the optimizer state that follows it, and under a pipeline plan only the stages
+that use a parameter keep it, so the memory per rank goes down.
 
 A `Layout` says which block a rank holds: the global array cut along `dim` into `groups` equal
 chunks (q|k|v of a fused projection), each chunk cut into one block per rank of `group`; the
-rank holds block `index` of every chunk. A `Sharded` is what such a tensor's storage is between
+rank holds block `index` of every chunk. An `Owned` says that one rank of a group (a pipeline
+stage) holds the array and the others an empty placeholder; a `Chain` applies one layout to
+another's block (tp blocks owned by one pp stage). A `Sharded` is what such a tensor's storage is between
 steps: this rank's block and its layout. A compiled step reads the block as it is; anything else
 that needs the value (`.numpy()`, `state_dict()`, an eager op) gets the whole array, gathered
 from the group's ranks on demand: a collective, so every rank of the group asks for the same
@@ -73,3 +76,46 @@ class Sharded:
     def __getattr__(self, name):
         # NOTE: reached only for names a buffer has (shape, reshape, ...): the whole array's
         return getattr(self.full(), name)
+
+
+@dataclass(frozen=True, eq=False)
+class Owned:
+    owner: int            # the global rank that holds the array
+    group: tuple
+    rank: int             # this rank
+    shape: tuple          # the array the owner holds
+    dtype: object
+    comm: object
+
+    def same(self, other) -> bool:
+        return isinstance(other, Owned) and (self.owner, self.group, self.rank, self.shape) == \
+            (other.owner, other.group, other.rank, other.shape)
+
+    def block(self, full):
+        if self.rank == self.owner:
+            return full
+        import numpy as np
+        return np.zeros((0,), self.dtype)
+
+    def gather(self, local):
+        """The owner's array on every rank of the group (a broadcast)."""
+        if self.rank != self.owner:
+            import numpy as np
+            local = np.zeros(self.shape, self.dtype)
+        return self.comm.broadcast(local, self.owner, self.group)
+
+
+@dataclass(frozen=True, eq=False)
+class Chain:
+    """`inner` applied to the block `outer` gives: block = inner.block(outer.block(full))."""
+    outer: object
+    inner: object
+
+    def same(self, other) -> bool:
+        return isinstance(other, Chain) and self.outer.same(other.outer) and self.inner.same(other.inner)
+
+    def block(self, full):
+        return self.inner.block(self.outer.block(full))
+
+    def gather(self, local):
+        return self.outer.gather(self.inner.gather(local))

@@ -11,7 +11,7 @@ from .compiled_grad import CompiledBackward
 from .dispatch import grad_enabled
 from .errors import Donated
 from .ir.passes import PassManager
-from .runtime.shards import Layout, Sharded
+from .runtime.shards import Chain, Layout, Owned, Sharded
 from .tensor import Tensor
 from .trace import ArgSource, GradSource, StateSource, Trace
 
@@ -109,18 +109,27 @@ def state_io(graph, sources: list, plan: list, n_user: int) -> tuple:
 
 
 def shard_layouts(stages, mesh, comm) -> tuple:
-    """The `Layout` of each input and output the tensor-parallel pass left sharded (its meta)."""
-    if "tp" not in [s.name for s in stages.stages]:
-        return {}, {}
-    meta = stages["tp"].meta
-    shards = meta.get("tp_shards", {})
-    if not shards:
-        return {}, {}
-    group = mesh.group("tp", comm.rank)
-    names = [v.name for v in stages["tp"].inputs]
-    layouts = {k: Layout(dim, groups, group, group.index(comm.rank), comm) for k, (dim, groups) in shards.items()}
-    return ({names.index(k): lay for k, lay in layouts.items()},
-            {j: layouts[k] for j, k in meta.get("tp_shard_outputs", {}).items()})
+    """The layout of each input and output the tensor- and pipeline-parallel passes left sharded
+    (their meta): ({input index: layout}, {output index: layout})."""
+    names = [s.name for s in stages.stages]
+    last = stages[names[-1]]
+    inputs = [v.name for v in last.inputs]
+    layouts: dict = {}
+    outs: dict = {}
+    if "tp" in names and stages["tp"].meta.get("tp_shards"):
+        meta, group = stages["tp"].meta, mesh.group("tp", comm.rank)
+        for k, (dim, groups) in meta["tp_shards"].items():
+            layouts[k] = Layout(dim, groups, group, group.index(comm.rank), comm)
+        outs.update({j: k for j, k in meta.get("tp_shard_outputs", {}).items()})
+    if "pp" in names and stages["pp"].meta.get("pp_owned"):
+        meta, group = stages["pp"].meta, mesh.group("pp", comm.rank)
+        before = {v.name: v.type for v in stages[names[names.index("pp") - 1]].inputs}
+        for k, stage in meta["pp_owned"].items():
+            t = before[k]
+            owned = Owned(group[stage], group, comm.rank, t.shape, t.dtype.np, comm)
+            layouts[k] = owned if k not in layouts else Chain(layouts[k], owned)
+        outs.update({j: k for j, k in meta.get("pp_owned_outputs", {}).items()})
+    return ({inputs.index(k): lay for k, lay in layouts.items()}, {j: layouts[k] for j, k in outs.items()})
 
 
 def _writable(a):
