@@ -44,3 +44,9 @@ def check_plan(model, batches, mesh, plan=None, rtol=1e-5, **compile_kw):
             # NOTE: split matmuls sum in another order than the whole one: fp32 rounding, not bits
             np.testing.assert_allclose(params[name], want, rtol=1e-4, atol=1e-6, err_msg=name)
     return runs
+
+
+def held_bytes(model, opt) -> int:
+    """Bytes of parameters and optimizer state this rank holds (a sharded tensor: its block)."""
+    tensors = list(model.parameters()) + [t for s in opt.state.values() for t in s.values() if isinstance(t, tg.Tensor)]
+    return sum(t._data.nbytes for t in tensors)

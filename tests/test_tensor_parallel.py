@@ -16,7 +16,7 @@ from tracegrad.ir.passes.parallel import ParallelPlanError
 from tracegrad.models.gpt import GPT, GPTConfig
 from tracegrad.models.llama import Llama, LlamaConfig
 
-from parallel_check import check_plan, train
+from parallel_check import check_plan, held_bytes, train
 
 
 def _batches(vocab, shape=(2, 8), n=3, seed=0):
@@ -120,15 +120,7 @@ def test_heads_that_do_not_split_are_refused():
         tg.compile(lambda x: x, mesh=tg.Mesh(tp=2), plan={"fc1": "diagonal"})
 
 
-def _held_bytes(model, opt) -> int:
-    """Bytes of parameters and optimizer state this rank holds (a sharded tensor: its block)."""
-    tensors = list(model.parameters()) + [t for s in opt.state.values() for t in s.values() if isinstance(t, tg.Tensor)]
-    return sum(t._data.nbytes for t in tensors)
-
-
 def test_tp2_holds_half_the_state_and_state_dict_is_whole():
-    from tracegrad.runtime.shards import Sharded
-
     def run(rank, model):
         opt = tg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
 
@@ -142,7 +134,7 @@ def test_tp2_holds_half_the_state_and_state_dict_is_whole():
         step = tg.compile(train_step, backend="numpy", mesh=tg.Mesh(tp=2))
         for x, y in _batches(32, n=2):
             step(tg.tensor(x), tg.tensor(y))
-        held = _held_bytes(model, opt)
+        held = held_bytes(model, opt)
         kinds = {n: type(p._data).__name__ for n, p in model.named_parameters()}
         return held, kinds, {k: v.numpy().copy() for k, v in model.state_dict().items()}
 
@@ -160,4 +152,3 @@ def test_tp2_holds_half_the_state_and_state_dict_is_whole():
     # the gathered state_dict is the same on both ranks: each rank holds the other's half as it sent it
     for k in runs[0][2]:
         np.testing.assert_array_equal(runs[0][2][k], runs[1][2][k])
-    del Sharded

@@ -31,7 +31,7 @@ from .tensor import Tensor
 from .trace import ArgSource, GradSource, Trace
 from .compile_module import compile_module, torch_options
 from .nn.module import Module
-from .ir.passes.parallel.explain import collective_lines, plan_lines
+from .ir.passes.parallel.explain import collective_lines, plan_lines, state_lines
 from .distributed.checks import check_same_collectives
 
 MAX_RETRACES = 8            # retraces before a warning (one per kind of reason)
@@ -281,6 +281,7 @@ class CompiledFunction:
             lines.append(f"  stage {s.name:<10} {len(s.graph.nodes):>5} ops  {s.ms:7.1f} ms")
         parallel = [s.graph for s in e.stages.stages if s.name in ("tp", "pp")]
         lines += plan_lines(parallel[-1]) if parallel else []
+        lines += state_lines(e.stages["traced"], e.stages.stages[-1].graph)
         lines += collective_lines(e.stages.stages[-1].graph, self.mesh)
         if any(s.name == "fused" for s in e.stages.stages):
             lines += explain_kernels(e.stages["fused"], getattr(e.program, "launch_ms", None) or None)
