@@ -92,17 +92,22 @@ class Owned:
             (other.owner, other.group, other.rank, other.shape)
 
     def block(self, full):
-        if self.rank == self.owner:
-            return full
-        import numpy as np
-        return np.zeros((0,), self.dtype)
+        return full if self.rank == self.owner else _zeros(full, (0,), self.dtype)
 
     def gather(self, local):
         """The owner's array on every rank of the group (a broadcast)."""
         if self.rank != self.owner:
-            import numpy as np
-            local = np.zeros(self.shape, self.dtype)
+            local = _zeros(local, self.shape, self.dtype)
         return self.comm.broadcast(local, self.owner, self.group)
+
+
+def _zeros(like, shape, dtype):
+    """Zeros on the device of `like` (numpy or CuPy)."""
+    import numpy as np
+    if isinstance(like, np.ndarray):
+        return np.zeros(shape, dtype)
+    import cupy
+    return cupy.zeros(shape, dtype)
 
 
 @dataclass(frozen=True, eq=False)

@@ -47,6 +47,9 @@ class Entry:
         ins = [src.read(leaves)._data for src in self.sources]
         for j, layout in self.shards[0].items():
             ins[j] = _block(ins[j], layout)
+        for j, a in enumerate(ins):
+            if type(a) is Sharded and j not in self.shards[0]:    # held in blocks by another step's plan
+                ins[j] = a.full()
         check_inputs(self.index_checks, ins)
         if self.donated:
             for j, src in enumerate(self.sources):

@@ -107,8 +107,8 @@ def _update_on_owners(b, gm, where, env, value, emit, me, group):
     """Each update node on the stage that owns its state (`pp_state.py`); what the step returns
     broadcast from the stage that made it, except the state an owner keeps: the others return an
     empty placeholder for it and take it as an empty input. Returns (outputs, {input: owner})."""
-    pairs = dict(gm.meta["state_io"])
-    state = {v for v in gm.inputs if v.name in pairs}
+    written = {j: k for k, j in gm.meta["state_io"]}      # output index -> the state input it writes
+    state = {v for v in gm.inputs if v.name in written.values()}
     place, mixed, owner = place_update(gm, where, state)
     read = readers(gm, where)
     kept = {v.name: s for v, s in owner.items() if isinstance(s, int) and read.get(v, set()) <= {s}}
@@ -150,16 +150,11 @@ def _update_on_owners(b, gm, where, env, value, emit, me, group):
             s = stage_of(v)
             if not isinstance(s, int):
                 outputs.append(value(v))
-            elif pairs.get(_input_of(gm, j)) == j and _input_of(gm, j) in kept:
+            elif written.get(j) in kept:
                 outputs.append(value(v) if s == me else b.full(shape=(0,), value=0, dtype=v.dtype, device=v.type.device))
             else:
                 outputs.append(everywhere(v, s))
     return outputs, kept
-
-
-def _input_of(gm, j):
-    """The state input whose write-back is output j, if any."""
-    return next((k for k, i in gm.meta["state_io"] if i == j), None)
 
 
 def _exchange(b, gm, where, env, value, me, group, rank, order) -> None:
