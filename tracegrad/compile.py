@@ -279,7 +279,7 @@ class CompiledFunction:
         lines = [f"{e.title}: {len(g.nodes)} ops, compiled in {e.compile_ms:.1f} ms, called {e.calls} times"]
         for s in e.stages.stages:
             lines.append(f"  stage {s.name:<10} {len(s.graph.nodes):>5} ops  {s.ms:7.1f} ms")
-        parallel = [s.graph for s in e.stages.stages if s.name in ("tp", "pp")]
+        parallel = [s.graph for s in e.stages.stages if s.name in ("tp", "cp", "pp")]
         lines += plan_lines(parallel[-1]) if parallel else []
         lines += state_lines(e.stages["traced"], e.stages.stages[-1].graph)
         lines += collective_lines(e.stages.stages[-1].graph, self.mesh)

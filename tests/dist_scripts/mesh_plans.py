@@ -1,7 +1,8 @@
 """A small LLaMA trained a few SGD steps under each of several mesh plans, in one process group
 (`tracegrad launch -n N`); each plan's steps are compiled with `tg.compile(mesh=...)`. Every rank
-writes its losses and its `state_dict()` (the full tensors, gathered) per plan to
-<--out>.rank<R>.npz, keys "<plan>/losses" and "<plan>/<parameter>"; with --reference, the
+writes its losses, the bytes of state it holds and its `state_dict()` (the full tensors,
+gathered) per plan to <--out>.rank<R>.npz, keys "<plan>/losses", "<plan>/held" and
+"<plan>/<parameter>"; with --reference, the
 single-device run of the same steps too (plan "one"), computed on each rank alone.
 
     tracegrad launch -n 2 mesh_plans.py --out /tmp/r --plans tp2 pp2-afab pp2-1f1b cp2
@@ -61,12 +62,14 @@ def train(mesh=None, schedule="1f1b"):
         rows = len(x) // dp
         losses.append(float(step(tg.tensor(x[dp_rank * rows:(dp_rank + 1) * rows]),
                                  tg.tensor(y[dp_rank * rows:(dp_rank + 1) * rows])).item()))
-    return np.array(losses), {k: v.numpy().copy() for k, v in model.state_dict().items()}
+    state = list(model.parameters()) + [t for s in opt.state.values() for t in s.values() if isinstance(t, tg.Tensor)]
+    held = sum(t._data.nbytes for t in state)        # a tensor held in blocks: this rank's block
+    return np.array(losses), held, {k: v.numpy().copy() for k, v in model.state_dict().items()}
 
 
 out = {}
 for plan in (["one"] if a.reference else []) + a.plans:
-    losses, params = train() if plan == "one" else train(*mesh_of(plan))
-    out[f"{plan}/losses"] = losses
+    losses, held, params = train() if plan == "one" else train(*mesh_of(plan))
+    out[f"{plan}/losses"], out[f"{plan}/held"] = losses, held
     out.update({f"{plan}/{k}": v for k, v in params.items()})
 np.savez(f"{a.out}.rank{rank}.npz", **out)

@@ -28,13 +28,17 @@ def sent_bytes(node) -> int:
 
 
 def plan_lines(graph: Graph) -> list[str]:
-    """The tp plan of every parameter and the pipeline's stages, schedule and bubble, from the
-    meta the passes left on `graph`."""
+    """The tp plan of every parameter, the cp split, and the pipeline's stages, schedule and
+    bubble, from the meta the passes left on `graph`."""
     lines = []
     choices = graph.meta.get("tp_plan")
     if choices:
         lines.append(f"  tp plan (tp={graph.meta.get('tp_size')}): parameter, module, style, split")
         lines += [f"    {c}" for c in choices]
+    if graph.meta.get("cp_size"):
+        n = graph.meta["cp_size"]
+        lines.append(f"  cp: the sequence in {2 * n} blocks, rank r holding r and {2 * n - 1}-r (zig-zag); ring attention "
+                     f"over {n} ranks; parameters whole, their gradients summed over the ring")
     pp = graph.meta.get("pp")
     if pp:
         lines.append(f"  pp: stage {pp['stage']} of {pp['stages']}, {pp['schedule'].upper()}, {pp['microbatches']} "
