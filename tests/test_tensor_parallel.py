@@ -162,3 +162,34 @@ def test_tp2_holds_half_the_state_and_state_dict_is_whole():
     # the gathered state_dict is the same on both ranks: each rank holds the other's half as it sent it
     for k in runs[0][2]:
         np.testing.assert_array_equal(runs[0][2][k], runs[1][2][k])
+
+
+def test_checkpoint_written_under_tp2_loads_on_one_device(tmp_path):
+    from tracegrad.utils.checkpoint import load_checkpoint, save_checkpoint
+    path = str(tmp_path / "ckpt.safetensors")
+
+    def run(rank, model):
+        opt = tg.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+        def train_step(x, y):
+            _, loss = model(x, y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            return loss
+
+        step = tg.compile(train_step, backend="numpy", mesh=tg.Mesh(tp=2))
+        for x, y in _batches(32, n=2):
+            step(tg.tensor(x), tg.tensor(y))
+        save_checkpoint(path, model=model, optimizer=opt, step=2)     # every rank calls it; rank 0 writes
+        return {k: v.numpy().copy() for k, v in model.state_dict().items()}
+
+    model = _llama()
+    runs = tg.distributed.run_local(run, 2, [(copy.deepcopy(model),) for _ in range(2)])
+    fresh = _llama(num_hidden_layers=1)
+    opt = tg.optim.SGD(fresh.parameters(), lr=0.1, momentum=0.9)
+    load_checkpoint(path, model=fresh, optimizer=opt)
+    for k, v in fresh.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), runs[0][k])
+    bufs = [s["momentum_buffer"] for s in opt.state.values()]
+    assert bufs and all(b.shape == p.shape for b, p in zip(bufs, fresh.parameters()))
