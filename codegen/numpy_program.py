@@ -143,6 +143,8 @@ def generate(graph: Graph, comm=None, check_nans: bool | None = None, kernels: d
                     lines.append(f"    check_nan({o.name}, {(o.name + ' = ' + n.op + ' at ' + str(n.prov or '?'))!r})")
         if i in plan.frees:
             lines.append(f"    del {', '.join(v.name for v in plan.frees[i])}")
+    if any(n.op == "send" for n in graph.nodes):      # sends return at once; done before the step returns
+        lines.append("    comm.wait_sends()")
     outs = ", ".join(v.name for v in graph.outputs)
     lines.append(f"    return ({outs}{',' if len(graph.outputs) == 1 else ''})")
     source = "\n".join(lines) + "\n"

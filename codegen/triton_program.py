@@ -37,6 +37,7 @@ class TritonProgram:
 
     def __init__(self, graph: Graph, comm=None, target: str | None = None):
         self.graph = graph
+        self.sends = any(n.op == "send" for n in graph.nodes)
         self.target = target or target_of(graph)
         self.generated: Generated = generate(graph, self.target, check_nans=check_nans_enabled())
         self.source = self.generated.source
@@ -79,12 +80,16 @@ class TritonProgram:
         if self.profiling:
             return self.profiled(*arrays)
         outs = self.graphed(*arrays) if self.graphed is not None else self.fn(*arrays)
+        if self.sends:          # sends return at once (comm.py); done before the step returns
+            self.rt.comm.wait_sends()
         return tuple(np.asarray(o) if isinstance(o, np.generic) else o for o in outs)
 
     def profiled(self, *arrays):
         """One call with each launch timed (CUDA events around it on the GPU); the times average
         into `launch_ms`, which `step.explain()` shows as each kernel's share of the step."""
         outs = self.timed_fn(*arrays)
+        if self.sends:
+            self.rt.comm.wait_sends()
         n = self.profiled_calls
         for k, ms in self.rt.launch_times().items():
             self.launch_ms[k] = (self.launch_ms.get(k, 0.0) * n + ms) / (n + 1)

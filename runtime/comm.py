@@ -3,6 +3,12 @@
 
 A communicator moves buffers (numpy or CuPy arrays) between the ranks of a group, a tuple of
 global ranks in a fixed order; every rank of the group makes the same call in the same order.
+
+Point-to-point sends never block: `send` returns before the peer has received (the array is
+copied or kept alive until the transfer completes), so schedules in which two ranks both send
+before they receive (a 1F1B pipeline's steady state, a ring's shift) run on every communicator.
+A program calls `wait_sends()` at its end; a communicator may complete sends earlier (at the next
+`recv`, where NCCL issues the pending sends and the receive as one group, or at a collective).
 Implementations: `SingleProcess` (here), `LocalComm` (ranks as threads, `comm_local.py`),
 `MPIComm` (processes, mpi4py, `comm_mpi.py`), `NCCLComm` (GPUs, CuPy's NCCL, `comm_nccl.py`).
 """
@@ -39,12 +45,16 @@ class Communicator:
         raise NotImplementedError
 
     def send(self, x, peer: int, group: tuple) -> None:
-        """Send `x` to global rank `peer`; the peer takes it with `recv`."""
+        """Send `x` to global rank `peer`; the peer takes it with `recv`. Returns at once, without
+        waiting for the peer (the caller may reuse `x`): see the module's docstring."""
         raise NotImplementedError
 
     def recv(self, shape: tuple, dtype, device: str, peer: int, group: tuple):
         """The array of `shape` and numpy `dtype` that global rank `peer` sent, on `device`."""
         raise NotImplementedError
+
+    def wait_sends(self) -> None:
+        """Complete every send this rank started (raises `CommTimeout` after `timeout`)."""
 
     def barrier(self, group: tuple | None = None) -> None:
         """Wait until every rank of `group` (default: all) has reached this call."""

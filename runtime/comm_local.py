@@ -128,7 +128,7 @@ class LocalComm(Communicator):
         self._exchange(None, range(self.world_size) if group is None else group, lambda xs: None)
 
     def send(self, x, peer, group):
-        self.world.channel(self.rank, peer).put(x.copy())
+        self.world.channel(self.rank, peer).put(x.copy())     # buffered: never waits for the peer
 
     def recv(self, shape, dtype, device, peer, group):
         x = self.world.receive(peer, self.rank)

@@ -5,6 +5,10 @@ Every collective is MPI's non-blocking form (`Iallreduce`, ...) waited on with a
 rank that never arrives makes the others raise `CommTimeout` after `timeout` seconds instead of
 hanging; a rank that dies ends the job through the process manager (`mpiexec` kills the rest).
 A group other than the whole world gets a sub-communicator of its own, made once.
+
+`send` is an `Isend` of a private copy whose request is kept until `wait_sends()` (or until it is
+found complete at a later send), so a send never waits for its receive: two ranks that both send
+before they receive (1F1B, ring attention) cannot deadlock, whatever MPI's eager limit.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ class MPIComm(Communicator):
         self._groups: dict[tuple, object] = {tuple(range(self.world_size)): self.world}
         self._ops = {"sum": MPI.SUM, "mean": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
         self._tag = 0
+        self._sends: list[tuple] = []       # (request, buffer kept alive until it completes, peer)
 
     # -- plumbing ----------------------------------------------------------------------------
     def sub(self, group: tuple):
@@ -91,7 +96,15 @@ class MPIComm(Communicator):
 
     def send(self, x, peer, group):
         buf, _ = self._wire(x)
-        self.wait(self.world.Isend(buf, dest=peer, tag=17), f"send to rank {peer}", (self.rank, peer))
+        buf = buf.copy() if buf is x or buf.base is not None else buf    # the program may reuse x at once
+        self._sends = [s for s in self._sends if not s[0].Test()]
+        self._sends.append((self.world.Isend(buf, dest=peer, tag=17), buf, peer))
+
+    def wait_sends(self):
+        while self._sends:
+            req, _, peer = self._sends[0]
+            self.wait(req, f"send to rank {peer}", (self.rank, peer))
+            self._sends.pop(0)
 
     def recv(self, shape, dtype, device, peer, group):
         out = np.empty(shape, np.dtype(dtype) if np.dtype(dtype) in _NATIVE else np.float32)
@@ -100,6 +113,7 @@ class MPIComm(Communicator):
 
     def barrier(self, group=None):
         group = tuple(range(self.world_size)) if group is None else tuple(group)
+        self.wait_sends()
         self.wait(self.sub(group).Ibarrier(), "barrier", group)
 
     def broadcast_object(self, obj, root: int = 0):

@@ -8,6 +8,13 @@ aborts the NCCL communicators, and the next call raises `CommTimeout` (a rank th
 runs another graph), as PyTorch's NCCL watchdog does. NCCL's unique id is shared through MPI when
 the ranks were started by it (`tracegrad launch --gpus`, mpirun), else through a TCP rendezvous
 at MASTER_ADDR:MASTER_PORT (`rendezvous.py`).
+
+Point-to-point: NCCL's send waits on the GPU for the matching receive, so two ranks that both
+send before they receive (a 1F1B pipeline's steady state, ring attention's shift) would each wait
+for the other forever if every send were queued alone. A send is therefore held (a private copy)
+until this rank's next `recv`, which issues the held sends and the receive as one NCCL group
+(ncclGroupStart/End: NCCL progresses the group's operations together, as Megatron-LM's batched
+isend/irecv does); a collective or `wait_sends()` issues what is still held first.
 """
 from __future__ import annotations
 
@@ -43,6 +50,7 @@ class NCCLComm(Communicator):
         self._comms: dict[tuple, object] = {}
         self._ops = {"sum": nccl.NCCL_SUM, "mean": nccl.NCCL_SUM, "max": nccl.NCCL_MAX, "min": nccl.NCCL_MIN}
         self._pending: deque = deque()
+        self._sends: list[tuple] = []        # (array, dtype, peer) held until the next recv
         self._failed: str | None = None
         self._closed = False
         threading.Thread(target=self._watch, daemon=True, name="tracegrad-nccl-watchdog").start()
@@ -101,16 +109,44 @@ class NCCLComm(Communicator):
 
     def _run(self, what: str, group, launch):
         """Queue `launch(comm, stream_ptr)` on the collective stream between two events."""
+        self.wait_sends()
+        comm = self.sub(group)
+        self._queue(what, lambda s: launch(comm, s))
+
+    def _queue(self, what: str, launch):
+        """Queue `launch(stream_ptr)` on the collective stream: it waits for the compute stream's
+        work so far, and the compute stream waits for it (events; the host does not block)."""
         if self._failed:
             raise CommTimeout(self._failed)
-        comm = self.sub(group)
         compute = self.cupy.cuda.get_current_stream()
         ready = compute.record()
         self.stream.wait_event(ready)
-        launch(comm, self.stream.ptr)
+        launch(self.stream.ptr)
         done = self.stream.record()
         compute.wait_event(done)
         self._pending.append((done, time.monotonic() + self.timeout, what))
+
+    def _p2p(self, recv=None) -> None:
+        """Issue the held sends, and `recv` (out, dtype, peer) when given, as one NCCL group."""
+        sends, self._sends = self._sends, []
+        ops = [("send", a, dt, peer) for a, dt, peer in sends] + ([("recv", *recv)] if recv else [])
+        if not ops:
+            return
+        # NOTE: made in one global order (sorted pairs), so that ranks making the pair communicators
+        # of a ring on first use cannot each wait for the next
+        for pair in sorted({tuple(sorted((self.rank, op[3]))) for op in ops}):
+            self.sub(pair)
+        comms = [(self.sub(tuple(sorted((self.rank, peer)))), kind, a, dt, peer) for kind, a, dt, peer in ops]
+
+        def launch(stream):
+            self.nccl.groupStart()
+            try:
+                for comm, kind, a, dt, peer in comms:
+                    other = 0 if peer < self.rank else 1        # the peer's index in the sorted pair
+                    getattr(comm, kind)(a.data.ptr, a.size, _nccl_dtype(self.nccl, dt), other, stream)
+            finally:
+                self.nccl.groupEnd()
+        self._queue(", ".join(f"{k} {'to' if k == 'send' else 'from'} rank {p}" for k, _, _, p in ops), launch)
 
     def buffer(self, a):
         return self.cupy.asarray(a)
@@ -167,18 +203,19 @@ class NCCLComm(Communicator):
 
     def send(self, x, peer, group):
         arr, dt, _ = self._raw(x)
-        arr = self.cupy.ascontiguousarray(arr)
-        pair = tuple(sorted((self.rank, peer)))
-        self._run(f"send to rank {peer}", pair, lambda c, s: c.send(
-            arr.data.ptr, arr.size, _nccl_dtype(self.nccl, dt), pair.index(peer), s))
+        # NOTE: a copy on the compute stream: the program may write over x before the send is issued
+        self._sends.append((self.cupy.array(arr, copy=True, order="C"), dt, peer))
 
     def recv(self, shape, dtype, device, peer, group):
         dt = np.dtype(dtype)
         out = self.cupy.empty(shape, self.cupy.uint16 if dt.name == "bfloat16" else dt)
-        pair = tuple(sorted((self.rank, peer)))
-        self._run(f"recv from rank {peer}", pair, lambda c, s: c.recv(
-            out.data.ptr, out.size, _nccl_dtype(self.nccl, dt), pair.index(peer), s))
+        self._p2p((out, dt, peer))
         return TypedArray(out, dt) if dt.name == "bfloat16" else out
+
+    def wait_sends(self):
+        # NOTE: issuing is enough: later work on either stream is ordered after it, and the
+        # watchdog raises for a send whose receive never comes
+        self._p2p()
 
     def barrier(self, group=None):
         group = tuple(range(self.world_size)) if group is None else tuple(group)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import tracegrad as tg
+from tracegrad.ir.passes.fusion import fuse
 from tracegrad.ir.passes.parallel import ParallelPlanError
 from tracegrad.models.gpt import GPT, GPTConfig
 
@@ -26,6 +27,16 @@ def test_llama_cp2_ring_attention_equals_one_device():
         split = [n for n in graph.nodes if n.tag == "cp(split)"]
         assert split[-1].outputs[0].shape == (2, 4) and x.shape == (2, 8)   # blocks r and 3-r of 4
         assert [n.attrs["starts"][2] for n in split if n.op == "slice"][:2] == [rank, 3 - rank]
+        text = step.explain()
+        assert "ring attention over 2 ranks" in text and "send" in text
+        # fusion keeps the order of sends and receives (a receive moved above this rank's earlier
+        # send would wait for a peer waiting for that send)
+        optimized = step.entries[-1].stages["optimized"]
+        assert _messages(fuse(optimized)) == _messages(optimized)
+
+
+def _messages(graph):
+    return [(n.op, (n.inputs or n.outputs)[0].name) for n in graph.nodes if n.op in ("send", "recv")]
 
 
 def test_zigzag_gives_each_rank_its_true_positions():

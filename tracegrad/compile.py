@@ -20,7 +20,7 @@ from .ir.passes import PassManager, phase_view
 from .ir.passes.fusion import explain_kernels, format_fused
 from .ir.printer import format_graph
 from .errors import UnsupportedError
-from .compiled_entry import Entry, guards_of
+from .compiled_entry import Entry, guards_of, shard_layouts, state_io
 from .compiled_grad import CompiledBackward
 from .distributed import Mesh, current_comm
 from .ir.passes.parallel import Plan
@@ -31,7 +31,7 @@ from .tensor import Tensor
 from .trace import ArgSource, GradSource, StateSource, Trace
 from .compile_module import compile_module, torch_options
 from .nn.module import Module
-from .ir.passes.parallel.explain import collective_lines, plan_lines
+from .ir.passes.parallel.explain import collective_lines, plan_lines, state_lines
 from .distributed.checks import check_same_collectives
 
 MAX_RETRACES = 8            # retraces before a warning (one per kind of reason)
@@ -225,6 +225,8 @@ class CompiledFunction:
             raise UnsupportedError(f"{title}: tensor, pipeline and context parallelism need the backward inside "
                                    "the step (call loss.backward() in it), not differentiable outputs")
         batch = tuple(v.name for v, src in zip(graph.inputs, tr.sources) if isinstance(src, ArgSource))
+        if partitioned:
+            graph = graph.with_(meta={**graph.meta, "state_io": state_io(graph, tr.sources, plan, len(tensors))})
         graph = parallelize(graph, stages, self.mesh, comm.rank, tr.parallel_plans(), batch, self.plan,
                             self.microbatches, self.schedule)
         backend = choose_backend(self.backend, graph)
@@ -236,7 +238,8 @@ class CompiledFunction:
         entry = Entry(key, title, list(tr.sources), plan, guards, len(tensors), out_spec, out_leaves,
                       [v.type for v in graph.outputs], stages, program,
                       (time.perf_counter() - t0) * 1e3, donated, backward, list(tr.on_backward_call),
-                      index_checks=checks_of(stages["traced"]))
+                      index_checks=checks_of(stages["traced"]),
+                      shards=shard_layouts(stages, self.mesh, comm))
         self.entries.append(entry)
         debug.log("compile", "%s (%s): %d ops traced, %d after optimization, %.1f ms", title, reason,
                   len(stages["traced"].nodes), len(graph.nodes), entry.compile_ms)
@@ -280,8 +283,9 @@ class CompiledFunction:
             lines.append("  " + e.program.graphed.describe())
         for s in e.stages.stages:
             lines.append(f"  stage {s.name:<10} {len(s.graph.nodes):>5} ops  {s.ms:7.1f} ms")
-        parallel = [s.graph for s in e.stages.stages if s.name in ("tp", "pp")]
+        parallel = [s.graph for s in e.stages.stages if s.name in ("tp", "cp", "pp")]
         lines += plan_lines(parallel[-1]) if parallel else []
+        lines += state_lines(e.stages["traced"], e.stages.stages[-1].graph)
         lines += collective_lines(e.stages.stages[-1].graph, self.mesh)
         if any(s.name == "fused" for s in e.stages.stages):
             lines += explain_kernels(e.stages["fused"], getattr(e.program, "launch_ms", None) or None)

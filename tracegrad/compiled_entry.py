@@ -11,6 +11,7 @@ from .compiled_grad import CompiledBackward
 from .dispatch import grad_enabled
 from .errors import Donated
 from .ir.passes import PassManager
+from .runtime.shards import Chain, Layout, Owned, Sharded
 from .tensor import Tensor
 from .trace import ArgSource, GradSource, StateSource, Trace
 
@@ -34,6 +35,7 @@ class Entry:
     on_backward_call: list = field(default_factory=list)   # e.g. DDP: average the gradients after backward()
     calls: int = field(default=0)
     index_checks: list = field(default_factory=list)   # inputs used as indices (bounds.checks_of)
+    shards: tuple = ({}, {})     # ({input index: Layout}, {output index: Layout}): state held as blocks
 
     def guards_hold(self, leaves) -> bool:
         return all(check(leaves) for check, _ in self.guards)
@@ -43,6 +45,11 @@ class Entry:
 
     def run(self, leaves):
         ins = [src.read(leaves)._data for src in self.sources]
+        for j, layout in self.shards[0].items():
+            ins[j] = _block(ins[j], layout)
+        for j, a in enumerate(ins):
+            if type(a) is Sharded and j not in self.shards[0]:    # held in blocks by another step's plan
+                ins[j] = a.full()
         check_inputs(self.index_checks, ins)
         if self.donated:
             for j, src in enumerate(self.sources):
@@ -59,21 +66,73 @@ class Entry:
             bw.attach(sources, [user[i] for i in bw.diff_out], ins)
             for fn in self.on_backward_call:
                 fn()
-        rest = iter(zip(outs[self.n_user:], self.out_types[self.n_user:]))
+        rest = iter(enumerate(zip(outs[self.n_user:], self.out_types[self.n_user:]), self.n_user))
         for wb in self.plan:
             obj = wb.target(leaves)
             if wb.kind == "grad_none":
                 obj._grad = None
                 continue
-            arr, typ = next(rest)
+            j, (arr, typ) = next(rest)
             if wb.kind == "data":
-                obj._data = arr
+                layout = self.shards[1].get(j)
+                obj._data = arr if layout is None else Sharded(arr, layout)
             elif obj._grad is None:
                 obj._grad = Tensor._from_array(arr, typ)
             else:
                 obj._grad._data = arr
         it = iter(user)
         return pytree.unflatten(self.out_spec, [next(it) if isinstance(x, Tensor) else x for x in self.out_leaves])
+
+
+def _block(data, layout: Layout):
+    """This rank's block of a sharded input: as held since the last step, or cut from the whole
+    array (the first call, or after `load_state_dict`)."""
+    if type(data) is Sharded:
+        if data.layout.same(layout):
+            return data.local
+        data = data.full()
+    return layout.block(data)
+
+
+def state_io(graph, sources: list, plan: list, n_user: int) -> tuple:
+    """((input name, output index), ...): the state a step reads and writes back in place
+    (parameters, optimizer state), the pairs a parallel plan may keep sharded between steps."""
+    by_target = {}
+    for j, (v, src) in enumerate(zip(graph.inputs, sources)):
+        if isinstance(src, StateSource):
+            by_target.setdefault(id(src.tensor), v.name)
+    out, j = [], n_user
+    for wb in plan:
+        if wb.kind == "grad_none":
+            continue
+        if wb.kind == "data" and not isinstance(wb.ref, int) and id(wb.ref) in by_target:
+            out.append((by_target[id(wb.ref)], j))
+        j += 1
+    return tuple(out)
+
+
+def shard_layouts(stages, mesh, comm) -> tuple:
+    """The layout of each input and output the tensor- and pipeline-parallel passes left sharded
+    (their meta): ({input index: layout}, {output index: layout})."""
+    names = [s.name for s in stages.stages]
+    last = stages[names[-1]]
+    inputs = [v.name for v in last.inputs]
+    layouts: dict = {}
+    outs: dict = {}
+    if "tp" in names and stages["tp"].meta.get("tp_shards"):
+        meta, group = stages["tp"].meta, mesh.group("tp", comm.rank)
+        for k, (dim, groups) in meta["tp_shards"].items():
+            layouts[k] = Layout(dim, groups, group, group.index(comm.rank), comm)
+        outs.update({j: k for j, k in meta.get("tp_shard_outputs", {}).items()})
+    if "pp" in names and stages["pp"].meta.get("pp_owned"):
+        meta, group = stages["pp"].meta, mesh.group("pp", comm.rank)
+        before = {v.name: v.type for v in stages[names[names.index("pp") - 1]].inputs}
+        for k, stage in meta["pp_owned"].items():
+            t = before[k]
+            owned = Owned(group[stage], group, comm.rank, t.shape, t.dtype.np, comm)
+            layouts[k] = owned if k not in layouts else Chain(layouts[k], owned)
+        outs.update({j: k for j, k in meta.get("pp_owned_outputs", {}).items()})
+    return ({inputs.index(k): lay for k, lay in layouts.items()}, {j: layouts[k] for j, k in outs.items()})
 
 
 def _writable(a):

@@ -15,6 +15,7 @@ from .codegen.eager import run_op
 from .codegen.numpy_program import NaNError, check_nans_enabled, has_nan
 from .errors import ShapeError, TracegradError
 from .ir.graph import Value
+from .runtime.shards import Sharded
 from .ir.builder import Builder
 from .ir.errors import OpTypeError
 from .ir.ops import get
@@ -113,9 +114,15 @@ def _tensor():
     return tensor_mod.Tensor   # NOTE: tensor.py imports this module before it defines the class
 
 
+_HELD = (Value, Sharded)       # storage that is not an array of this process: traced, or a block
+
+
 def _run_eager(op, inputs, attrs):
     for t in inputs:
-        if isinstance(t._data, Value):
+        if isinstance(t._data, _HELD):
+            if type(t._data) is Sharded:     # a block of a parallel plan: the op reads the whole, gathered
+                return _run_eager(op, [_tensor()._from_array(x._data.full(), x._type) if type(x._data) is Sharded
+                                       else x for x in inputs], attrs)
             raise TracegradError(
                 f"{op}: a tensor computed inside a compiled step ({t._data.name}: {t._type}) is used outside "
                 f"it\n  at {provenance.where()}\ninside @tg.compile tensors are symbolic; return the tensor "

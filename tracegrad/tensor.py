@@ -15,6 +15,7 @@ from . import functions as F_, indexing, trace as _trace
 from .dispatch import apply, grad_enabled
 from .errors import DataDependentError, Donated, TracegradError
 from .runtime.devices import owned_copy, to_numpy
+from .runtime.shards import Sharded
 from .autograd import _tape, backward as _backward, no_grad
 from .creation import full, normalize_device, tensor as _tensor_of
 from .provenance import where
@@ -106,6 +107,8 @@ class Tensor(SearchMethods, ScanMethods, CompareMethods, ScatterMethods, LinalgM
                 "Use tg.where(cond, a, b) for a data-dependent choice, or move this branch out of the step.")
         if type(self._data) is Donated:
             raise self._data.error()
+        if type(self._data) is Sharded:       # a block of a tensor-parallel plan: the whole, gathered
+            return self._data.full()
         return self._data
 
     def numpy(self) -> np.ndarray:

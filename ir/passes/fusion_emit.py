@@ -10,6 +10,7 @@ import math
 import networkx as nx
 
 from ..graph import Graph, Node
+from ..ops.registry import get as get_op
 from ..ops.kernel import Body
 from ..types import float32
 from .fusion_index import reduce_axes
@@ -148,6 +149,11 @@ def emit(f, graph: Graph, n_ops: int) -> Graph:
             for v in nodes[i].inputs:
                 if v not in made and maker.get(v, key) != key:
                     dag.add_edge(maker[v], key)
+    # NOTE: communication keeps its order, as in the fuser's DAG: a recv reads no value, and hoisted
+    # above this rank's earlier send it waits for a peer that waits for that send
+    comm = sorted((key for key in own if key[0] == "g" and get_op(nodes[key[1]].op).kind == "collective"),
+                  key=lambda key: key[1])
+    dag.add_edges_from(zip(comm, comm[1:]))
     out_nodes, k = [], 0
     for key in nx.lexicographical_topological_sort(dag, key=lambda key: own[key][0]):
         if key[0] == "h":

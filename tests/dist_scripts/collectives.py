@@ -37,6 +37,13 @@ if n >= 2 and rank < 2:
         comm.send(x, 1, (0, 1))
     else:
         np.testing.assert_array_equal(host(comm.recv((3, 2), np.float32, device, 0, (0, 1))), xs[0])
+# sends never wait for their receive: every rank sends its right neighbour 4 MiB (past MPI's eager
+# limit, where a blocking send waits for the receive) before it receives from its left one
+ring = np.full(1 << 20, rank, np.float32)
+comm.send(put(ring), (rank + 1) % n, everyone)
+np.testing.assert_array_equal(host(comm.recv(ring.shape, np.float32, device, (rank - 1) % n, everyone)),
+                              np.full(1 << 20, (rank - 1) % n, np.float32))
+comm.wait_sends()
 
 # as tensor functions, eagerly and inside a compiled step
 t = tg.ones(4, device=device) * (rank + 1)

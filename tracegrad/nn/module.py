@@ -25,6 +25,7 @@ from .. import provenance, trace as _trace
 from ..creation import tensor as _tensor, zeros_like
 from ..errors import TracegradError
 from ..ir import types as _types
+from ..runtime.shards import Sharded
 from ..tensor import Tensor
 from .parameter import Parameter
 from ..autograd import no_grad
@@ -344,16 +345,18 @@ class Module:
     # -- state dict -------------------------------------------------------------------------
     def state_dict(self, destination=None, prefix: str = "", keep_vars: bool = False) -> "OrderedDict[str, Tensor]":
         """Parameters and persistent buffers by dotted name. Values are detached snapshots
-        (tracegrad updates rebind a tensor's storage, so a later step does not change them)."""
+        (tracegrad updates rebind a tensor's storage, so a later step does not change them).
+        A parameter a tensor-parallel plan holds in blocks comes back whole: gathered from its
+        group's ranks, so under a plan every rank calls `state_dict()`, in the same order."""
         out = OrderedDict() if destination is None else destination
         for mod_prefix, m in self.named_modules(prefix=prefix.rstrip("."), remove_duplicate=False):
             head = f"{mod_prefix}." if mod_prefix else ""
             for name, p in m._parameters.items():
                 if p is not None:
-                    out[head + name] = p if keep_vars else p.detach()
+                    out[head + name] = p if keep_vars else _snapshot(p)
             for name, b in m._buffers.items():
                 if b is not None and name not in m._non_persistent_buffers_set:
-                    out[head + name] = b if keep_vars else b.detach()
+                    out[head + name] = b if keep_vars else _snapshot(b)
         return out
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
@@ -418,3 +421,10 @@ def _roots() -> list:
     if roots is None:
         roots = _call_state.roots = []
     return roots
+
+
+def _snapshot(t):
+    """t detached; the whole tensor when its storage is a block of a parallel plan (`Sharded`)."""
+    if type(t._data) is Sharded:
+        return Tensor._from_array(t._data.full(), t._type)
+    return t.detach()

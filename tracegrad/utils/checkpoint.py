@@ -35,6 +35,7 @@ from ..ir.types import dtype as to_dtype
 from ..tensor import Tensor
 from ..ir.types import DType
 from ..nn.parallel import DistributedDataParallel
+from ..runtime.shards import Sharded
 from .. import distributed
 
 FORMAT = "tracegrad-checkpoint"
@@ -250,20 +251,34 @@ def _unwrap(model):
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
+def _whole(tree):
+    """`tree` with every tensor held in blocks (`Sharded`) replaced by the whole, gathered."""
+    if isinstance(tree, dict):
+        return type(tree)((k, _whole(v)) for k, v in tree.items())
+    if type(tree) in (list, tuple):
+        return type(tree)(_whole(v) for v in tree)
+    if isinstance(tree, Tensor) and type(tree._data) is Sharded:
+        return Tensor._from_array(tree._data.full(), tree._type)
+    return tree
+
+
 def save_checkpoint(path: str, model=None, optimizer=None, step: int = 0, data_state=None, scheduler=None,
                     extra: dict | None = None, rng: bool = True) -> None:
     """Write model/optimizer/scheduler state, the step, the RNG states and `data_state` to `path`
     (under data parallelism: rank 0 writes, every rank returns once it is written)."""
     if optimizer is not None and hasattr(optimizer, "consolidate_state_dict"):
         optimizer.consolidate_state_dict(to=0)      # every rank takes part; rank 0 gets the whole state
+    # NOTE: every rank takes part here too: state a tp/pp plan holds in blocks is gathered whole
+    model_state = _whole(_unwrap(model).state_dict()) if model is not None else None
+    optim_state = _whole(optimizer.state_dict()) if optimizer is not None else None
     if distributed.get_rank() != 0:
         distributed.barrier()
         return
     state = {"step": int(step), "data_state": data_state, "extra": extra}
     if model is not None:
-        state["model"] = _unwrap(model).state_dict()
+        state["model"] = model_state
     if optimizer is not None:
-        state["optim"] = optimizer.state_dict()
+        state["optim"] = optim_state
     if scheduler is not None:
         state["scheduler"] = scheduler.state_dict()
     if rng:

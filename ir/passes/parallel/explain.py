@@ -1,5 +1,6 @@
-"""What `step.explain()` says about a parallel plan: the style each parameter got, and the bytes
-each collective moves per step (what one rank sends, as a ring algorithm sends it)."""
+"""What `step.explain()` says about a parallel plan: the style each parameter got, the state this
+rank holds, and the bytes each collective moves per step (what one rank sends, as a ring
+algorithm sends it)."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -27,13 +28,17 @@ def sent_bytes(node) -> int:
 
 
 def plan_lines(graph: Graph) -> list[str]:
-    """The tp plan of every parameter and the pipeline's stages, schedule and bubble, from the
-    meta the passes left on `graph`."""
+    """The tp plan of every parameter, the cp split, and the pipeline's stages, schedule and
+    bubble, from the meta the passes left on `graph`."""
     lines = []
     choices = graph.meta.get("tp_plan")
     if choices:
         lines.append(f"  tp plan (tp={graph.meta.get('tp_size')}): parameter, module, style, split")
         lines += [f"    {c}" for c in choices]
+    if graph.meta.get("cp_size"):
+        n = graph.meta["cp_size"]
+        lines.append(f"  cp: the sequence in {2 * n} blocks, rank r holding r and {2 * n - 1}-r (zig-zag); ring attention "
+                     f"over {n} ranks; parameters whole, their gradients summed over the ring")
     pp = graph.meta.get("pp")
     if pp:
         lines.append(f"  pp: stage {pp['stage']} of {pp['stages']}, {pp['schedule'].upper()}, {pp['microbatches']} "
@@ -41,6 +46,22 @@ def plan_lines(graph: Graph) -> list[str]:
         for s, units in pp["units"].items():
             lines.append(f"    stage {s}: {', '.join(units)}")
     return lines
+
+
+def state_lines(traced: Graph, graph: Graph) -> list[str]:
+    """The parameters and optimizer state this rank holds between steps, in bytes, against the
+    whole (what one device holds): split by tp, kept by the stage that uses it under pp."""
+    names = {k for k, _ in graph.meta.get("state_io", ())}
+    if not names:
+        return []
+    whole = sum(v.type.nbytes for v in traced.inputs if v.name in names)
+    held = sum(v.type.nbytes for v in graph.inputs if v.name in names)
+    split, owned = graph.meta.get("tp_shards", {}), graph.meta.get("pp_owned", {})
+    kept = [k for k, s in owned.items() if s == graph.meta.get("pp", {}).get("stage")]
+    parts = ([f"{len(split)} split over tp"] if split else []) + (
+        [f"{len(kept)} of this stage's, {len(owned) - len(kept)} of other stages' not held"] if owned else [])
+    return [f"  state held by this rank: {held:,d} of {whole:,d} B ({held / max(whole, 1):.1%}); "
+            f"{len(names)} tensors{': ' + ', '.join(parts) if parts else ''}"]
 
 
 def collective_lines(graph: Graph, mesh=None) -> list[str]:

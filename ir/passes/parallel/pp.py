@@ -18,12 +18,13 @@ from ...builder import GraphBuilder
 from ...graph import Graph, Node, Value
 from .builder import ParallelPlanError
 from .microbatch import BODY, split_microbatches
+from .pp_state import EVERY, place_update, readers
 from .schedule import bubble_fraction, stage_order
 from .stages import assign
 
 
 def pipeline_parallel(graph: Graph, group: tuple, rank: int, batch: tuple, microbatches: int,
-                      schedule: str = "1f1b") -> Graph:
+                      schedule: str = "1f1b", shard_state: bool = True) -> Graph:
     group, m = tuple(group), microbatches
     pp, me = len(group), group.index(rank)
     gm, mb = split_microbatches(graph, batch, m)
@@ -89,13 +90,71 @@ def pipeline_parallel(graph: Graph, group: tuple, rank: int, batch: tuple, micro
                 if t != me:
                     for v in sorted((v for (v, s) in first_read if s == t and v in made), key=order.get):
                         b.send(env[v], peer=group[t], group=(rank, group[t]))
+    meta = dict(schedule=schedule, microbatches=m, stages=pp, stage=me, bubble=bubble_fraction(pp, m),
+                units={s: [u for u, t in unit_stage.items() if t == s] for s in range(pp)})
+    if shard_state and graph.meta.get("state_io"):
+        outputs, owned = _update_on_owners(b, gm, where, env, value, emit, me, group)
+        return b.finish(outputs, meta={**graph.meta, "pp": meta, "pp_owned": owned, "pp_owned_outputs": {
+            j: k for k, j in graph.meta["state_io"] if k in owned}})
     _exchange(b, gm, where, env, value, me, group, rank, order)
     rest = [n for n in gm.nodes if n.phase not in BODY]
     for n in rest:
         emit(n)
-    meta = dict(schedule=schedule, microbatches=m, stages=pp, stage=me, bubble=bubble_fraction(pp, m),
-                units={s: [u for u, t in unit_stage.items() if t == s] for s in range(pp)})
     return b.finish([value(v) for v in gm.outputs], meta={**graph.meta, "pp": meta})
+
+
+def _update_on_owners(b, gm, where, env, value, emit, me, group):
+    """Each update node on the stage that owns its state (`pp_state.py`); what the step returns
+    broadcast from the stage that made it, except the state an owner keeps: the others return an
+    empty placeholder for it and take it as an empty input. Returns (outputs, {input: owner})."""
+    written = {j: k for k, j in gm.meta["state_io"]}      # output index -> the state input it writes
+    state = {v for v in gm.inputs if v.name in written.values()}
+    place, mixed, owner = place_update(gm, where, state)
+    read = readers(gm, where)
+    kept = {v.name: s for v, s in owner.items() if isinstance(s, int) and read.get(v, set()) <= {s}}
+    for i, v in enumerate(b.inputs):
+        if v.name in kept and kept[v.name] != me:
+            b.inputs[i] = Value(v.name, v.type.with_(shape=(0,)))
+    prod = gm.producers()
+
+    def stage_of(v):
+        p = prod.get(v)
+        if p is None:
+            return owner.get(v, EVERY)
+        return (EVERY if where[p] is None else where[p]) if p.phase in BODY else place[p]
+
+    sent: dict = {}
+
+    def everywhere(v, s):
+        """v, made on stage s, on every stage (a broadcast from s)."""
+        if v not in sent:
+            t = v.type
+            x = value(v) if s == me else b.full(shape=t.shape, value=0, dtype=t.dtype, device=t.device)
+            sent[v] = b.broadcast(x, root=group[s], group=group)
+        return sent[v]
+
+    b.phase = "update"
+    for n in gm.nodes:
+        if n.phase in BODY:
+            continue
+        if n in mixed:
+            with b.scope(n, "pp(update)"):
+                ins = [everywhere(v, stage_of(v)) if isinstance(stage_of(v), int) else value(v) for v in n.inputs]
+            b.add_node(n.with_(inputs=tuple(ins)))
+            env.update((o, o) for o in n.outputs)
+        elif place[n] in (EVERY, me):
+            emit(n)
+    outputs = []
+    with b.scope(None, "pp(output)"):
+        for j, v in enumerate(gm.outputs):
+            s = stage_of(v)
+            if not isinstance(s, int):
+                outputs.append(value(v))
+            elif written.get(j) in kept:
+                outputs.append(value(v) if s == me else b.full(shape=(0,), value=0, dtype=v.dtype, device=v.type.device))
+            else:
+                outputs.append(everywhere(v, s))
+    return outputs, kept
 
 
 def _exchange(b, gm, where, env, value, me, group, rank, order) -> None:

@@ -40,12 +40,18 @@ def _scores(b, q, k, owner, is_causal, scale):
 
 
 def _pass(b, *xs):
-    """Send xs to the next rank of the ring; the previous rank's, received."""
+    """Send xs to the next rank of the ring; the previous rank's, received.
+
+    NOTE: each send is followed by its receive, so every rank's (send x, recv x) pair meets the
+    neighbours' same pair: the communicators issue them together (NCCL: one group), never a
+    send that waits for a receive queued behind another send."""
     o, n = b.out, b.n
     nxt, prv = b.group[(b.r + 1) % n], b.group[(b.r - 1) % n]
+    out = []
     for x in xs:
         o.send(x, peer=nxt, group=b.group)
-    return [o.recv(shape=x.type.shape, dtype=x.type.dtype, device=x.type.device, peer=prv, group=b.group) for x in xs]
+        out.append(o.recv(shape=x.type.shape, dtype=x.type.dtype, device=x.type.device, peer=prv, group=b.group))
+    return out
 
 
 def ring_attention(b, ins: list[DValue], attrs: dict, gtypes) -> list[DValue]:

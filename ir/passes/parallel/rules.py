@@ -332,6 +332,11 @@ def _rowwise_loss(b, op, ins, attrs, gtypes):
     return _decompose(b, op, ins, attrs)
 
 
+def _marker(b, op, ins, attrs, gtypes):
+    """stop_gradient and the like: the identity on values, so on each rank's part as it lies."""
+    return b.local(op, ins, attrs, [ins[0].spec] * len(gtypes), gtypes)
+
+
 def _decompose(b, op, ins, attrs):
     outs = get(op).decompose(b, *ins, **attrs)
     return list(outs) if isinstance(outs, tuple) else [outs]
@@ -339,7 +344,7 @@ def _decompose(b, op, ins, attrs):
 
 RULES = {"reduce": _reduce, "reshape": _reshape, "permute": _permute, "expand": _expand, "slice": _slice,
          "pad": _pad, "concat": _concat, "matmul": _matmul, "take": _index, "gather": _index,
-         "collective": _collective, **{k: _rowwise for k in ROWWISE},
+         "collective": _collective, "marker": _marker, **{k: _rowwise for k in ROWWISE},
          **{k: _pointwise for k in POINTWISE_COMPOSITES}, **{k: _headwise for k in HEADWISE},
          "index_add": _index_add, "scatter_add": _index_add, "cross_entropy": _rowwise_loss, "cross_entropy_bwd": _rowwise_loss}
 assert not set(RULES) & set(ELEMENTWISE)

@@ -21,10 +21,47 @@ from .plan import Choice, Plan
 from .spec import R, S
 
 
-def tensor_parallel(graph: Graph, group: tuple, rank: int, plan=None) -> Graph:
+def tensor_parallel(graph: Graph, group: tuple, rank: int, plan=None, shard_state: bool = True) -> Graph:
+    """With `shard_state`, the state the step reads and writes back (`graph.meta["state_io"]`:
+    parameters, optimizer state) whose block is all this rank uses arrives and leaves as that
+    block: a graph input of the local shape, its write-back not gathered; `meta["tp_shards"]`
+    names them ({input name: (dim, groups)}, `meta["tp_shard_outputs"]` {output index: input name})
+    so the runtime keeps only the block between steps (`runtime/shards.py`)."""
     plan = Plan.of(plan)
+    whole, ins, outs = _rewrite(graph, group, rank, plan, {})
+    shards = _state_shards(graph, ins, outs, len(group)) if shard_state else {}
+    if not shards:
+        return whole
+    g = _rewrite(graph, group, rank, plan, shards)[0]
+    pairs = dict(graph.meta.get("state_io", ()))
+    return g.with_(meta={**g.meta, "tp_shards": {k: (s.dim, s.groups) for k, s in shards.items()},
+                         "tp_shard_outputs": {j: k for k, j in pairs.items() if k in shards}})
+
+
+def _state_shards(graph: Graph, ins: dict, outs: list, n: int) -> dict:
+    """{input name: Spec} of the state pairs (input, its write-back) that one split serves: the
+    write-back is split, and the input was sliced that way or not at all (momentum, read whole
+    only by elementwise ops whose results meet the split gradient)."""
+    out = {}
+    for name, j in graph.meta.get("state_io", ()):
+        spec = outs[j]
+        v = next(v for v in graph.inputs if v.name == name)
+        if spec.kind == "S" and ins.get(name, {spec}) == {spec} and spec.fits(v.shape, n):
+            out[name] = spec
+    return out
+
+
+def _rewrite(graph: Graph, group: tuple, rank: int, plan: Plan, shards: dict):
+    """(this rank's graph, {input name: specs it was converted to}, the spec of each output)."""
     b = ShardBuilder(graph, group, rank, "tp")
     env: dict[Value, DValue] = {v: b.wrap(v) for v in graph.inputs}
+    for i, v in enumerate(graph.inputs):
+        if v.name in shards:
+            spec = shards[v.name]
+            local = Value(v.name, v.type.with_(shape=spec.local(v.shape, b.n)))
+            b.out.inputs[i] = local
+            env[v] = DValue(local, spec, v.type)
+    first = {h: v.name for v, h in env.items()}
     linears, tables = _find_weights(graph)
     choices: dict[str, Choice] = {}
     for node in graph.nodes:
@@ -37,12 +74,23 @@ def tensor_parallel(graph: Graph, group: tuple, rank: int, plan=None) -> Graph:
                 env[node.inputs[1]] = ins[1]        # the backward reads the weight split, too
             elif node in tables:
                 ins = _plan_embedding(b, node, ins, tables[node], plan, choices)
+                env[node.inputs[0]] = ins[0]        # the update reads the table split, too
             outs = b.emit(node.op, ins, dict(node.attrs))
         env.update(zip(node.outputs, _adopt_names(b, start, node.outputs, list(outs))))
     b.node = None
+    keep = {j: shards[k] for k, j in graph.meta.get("state_io", ()) if k in shards}
+    specs = [env[v].spec for v in graph.outputs]
     with b.out.scope(None, "tp(output)"):
-        outputs = [b.to(env[v], R).local for v in graph.outputs]
-    return b.out.finish(outputs, meta={**graph.meta, "tp_plan": tuple(choices.values()), "tp_size": b.n})
+        outputs = [b.to(env[v], keep.get(j, R)).local for j, v in enumerate(graph.outputs)]
+    converted: dict[str, set] = {}
+    for h, spec in b._cache:
+        if h in first:
+            converted.setdefault(first[h], set()).add(spec)
+    for v, h in env.items():          # a weight's split handle (the backward reads it too)
+        if v in graph.inputs and h.spec.kind == "S":
+            converted.setdefault(v.name, set()).add(h.spec)
+    g = b.out.finish(outputs, meta={**graph.meta, "tp_plan": tuple(choices.values()), "tp_size": b.n})
+    return g, converted, specs
 
 
 def _find_weights(graph: Graph):
