@@ -69,6 +69,8 @@ def _slice(a, ins, outs, starts, stops, steps):
 
 
 def _full(a, ins, outs, shape, value, dtype, device):
+    if shape == ():     # NOTE: a 0-d constant per Python number in eager code; np.array is 5x faster than np.full
+        return f"np.array({lit(value)}, dtype={np_dtype(dtype)})"
     return f"np.full({shape!r}, {lit(value)}, dtype={np_dtype(dtype)})"
 
 
