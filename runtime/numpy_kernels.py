@@ -6,8 +6,6 @@ library a numpy program needs besides numpy itself.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from scipy import special
 
@@ -33,11 +31,10 @@ def select(cond, a, b):
     The result is bit-identical: each element is a's bits or b's bits."""
     a, b = np.asarray(a), np.asarray(b)
     d = a.dtype
-    if d != b.dtype or d.kind != "f" or d.itemsize not in (4, 8) or cond.dtype != np.bool_:
+    if (d != b.dtype or d.kind != "f" or d.itemsize not in (4, 8) or cond.dtype != np.bool_
+            or max(cond.size, a.size, b.size) < SELECT_MIN):
         return np.where(cond, a, b)
     shape = np.broadcast_shapes(cond.shape, a.shape, b.shape)
-    if math.prod(shape) < SELECT_MIN:
-        return np.where(cond, a, b)
     it = np.int32 if d.itemsize == 4 else np.int64
     m = np.empty(shape, it)
     m[...] = cond
