@@ -7,9 +7,10 @@ names, tied head) and a small CNN, with the same weights and batches, at 1 and 2
 
 Each implementation runs forward, backward (GPT: gradient clipping) and an AdamW step; the first
 losses are checked against PyTorch eager's before anything is timed. Times are medians over steps
-after the first ones (which include tracing and compiling); both libraries get the same thread
-count (`torch.set_num_threads`, `tg.set_num_threads`). The machine may be shared: compare rows of
-one run, not runs.
+after the first two (which include tracing and compiling); both libraries get the same thread
+count (`torch.set_num_threads`, `tg.set_num_threads`). Steps are interleaved (step i of each
+implementation, then step i + 1), so load from other jobs falls on all rows alike; still, compare
+rows of one run, not runs, and pin the process (`taskset -c 1`) for the one-thread figures.
 """
 from __future__ import annotations
 
@@ -113,15 +114,29 @@ def tracegrad_step(model, opt, clip, backend):
     return step if backend == "eager" else tg.compile(step, backend=backend)
 
 
-def timed(step, batches, convert, steps):
-    losses, times = [], []
-    for x, y in batches[:steps]:
-        x, y = convert(x), convert(y)
-        t0 = time.perf_counter()
-        loss = step(x, y)
-        losses.append(float(loss.item()))
-        times.append(time.perf_counter() - t0)
-    return losses, times
+def interleaved(impls: dict, batches, steps: dict, may_fail=("torch.compile",)) -> dict:
+    """{label: (losses, seconds per step)}: step i of every implementation runs before step i + 1 of
+    any, so a change in the machine's load falls on all of them alike. An implementation in
+    `may_fail` that raises (torch.compile without a C compiler) is reported and left out."""
+    runs = {label: ([], []) for label in impls}
+    for i, (x, y) in enumerate(batches):
+        for label, (step, convert) in impls.items():
+            if i >= steps[label] or label not in runs:
+                continue
+            xx, yy = convert(x), convert(y)
+            t0 = time.perf_counter()
+            try:
+                loss = step(xx, yy)
+                value = float(loss.item())
+            except Exception as e:
+                if label not in may_fail:
+                    raise
+                print(f"  {label} failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
+                del runs[label]
+                continue
+            runs[label][1].append(time.perf_counter() - t0)
+            runs[label][0].append(value)
+    return runs
 
 
 def torch_optimizer(model, decay_matrices):
@@ -171,28 +186,25 @@ def main():
         for threads in args.threads:
             torch.set_num_threads(threads)
             tg.set_num_threads(threads)
-            runs = {}
+            impls, steps = {}, {}
             for backend in ("numpy", "cpu", "eager"):
                 ours, opt, torch_model = make()
-                n = args.eager_steps if backend == "eager" else args.steps
                 label = f"tracegrad {backend}" if backend == "eager" else f"tracegrad compiled ({backend})"
-                runs[label] = timed(tracegrad_step(ours, opt, clip, backend), batches, tg.tensor, n)
+                impls[label] = (tracegrad_step(ours, opt, clip, backend), tg.tensor)
+                steps[label] = args.eager_steps if backend == "eager" else args.steps
             weights = {k: torch.tensor(v.numpy()) for k, v in make()[0].state_dict().items()}
             for label, compile_it in [("torch eager", False)] + ([] if args.no_torch_compile else
                                                                  [("torch.compile", True)]):
                 model = torch_model()
                 model.load_state_dict(weights, strict=False)
                 step = torch_step(model, torch_optimizer(model, clip), clip)
-                try:
-                    runs[label] = timed(torch.compile(step) if compile_it else step, batches, torch.tensor,
-                                        args.steps)
-                except Exception as e:    # no C compiler, or an unsupported op: say so and go on
-                    print(f"  {label} failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
+                impls[label], steps[label] = (torch.compile(step) if compile_it else step, torch.tensor), args.steps
+            runs = interleaved(impls, batches, steps)
             base = runs["torch eager"][0]
             for label, (losses, _) in runs.items():
                 np.testing.assert_allclose(losses[:3], base[:3], rtol=2e-4, err_msg=f"{label}: first losses differ")
             eager_ms = statistics.median(runs["torch eager"][1][2:]) * 1e3
-            print(f"\n{name}, {threads} thread{'s' if threads > 1 else ''}")
+            print(f"\n{name}, {threads} thread{'s' if threads > 1 else ''} (load {os.getloadavg()[0]:.1f})")
             print(f"  {'impl':<28} {'first step':>10} {'ms/step':>9} {'torch eager / this':>19}")
             for label, (losses, times) in runs.items():
                 ms = statistics.median(times[2:]) * 1e3

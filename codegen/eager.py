@@ -18,6 +18,7 @@ from ..ir.types import TensorType, bfloat16, dtype as to_dtype, float32
 from ..runtime import cupy_kernels, devices
 from ..runtime.devices import BF16, TypedArray
 from .numpy_backend import lower, namespace
+from .numpy_program import keep_freed_memory
 
 _NS = None
 
@@ -45,11 +46,21 @@ def _run_collective(op: str, arrays: list, attrs: dict, comm) -> tuple:
 def _cpu_kernel(op: str, ins: tuple[TensorType, ...], attrs: tuple) -> tuple[Callable, bool]:
     """(the op's one-line numpy lambda, whether it has several outputs), per op, types and attributes."""
     global _NS
-    _NS = _NS or namespace()
+    if _NS is None:
+        keep_freed_memory()     # NOTE: eager results are fresh buffers: without it each big one page-faults in
+        _NS = namespace()
     args = [f"a{i}" for i in range(len(ins))]
     d = dict(attrs)
     outs = get(op).infer_types(list(ins), d)
     return eval(f"lambda {', '.join(args)}: {lower(op, args, list(ins), outs, d)}", _NS), len(outs) > 1
+
+
+def eager_cpu_kernel(op: str, ins: tuple, attrs: tuple) -> tuple[Callable, bool]:
+    """(numpy lambda, several outputs?) of a primitive for these input types and attribute items."""
+    try:
+        return _cpu_kernel(op, ins, attrs)
+    except TypeError:      # an unhashable attribute: no cache
+        return _cpu_kernel.__wrapped__(op, ins, attrs)
 
 
 _NP_DTYPES: dict = {}

@@ -58,7 +58,14 @@ class NaNError(FloatingPointError):
     """TRACEGRAD_CHECK_NANS found a NaN; the message names the node that made it."""
 
 
+# NOTE: eager mode asks once per op; os.environ.get encodes the key each time (~1 us), its own
+# bytes-keyed dict (POSIX) does not
+_ENV_BYTES = os.environ._data if os.name == "posix" and isinstance(getattr(os.environ, "_data", None), dict) else None
+
+
 def check_nans_enabled() -> bool:
+    if _ENV_BYTES is not None:
+        return _ENV_BYTES.get(b"TRACEGRAD_CHECK_NANS", b"0") not in (b"", b"0")
     return os.environ.get("TRACEGRAD_CHECK_NANS", "0") not in ("", "0")
 
 

@@ -43,6 +43,12 @@ class CupyKernels:
         ar = ar.reshape(tuple(-1 if i == axis else 1 for i in range(len(shape)))) if shape else ar.reshape(())
         return cp.ascontiguousarray(cp.broadcast_to(ar, shape))
 
+    def select(self, cond, a, b):
+        return self.cp.where(cond, a, b)
+
+    def pad(self, x, pads, value):
+        return self.cp.pad(x, pads, constant_values=value)
+
     def rand_uniform(self, state, shape, dtype):
         return rng.draw("uniform", state, shape, dtype, xp=self.cp)
 
@@ -56,6 +62,6 @@ def namespace(comm=None) -> dict:
     cp = cupy()
     k = CupyKernels(cp)
     ns = {name: getattr(k, name) for name in ("erf", "sigmoid", "index_add", "scatter_add", "iota",
-                                                "rand_uniform", "rand_normal")}
+                                                "rand_uniform", "rand_normal", "select", "pad")}
     ns.update(np=cp, bfloat16=cp.float32, comm=comm or SingleProcess())
     return ns

@@ -1,5 +1,5 @@
 """The few numpy routines the generated programs call that are not one numpy expression:
-scatter-adds, iota, random draws, erf.
+scatter-adds, iota, random draws, erf, and faster forms of `where` and `pad`.
 
 Generated code refers to these by name (`index_add(...)`), so they are the whole runtime
 library a numpy program needs besides numpy itself.
@@ -18,6 +18,41 @@ def erf(x):
 
 def sigmoid(x):
     return special.expit(x)
+
+
+SELECT_MIN = 1 << 16     # elements from which `select` beats np.where (measured on a 2-core x86 VM)
+
+
+def select(cond, a, b):
+    """np.where(cond, a, b); for large float arrays of one dtype, branch-free bit arithmetic.
+
+    NOTE: np.where branches per element: on an unpredictable mask (a ReLU's) it ran 3.7 ms for
+    400k fp32 elements, against 0.5 ms for these six integer passes (on a causal mask 0.69 -> 0.31 ms).
+    The result is bit-identical: each element is a's bits or b's bits."""
+    a, b = np.asarray(a), np.asarray(b)
+    d = a.dtype
+    if (d != b.dtype or d.kind != "f" or d.itemsize not in (4, 8) or cond.dtype != np.bool_
+            or max(cond.size, a.size, b.size) < SELECT_MIN):
+        return np.where(cond, a, b)
+    shape = np.broadcast_shapes(cond.shape, a.shape, b.shape)
+    it = np.int32 if d.itemsize == 4 else np.int64
+    m = np.empty(shape, it)
+    m[...] = cond
+    np.negative(m, out=m)                   # all ones where cond, else zeros
+    r = np.bitwise_and(a.view(it), m)
+    np.invert(m, out=m)
+    np.bitwise_and(b.view(it), m, out=m)
+    np.bitwise_or(r, m, out=r)
+    return r.view(d)
+
+
+def pad(x, pads, value):
+    """np.pad(x, pads, constant_values=value): a filled buffer and one copy (np.pad costs ~0.5 ms
+    of Python per call, more than the copy on a small CNN's activations)."""
+    x = np.asarray(x)
+    out = np.full(tuple(s + lo + hi for s, (lo, hi) in zip(x.shape, pads)), value, dtype=x.dtype)
+    out[tuple(slice(lo, lo + s) for s, (lo, _) in zip(x.shape, pads))] = x
+    return out
 
 
 def index_add(x, idx, src, axis):

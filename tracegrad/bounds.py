@@ -38,6 +38,10 @@ def check(op: str, idx, size: int, allowed, where: str, lo: int = 0) -> None:
                          f"\n  at {where}")
 
 
+def needs_index_check(op: str) -> bool:
+    return op in _INDEXED
+
+
 def check_eager(op: str, inputs, attrs) -> None:
     rule = _INDEXED.get(op)
     if rule is None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import threading
 
-from .bounds import check_eager
-from .codegen.eager import run_op
+import numpy as np
+
+from .bounds import check_eager, needs_index_check
+from .codegen.eager import eager_cpu_kernel, run_op
 from .codegen.numpy_program import NaNError, check_nans_enabled, has_nan
 from .errors import ShapeError, TracegradError
 from .ir.graph import Value
@@ -52,6 +54,9 @@ class TapeNode:
 # NOTE: the output types of an op depend only on (op, input types, attributes); eager mode calls the
 # same few hundred combinations every step, so they are inferred once
 _INFERRED: dict = {}
+# (op, input types, attributes) -> (output types, the numpy lambda, several outputs?) of an eager CPU
+# primitive that needs nothing but its inputs (no index check, no collective, no composite)
+_EAGER_CPU: dict = {}
 
 
 def apply(op: str, /, *inputs, **attrs):
@@ -61,9 +66,14 @@ def apply(op: str, /, *inputs, **attrs):
     types = tuple(t._type for t in inputs)
     try:
         key = (op, types, tuple(attrs.items()))
-        out_types = _INFERRED.get(key)
+        fast = _EAGER_CPU.get(key)
     except TypeError:      # an unhashable attribute: infer every time
-        key, out_types = None, None
+        key, fast = None, None
+    if fast is not None and _current_trace() is None:
+        out = _fast_cpu(op, opdef, inputs, attrs, fast)
+        if out is not None:
+            return out
+    out_types = _INFERRED.get(key) if key is not None else None
     if out_types is None:
         try:
             out_types = opdef.infer_types(list(types), attrs)
@@ -97,7 +107,46 @@ def apply(op: str, /, *inputs, **attrs):
             if o._type.dtype.is_floating:
                 o.requires_grad = True
                 o._node = node
+    if tr is None and key is not None and len(_EAGER_CPU) < 1 << 16 and _fast_applies(op, opdef, types, attrs):
+        _EAGER_CPU[key] = (out_types,) + eager_cpu_kernel(op, types, key[2])
     return outs[0] if len(outs) == 1 else outs
+
+
+def _fast_applies(op, opdef, types, attrs) -> bool:
+    device = types[0].device if types else attrs.get("device", "cpu")
+    return (device == "cpu" and not opdef.is_composite and opdef.kind != "collective" and not opdef.side_effect
+            and not needs_index_check(op) and all(t.device == "cpu" for t in types))
+
+
+def _fast_cpu(op, opdef, inputs, attrs, fast):
+    """The common eager case in few steps: a CPU primitive on host arrays, its types and its numpy
+    lambda already known from an earlier call with the same signature. None: take the full path."""
+    out_types, fn, multi = fast
+    arrays = [t._data for t in inputs]
+    for a in arrays:
+        if type(a) is not _NDARRAY:     # a traced Value used outside its step, a bf16 TypedArray, ...
+            return None
+    if check_nans_enabled():
+        return None
+    res = fn(*arrays)
+    from_array = _tensor()._from_array
+    if multi:
+        outs = tuple([from_array(np.asarray(a), t) for a, t in zip(res, out_types)])
+    else:
+        outs = (from_array(res if type(res) is _NDARRAY else np.asarray(res), out_types[0]),)
+    if not opdef.nondiff and grad_enabled():
+        for t in inputs:
+            if t.requires_grad:
+                node = TapeNode(op, inputs, outs, attrs, None)
+                for o in outs:
+                    if o._type.dtype.is_floating:
+                        o.requires_grad = True
+                        o._node = node
+                break
+    return outs[0] if len(outs) == 1 else outs
+
+
+_NDARRAY = np.ndarray
 
 
 def _check_nans(op, inputs, outs) -> None:

@@ -43,10 +43,10 @@ def coerce(a, b):
     T = _tensor_type()
     if not isinstance(a, T):
         d = scalar_dtype(a, b.dtype)
-        return constant(_as(a, d), d, b.device), b.to(d)
+        return constant(_as(a, d), d, b.device), (b if d is b.dtype else b.to(d))
     if not isinstance(b, T):
         d = scalar_dtype(b, a.dtype)
-        return a.to(d), constant(_as(b, d), d, a.device)
+        return (a if d is a.dtype else a.to(d)), constant(_as(b, d), d, a.device)
     if a.dtype == b.dtype:
         return a, b
     # 0-d tensors of the same category defer to the other operand, as in PyTorch

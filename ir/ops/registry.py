@@ -40,6 +40,11 @@ class OpDef:
         return self.kind in ELEMENTWISE
 
     def normalize_attrs(self, attrs: dict) -> dict:
+        defaults = self.attrs
+        if tuple(attrs) == tuple(defaults):    # NOTE: all given, in order (graphs print and CSE by order)
+            return attrs
+        if not attrs:
+            return dict(defaults)
         unknown = set(attrs) - set(self.attrs)
         if unknown:
             raise TypeError(f"{self.name}: unknown attribute(s) {sorted(unknown)}; takes {sorted(self.attrs)}")
