@@ -21,6 +21,7 @@ from ..ir.graph import Graph, Node
 from ..ir.ops import get
 from ..ir.passes.memory import MemoryPlan, plan_memory
 from ..runtime.numpy_kernels import check_index
+from .index_sites import index_op, site_where
 from .numpy_backend import HALF, UFUNCS, lower, namespace
 
 # ops whose integer index input (inputs[1]) is checked against the indexed axis before use
@@ -131,8 +132,8 @@ def generate(graph: Graph, comm=None, check_nans: bool | None = None, kernels: d
             expr = lower(n.op, args, ins, outs, dict(n.attrs))
         if n.op in INDEXED:      # NOTE: numpy would wrap a negative index and name no op or line
             x, idx = n.inputs[0], n.inputs[1]
-            where = f"{n.op}({x.type}, {idx.type}){' ' + n.tag if n.tag else ''} at {n.prov or '?'}"
-            lines.append(f"    check_index({idx.name}, {x.type.shape[n.attrs['axis']]}, {where!r})")
+            lines.append(f"    check_index({idx.name}, {x.type.shape[n.attrs['axis']]}, {index_op(n)!r}, "
+                         f"{site_where(n, graph)!r})")
         names = ", ".join(o.name for o in n.outputs)
         note = ", ".join(str(t) for t in outs) + (f"  {n.tag}" if n.tag else "")
         code = f"{names} = {expr}" if n.outputs else expr

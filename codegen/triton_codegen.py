@@ -22,6 +22,7 @@ from ..ir.graph import Graph, Node
 from ..ir.passes.fusion import classify, kernel_lines
 from ..ir.ops import get
 from ..ir.passes.memory import last_uses, plan_memory
+from .index_sites import site
 from .triton_kernel import PERSISTENT_MAX, KernelSource, next_pow2, write_kernel
 
 TEMPLATES = frozenset({"cross_entropy", "cross_entropy_bwd", "scaled_dot_product_attention",
@@ -57,6 +58,7 @@ class Generated:
     source: str = ""                               # everything, for `step.ir("kernels")`
     inplace: list = field(default_factory=list)    # outputs written over a dying input (cross_entropy_bwd)
     timed_host: str = ""                           # the host function with `rt.mark(k)` before launch k
+    sites: list = field(default_factory=list)      # checked index sites; the host names row k `chk{k}`
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -138,6 +140,17 @@ EXTERN_CALLS = {
 }
 
 
+# ops outside the kernels whose index operand the host asks the device to check (`chk=` row)
+CHECKED = ("index_add", "scatter_add", "cross_entropy")
+
+
+def checked_site(n: Node, title: str):
+    """The flag-buffer site of a template or extern op that indexes (cross-entropy, scatter-adds)."""
+    if n.op == "cross_entropy":
+        return site(n, title, n.inputs[0].type.shape[1], n.attrs["ignore_index"])
+    return site(n, title, n.inputs[0].type.shape[n.attrs["axis"]])
+
+
 def _call(n: Node) -> str:
     args = [v.name for v in n.inputs]
     a = {k: (v.short if hasattr(v, "short") else v) for k, v in n.attrs.items()}
@@ -182,6 +195,7 @@ def generate(graph: Graph, target: str = "interpret", check_nans: bool = False) 
     for v in graph.inputs:
         lines.append(f"    {v.name} = rt.contiguous({v.name})")
     kernels, prov_notes, prev, loose = [], {}, None, set()
+    sites = []      # the program's checked index sites: row k of its flag buffer is sites[k]
     marks = []      # (line index, launch number): where the profiled host function times a launch
     for i, n in enumerate(graph.nodes):
         if n.prov is not None and n.prov != prev:
@@ -202,7 +216,7 @@ def generate(graph: Graph, target: str = "interpret", check_nans: bool = False) 
             lines += [f"    {', '.join(o.name for o in m.outputs)} = {_call(m)}" for m in n.attrs["body"].nodes]
         elif n.op == "kernel":
             body = n.attrs["body"]
-            ks = write_kernel(n.attrs["name"], body, n.attrs["kind"], CONFIG["persistent_max"])
+            ks = write_kernel(n.attrs["name"], body, n.attrs["kind"], CONFIG["persistent_max"], title)
             kernels.append(ks)
             prov_notes[ks.name] = _origins(n)
             for o in n.outputs:
@@ -212,7 +226,13 @@ def generate(graph: Graph, target: str = "interpret", check_nans: bool = False) 
             kw = ", ".join(f"{k}={v}" for k, v in meta.items())
             # NOTE: kernels index row-major; a template may hand back a strided view (attention's O)
             names = [f"rt.contiguous({v.name})" if v in loose else v.name for v in ks.args]
+            if ks.sites:
+                names.append(f"chk{len(sites)}")
+                sites += ks.sites
             lines.append(f"    rt.launch({ks.name}, {grid}, {', '.join(names)}, {kw}){note}")
+        elif n.op in CHECKED:   # the index is checked on the device too (index_flags.py)
+            lines.append(f"    {outs} = {_call(n)[:-1]}, chk=chk{len(sites)}){note}")
+            sites.append(checked_site(n, title))
         elif classify(n) in ("view", "const") or n.op in EXTERN_CALLS:
             lines.append(f"    {outs} = {_call(n)}{note}")
         elif i in reuse:
@@ -238,7 +258,8 @@ def generate(graph: Graph, target: str = "interpret", check_nans: bool = False) 
     parts = [header, host]
     for ks in kernels:
         parts.append("\n" + prov_notes[ks.name] + ks.source)
-    return Generated(host, graph.name, kernels, prov_notes, "\n".join(parts), inplace, "\n".join(timed) + "\n")
+    return Generated(host, graph.name, kernels, prov_notes, "\n".join(parts), inplace, "\n".join(timed) + "\n",
+                     sites)
 
 
 def _empty(body: Graph) -> bool:

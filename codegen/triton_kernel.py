@@ -32,6 +32,7 @@ from ..ir.passes.fusion_index import Sym, depends_on, linearize
 from ..ir.passes.fusion_plan import (RANDOM, REDUCTIONS, VIEWS, KernelPlan, index_tags, is_reduction,
                                      make_plan, node_reads, rng_state_out)
 from ..ir.types import DType, bool_, float32, float64, int64
+from .index_sites import Sites, guard_index
 from .kernel_values import H
 from ..runtime import rng
 from .triton_ops import HALF, LOWER, compute_dtype, literal, tl_dtype
@@ -71,6 +72,7 @@ class KernelSource:
     plan: KernelPlan | None
     persistent: bool
     parts: list = field(default_factory=list)    # foreach: (numel,) per part
+    sites: list = field(default_factory=list)    # index checks: `chk_ptr` row k is sites[k]
 
     @property
     def key(self) -> str:
@@ -97,8 +99,9 @@ def _min_literal(d: DType) -> str:
 
 class KernelWriter:
     def __init__(self, body: Graph, plan: KernelPlan, args: dict[Value, str], counter, level: int = 1,
-                 persistent_max: int = PERSISTENT_MAX, xblock: str = "XBLOCK"):
+                 persistent_max: int = PERSISTENT_MAX, xblock: str = "XBLOCK", sites: Sites | None = None):
         self.body, self.plan, self.args, self.xblock = body, plan, args, xblock
+        self.sites, self.safe, self.node = sites, {}, None    # index checks: see index_sites.py
         self.prod = {o: n for n in body.nodes for o in n.outputs}
         self.red = plan.kind == "reduction"
         limit = min(persistent_max, OUTER_PERSISTENT_MAX) if plan.outer else persistent_max
@@ -157,8 +160,15 @@ class KernelWriter:
         return H(self.assign(expr, rdep, note=v.name), v.dtype)
 
     def loaded(self, ix: Value, idx, cnd, size) -> Sym:
+        node = self.node
         h = self.emit(ix, idx, cnd)
-        return Sym(h.code, size, index_tags(idx, cnd))
+        code = h.code
+        if self.sites is not None and h.const is None:    # NOTE: a bad index is flagged, then read as 0
+            rdep = self.red and (depends_on(idx, "r") or any("r" in c.e.tags() for c in cnd))
+            if (code, size) not in self.safe:
+                self.safe[code, size] = guard_index(self, node, code, size, self.mask(idx, cnd), rdep)
+            code = self.safe[code, size]
+        return Sym(code, size, index_tags(idx, cnd))
 
     def compute(self, n: Node, v: Value, idx, cnd, rdep) -> H:
         op, out = n.op, v.type.dtype
@@ -172,6 +182,7 @@ class KernelWriter:
             return self.random(n, v, idx, rdep)
         if is_reduction(n):
             return self.reduce(n, idx, cnd)
+        self.node = n       # whose index `loaded` checks
         reads = node_reads(n, idx, cnd, self.plan, self.loaded)
         if op in VIEWS:
             return self.emit(*reads[0])
@@ -376,8 +387,11 @@ class KernelWriter:
         return self.outer
 
 
-def write_kernel(name: str, body: Graph, kind: str, persistent_max: int = PERSISTENT_MAX) -> KernelSource:
-    """The Triton source of one kernel node's body."""
+def write_kernel(name: str, body: Graph, kind: str, persistent_max: int = PERSISTENT_MAX,
+                 where: str = "") -> KernelSource:
+    """The Triton source of one kernel node's body; its take/gather indices are checked (a last
+    pointer argument `chk_ptr` when there are any, see index_sites.py); `where` names the program."""
+    sites = Sites(where)
     args = list(body.inputs) + list(body.outputs)
     names = {v: f"in_ptr{i}" for i, v in enumerate(body.inputs)}
     names.update({v: f"out_ptr{i}" for i, v in enumerate(body.outputs)})
@@ -394,7 +408,7 @@ def write_kernel(name: str, body: Graph, kind: str, persistent_max: int = PERSIS
             blocks = f"(({plan.xnumel} + XBLOCK{k} - 1) // XBLOCK{k})"
             end = f"{start} + {blocks}" if start != "0" else blocks
             lines.line(f"{'if' if k == 0 else 'elif'} pid < {end}:")
-            w = KernelWriter(part, plan, names, counter, level=2, xblock=f"XBLOCK{k}")
+            w = KernelWriter(part, plan, names, counter, level=2, xblock=f"XBLOCK{k}", sites=sites)
             w.header(pid=f"(pid - ({start}))" if start != "0" else "pid")
             for v in part.outputs:
                 idx, _ = plan.store_index(v)
@@ -402,15 +416,16 @@ def write_kernel(name: str, body: Graph, kind: str, persistent_max: int = PERSIS
             lines.splice(w.outer)
             start = end
         consts = ", ".join(f"XBLOCK{k}: tl.constexpr" for k in range(len(parts)))
-        src = _function(name, args, names, consts, lines)
-        return KernelSource(name, src, args, None, True, numels)
+        src = _function(name, args, names, consts, lines, sites)
+        return KernelSource(name, src, args, None, True, numels, sites.sites)
     plan = make_plan(body)
-    w = KernelWriter(body, plan, names, counter, persistent_max=persistent_max)
+    w = KernelWriter(body, plan, names, counter, persistent_max=persistent_max, sites=sites)
     code = w.write()
     consts = "XBLOCK: tl.constexpr" + (", RBLOCK: tl.constexpr" if plan.kind == "reduction" else "")
-    return KernelSource(name, _function(name, args, names, consts, code), args, plan, w.persistent)
+    return KernelSource(name, _function(name, args, names, consts, code, sites), args, plan, w.persistent,
+                        sites=sites.sites)
 
 
-def _function(name, args, names, consts, code: Buf) -> str:
-    sig = ", ".join([names[v] for v in args] + [consts])
+def _function(name, args, names, consts, code: Buf, sites) -> str:
+    sig = ", ".join([names[v] for v in args] + (["chk_ptr"] if sites.sites else []) + [consts])
     return "\n".join(["@triton.jit", f"def {name}({sig}):"] + code.lines) + "\n"

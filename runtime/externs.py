@@ -28,6 +28,7 @@ class Externs:
         self.comm = comm or SingleProcess()
         self.matmul_choice: dict = {}
         self.marks: list = []       # (launch number, event or host time), from a profiled call
+        self.flags = None           # the program's IndexFlags (index_flags.py), set by the program
 
     def mark(self, k: int) -> None:
         """Where launch k begins (k = -1: the end) in a profiled call: a CUDA event on the current
@@ -136,11 +137,24 @@ class Externs:
             residual = self.reshape(residual, m_shape)
         return self.reshape(mm.matmul(a, b, bias=bias, activation=activation, residual=residual), out_shape)
 
-    def index_add(self, x, idx, src, axis):
+    def index_add(self, x, idx, src, axis, chk=None):
+        self._check_index(idx, x.shape[axis], chk)
         return self.run("index_add", [x, idx, src], axis=axis)[0]
 
-    def scatter_add(self, x, idx, src, axis):
+    def scatter_add(self, x, idx, src, axis, chk=None):
+        self._check_index(idx, x.shape[axis], chk)
         return self.run("scatter_add", [x, idx, src], axis=axis)[0]
+
+    def _check_index(self, idx, size, chk) -> None:
+        """Flag a bad scatter index into row `chk` of the program's flags (index_flags.py). NOTE: on the
+        CPU the flags are read at once (numpy would raise its own error, or wrap a negative index);
+        CuPy wraps bad indices, so on CUDA nothing is written out of bounds and the read waits."""
+        if chk is None:
+            return
+        from .templates.checks import flag_range
+        flag_range(self.contiguous(idx), chk, 0, size)
+        if not self.cuda and self.flags is not None:
+            self.flags.check()
 
     def extern(self, op, arrays, /, **attrs):
         """An op the kernels do not cover (results C-contiguous, as `run`'s)."""
@@ -156,10 +170,10 @@ class Externs:
         return outs[0] if len(outs) == 1 else outs
 
     # -- templates: the host code calls these by the op's name where `template_applies` -----------
-    def cross_entropy(self, x, t, ignore_index, label_smoothing, reduction):
+    def cross_entropy(self, x, t, ignore_index, label_smoothing, reduction, chk=None):
         from .templates import cross_entropy as ce
         # NOTE: logits of [1, C, d] reach here as a transposed view; the template reads whole rows
-        rows, lse = ce.cross_entropy_forward(self.contiguous(x), t, ignore_index, label_smoothing)
+        rows, lse = ce.cross_entropy_forward(self.contiguous(x), t, ignore_index, label_smoothing, chk=chk)
         if reduction == "none":
             return rows, lse
         xp = self._xp(rows)

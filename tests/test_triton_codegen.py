@@ -346,6 +346,8 @@ def compile_for_sm90(fused_graph) -> int:
         _, meta = triton_codegen.launch_config(ks, "cuda")
         consts = {k: v for k, v in meta.items() if k not in ("num_warps", "num_stages")}
         sig = {name: "*" + _TL[v.type.dtype.name] for name, v in zip(fn.arg_names, ks.args)}
+        if ks.sites:           # the index checks' flag rows
+            sig["chk_ptr"] = "*i64"
         sig.update({k: "constexpr" for k in consts})
         src = ASTSource(fn, sig, constexprs={(fn.arg_names.index(k),): v for k, v in consts.items()})
         triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=meta.get("num_warps", 4)))

@@ -15,6 +15,7 @@ from . import functions as F_, indexing, trace as _trace
 from .dispatch import apply, grad_enabled
 from .errors import DataDependentError, Donated, TracegradError
 from .runtime.devices import owned_copy, to_numpy
+from .runtime.index_flags import check_pending
 from .autograd import _tape, backward as _backward, no_grad
 from .creation import full, normalize_device, tensor as _tensor_of
 from .provenance import where
@@ -106,6 +107,8 @@ class Tensor(SearchMethods, ScanMethods, CompareMethods, ScatterMethods, LinalgM
                 "Use tg.where(cond, a, b) for a data-dependent choice, or move this branch out of the step.")
         if type(self._data) is Donated:
             raise self._data.error()
+        # NOTE: the user reads a value, a host sync anyway: now GPU steps report a bad index
+        check_pending()
         return self._data
 
     def numpy(self) -> np.ndarray:
