@@ -66,9 +66,10 @@ class IndexFlags:
         hit = np.flatnonzero(host[:, 0])
         if not hit.size:
             return
+        k, value = int(hit[0]), int(host[hit[0], 1])
         self.buf[...] = 0
-        s = self.sites[int(hit[0])]
-        raise out_of_range(s.op, int(host[hit[0], 1]), s.size, s.where, s.allowed, s.lo)
+        s = self.sites[k]
+        raise out_of_range(s.op, value, s.size, s.where, s.allowed, s.lo)
 
 
 def check_pending() -> None:
