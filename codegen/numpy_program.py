@@ -20,6 +20,7 @@ import numpy as np
 from ..ir.graph import Graph, Node
 from ..ir.ops import get
 from ..ir.passes.memory import MemoryPlan, plan_memory
+from ..runtime.nan_flags import NaNError, has_nan  # noqa: F401  (NaNError: re-exported)
 from ..runtime.numpy_kernels import check_index
 from .index_sites import index_op, site_where
 from .numpy_backend import HALF, UFUNCS, lower, namespace
@@ -55,20 +56,8 @@ class NumpyProgram:
         return tuple(o if isinstance(o, np.ndarray) else np.asarray(o) for o in outs)
 
 
-class NaNError(FloatingPointError):
-    """TRACEGRAD_CHECK_NANS found a NaN; the message names the node that made it."""
-
-
 def check_nans_enabled() -> bool:
     return os.environ.get("TRACEGRAD_CHECK_NANS", "0") not in ("", "0")
-
-
-def has_nan(x) -> bool:
-    """Whether a buffer (numpy, CuPy or bf16 TypedArray) holds a NaN; a host sync on the GPU."""
-    from ..runtime.devices import to_numpy
-    if not isinstance(x, np.ndarray):
-        x = to_numpy(x)
-    return bool(np.isnan(np.asarray(x, dtype=np.float32)).any())
 
 
 def check_nan(x, where: str) -> None:

@@ -23,6 +23,7 @@ from ..ir.passes.fusion import classify, kernel_lines
 from ..ir.ops import get
 from ..ir.passes.memory import last_uses, plan_memory
 from .index_sites import site
+from .nan_sites import NanSites
 from .triton_kernel import PERSISTENT_MAX, KernelSource, next_pow2, write_kernel
 
 TEMPLATES = frozenset({"cross_entropy", "cross_entropy_bwd", "scaled_dot_product_attention",
@@ -59,6 +60,7 @@ class Generated:
     inplace: list = field(default_factory=list)    # outputs written over a dying input (cross_entropy_bwd)
     timed_host: str = ""                           # the host function with `rt.mark(k)` before launch k
     sites: list = field(default_factory=list)      # checked index sites; the host names row k `chk{k}`
+    nan_wheres: list = field(default_factory=list)  # check_nans: the results `nan.scan` numbers
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -182,7 +184,8 @@ def _inplace_ok(n: Node) -> bool:
 
 def generate(graph: Graph, target: str = "interpret", check_nans: bool = False) -> Generated:
     """Kernel sources and host function of a fused graph (see the module docstring); with
-    `check_nans` the host checks every float result and the first NaN raises, naming its node."""
+    `check_nans` every float result is scanned on the device and the flag read once at the end;
+    the first NaN raises, naming its node (runtime/nan_flags.py)."""
     title = graph.meta.get("title", graph.name)
     notes = kernel_lines(graph)
     last = last_uses(graph)
@@ -196,6 +199,7 @@ def generate(graph: Graph, target: str = "interpret", check_nans: bool = False) 
         lines.append(f"    {v.name} = rt.contiguous({v.name})")
     kernels, prov_notes, prev, loose = [], {}, None, set()
     sites = []      # the program's checked index sites: row k of its flag buffer is sites[k]
+    nans = NanSites() if check_nans else None   # what scanned value k is (runtime/nan_flags.py)
     marks = []      # (line index, launch number): where the profiled host function times a launch
     for i, n in enumerate(graph.nodes):
         if n.prov is not None and n.prov != prev:
@@ -216,7 +220,7 @@ def generate(graph: Graph, target: str = "interpret", check_nans: bool = False) 
             lines += [f"    {', '.join(o.name for o in m.outputs)} = {_call(m)}" for m in n.attrs["body"].nodes]
         elif n.op == "kernel":
             body = n.attrs["body"]
-            ks = write_kernel(n.attrs["name"], body, n.attrs["kind"], CONFIG["persistent_max"], title)
+            ks = write_kernel(n.attrs["name"], body, n.attrs["kind"], CONFIG["persistent_max"], title, nans)
             kernels.append(ks)
             prov_notes[ks.name] = _origins(n)
             for o in n.outputs:
@@ -229,6 +233,8 @@ def generate(graph: Graph, target: str = "interpret", check_nans: bool = False) 
             if ks.sites:
                 names.append(f"chk{len(sites)}")
                 sites += ks.sites
+            if nans is not None:
+                names.append("nan.buf")
             lines.append(f"    rt.launch({ks.name}, {grid}, {', '.join(names)}, {kw}){note}")
         elif n.op in CHECKED:   # the index is checked on the device too (index_flags.py)
             lines.append(f"    {outs} = {_call(n)[:-1]}, chk=chk{len(sites)}){note}")
@@ -240,14 +246,17 @@ def generate(graph: Graph, target: str = "interpret", check_nans: bool = False) 
             lines.append(f"    {outs} = {_call(n)[:-1]}, inplace=True){note}  # over {reuse[i].name}")
         else:
             lines.append(f"    {outs + ' = ' if outs else ''}{_call(n)}{note}")
-        if check_nans:
-            what = n.attrs["name"] if n.op == "kernel" else n.op
-            lines += [f"    check_nan({o.name}, {(o.name + ' = ' + what + ' at ' + str(n.prov or '?'))!r})"
-                      for o in n.outputs if o.type.dtype.is_floating]
+        # NOTE: a view's NaN is its source's, scanned already; kernels scan their values themselves
+        if nans is not None and classify(n) != "view" and n.op != "kernel":
+            for o in n.outputs:
+                if o.type.dtype.is_floating:
+                    lines.append(f"    nan.scan({o.name}, {nans.add(o.name, n.op, n)})")
         dead = [v for v in dict.fromkeys(n.inputs + n.outputs) if last.get(v) == i and v not in pinned]
         if dead:
             lines.append(f"    del {', '.join(v.name for v in dead)}")
     outs = ", ".join(v.name for v in graph.outputs)
+    if check_nans:
+        lines.append("    nan.check()   # the step's one read of the NaN flag")
     lines.append(f"    return ({outs}{',' if len(graph.outputs) == 1 else ''})")
     host = "\n".join(lines) + "\n"
     timed = list(lines)
@@ -259,7 +268,7 @@ def generate(graph: Graph, target: str = "interpret", check_nans: bool = False) 
     for ks in kernels:
         parts.append("\n" + prov_notes[ks.name] + ks.source)
     return Generated(host, graph.name, kernels, prov_notes, "\n".join(parts), inplace, "\n".join(timed) + "\n",
-                     sites)
+                     sites, nans.wheres if nans is not None else [])
 
 
 def _empty(body: Graph) -> bool:

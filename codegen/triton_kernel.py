@@ -34,6 +34,7 @@ from ..ir.passes.fusion_plan import (RANDOM, REDUCTIONS, VIEWS, KernelPlan, inde
 from ..ir.types import DType, bool_, float32, float64, int64
 from .index_sites import Sites, guard_index
 from .kernel_values import H
+from .nan_sites import NanSites, scan_value
 from ..runtime import rng
 from .triton_ops import HALF, LOWER, compute_dtype, literal, tl_dtype
 
@@ -99,9 +100,11 @@ def _min_literal(d: DType) -> str:
 
 class KernelWriter:
     def __init__(self, body: Graph, plan: KernelPlan, args: dict[Value, str], counter, level: int = 1,
-                 persistent_max: int = PERSISTENT_MAX, xblock: str = "XBLOCK", sites: Sites | None = None):
+                 persistent_max: int = PERSISTENT_MAX, xblock: str = "XBLOCK", sites: Sites | None = None,
+                 nans: NanSites | None = None):
         self.body, self.plan, self.args, self.xblock = body, plan, args, xblock
         self.sites, self.safe, self.node = sites, {}, None    # index checks: see index_sites.py
+        self.nans, self.nan_seen, self.kernel_name = nans, set(), ""   # NaN checks: see nan_sites.py
         self.prod = {o: n for n in body.nodes for o in n.outputs}
         self.red = plan.kind == "reduction"
         limit = min(persistent_max, OUTER_PERSISTENT_MAX) if plan.outer else persistent_max
@@ -136,7 +139,10 @@ class KernelWriter:
         key = (v, idx, cnd)
         if key not in memo:
             n = self.prod.get(v)
-            memo[key] = self.load(v, idx, cnd, rdep) if n is None else self.compute(n, v, idx, cnd, rdep)
+            h = self.load(v, idx, cnd, rdep) if n is None else self.compute(n, v, idx, cnd, rdep)
+            if self.nans is not None and n is not None and h.const is None and v.dtype.is_floating:
+                scan_value(self, n, v, h.code, self.mask(idx, cnd), rdep)
+            memo[key] = h
         return memo[key]
 
     def mask(self, idx, cnd) -> str:
@@ -388,10 +394,12 @@ class KernelWriter:
 
 
 def write_kernel(name: str, body: Graph, kind: str, persistent_max: int = PERSISTENT_MAX,
-                 where: str = "") -> KernelSource:
-    """The Triton source of one kernel node's body; its take/gather indices are checked (a last
-    pointer argument `chk_ptr` when there are any, see index_sites.py); `where` names the program."""
+                 where: str = "", nans: NanSites | None = None) -> KernelSource:
+    """The Triton source of one kernel node's body; its take/gather indices are checked (a pointer
+    argument `chk_ptr` when there are any, see index_sites.py); `where` names the program. With
+    `nans` its float values are scanned for NaNs (a last pointer argument `nan_ptr`, nan_sites.py)."""
     sites = Sites(where)
+    extra = {"sites": sites, "nans": nans}
     args = list(body.inputs) + list(body.outputs)
     names = {v: f"in_ptr{i}" for i, v in enumerate(body.inputs)}
     names.update({v: f"out_ptr{i}" for i, v in enumerate(body.outputs)})
@@ -408,7 +416,8 @@ def write_kernel(name: str, body: Graph, kind: str, persistent_max: int = PERSIS
             blocks = f"(({plan.xnumel} + XBLOCK{k} - 1) // XBLOCK{k})"
             end = f"{start} + {blocks}" if start != "0" else blocks
             lines.line(f"{'if' if k == 0 else 'elif'} pid < {end}:")
-            w = KernelWriter(part, plan, names, counter, level=2, xblock=f"XBLOCK{k}", sites=sites)
+            w = KernelWriter(part, plan, names, counter, level=2, xblock=f"XBLOCK{k}", **extra)
+            w.kernel_name = name
             w.header(pid=f"(pid - ({start}))" if start != "0" else "pid")
             for v in part.outputs:
                 idx, _ = plan.store_index(v)
@@ -416,16 +425,18 @@ def write_kernel(name: str, body: Graph, kind: str, persistent_max: int = PERSIS
             lines.splice(w.outer)
             start = end
         consts = ", ".join(f"XBLOCK{k}: tl.constexpr" for k in range(len(parts)))
-        src = _function(name, args, names, consts, lines, sites)
+        src = _function(name, args, names, consts, lines, sites, nans)
         return KernelSource(name, src, args, None, True, numels, sites.sites)
     plan = make_plan(body)
-    w = KernelWriter(body, plan, names, counter, persistent_max=persistent_max, sites=sites)
+    w = KernelWriter(body, plan, names, counter, persistent_max=persistent_max, **extra)
+    w.kernel_name = name
     code = w.write()
     consts = "XBLOCK: tl.constexpr" + (", RBLOCK: tl.constexpr" if plan.kind == "reduction" else "")
-    return KernelSource(name, _function(name, args, names, consts, code, sites), args, plan, w.persistent,
+    return KernelSource(name, _function(name, args, names, consts, code, sites, nans), args, plan, w.persistent,
                         sites=sites.sites)
 
 
-def _function(name, args, names, consts, code: Buf, sites) -> str:
-    sig = ", ".join([names[v] for v in args] + (["chk_ptr"] if sites.sites else []) + [consts])
+def _function(name, args, names, consts, code: Buf, sites, nans) -> str:
+    extra = (["chk_ptr"] if sites.sites else []) + (["nan_ptr"] if nans is not None else [])
+    sig = ", ".join([names[v] for v in args] + extra + [consts])
     return "\n".join(["@triton.jit", f"def {name}({sig}):"] + code.lines) + "\n"

@@ -21,8 +21,9 @@ from ..ir.graph import Graph
 from ..runtime import kernel_cache
 from ..runtime.externs import Externs
 from ..runtime.index_flags import IndexFlags
+from ..runtime.nan_flags import NanFlags
 from .eager import run_op
-from .numpy_program import check_nan, check_nans_enabled
+from .numpy_program import check_nans_enabled
 from .triton_codegen import Generated, generate, launch_config
 
 
@@ -47,12 +48,12 @@ class TritonProgram:
         self.source = self.generated.source
         self.rt = Externs(self.target, run_op, comm)
         ns = self.rt.namespace()
-        ns["check_nan"] = check_nan
         self.device = device_of(graph) if self.target == "cuda" else "cpu"
         # NOTE: one small buffer of flags for the step's index checks, read lazily (index_flags.py)
         self.flags = self.rt.flags = IndexFlags(self.generated.sites, self.device)
         for k in range(len(self.generated.sites)):
             ns[f"chk{k}"] = self.flags.row(k)
+        ns["nan"] = NanFlags(self.generated.nan_wheres, self.device)
         for ks in self.generated.kernels:
             ns[ks.name] = kernel_cache.load(ks.source, ks.name, ks.key)
         if self.target == "cuda" and self.generated.kernels:
@@ -74,7 +75,7 @@ class TritonProgram:
         jobs = []
         for ks in self.generated.kernels:
             grid, meta = launch_config(ks, "cuda")
-            chk = [np.int64] if ks.sites else []
+            chk = ([np.int64] if ks.sites else []) + ([np.int32] if "nan_ptr" in ks.source else [])
             jobs.append((ns[ks.name], [v.type.dtype.np for v in ks.args] + chk, grid, meta))
         precompile(jobs, int(dev.split(":")[1]) if ":" in dev else 0)
 

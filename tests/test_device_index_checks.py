@@ -10,6 +10,9 @@ folded; `i + k` with k a tensor does), so no host-side check of the step's input
 the kernels can. The same tests run on CUDA (marker `gpu`)."""
 from __future__ import annotations
 
+import os
+import sys
+
 import re
 
 import numpy as np
@@ -17,6 +20,10 @@ import pytest
 
 import tracegrad as tg
 import tracegrad.nn.functional as F
+
+pytest.importorskip("triton")
+sys.path.insert(0, os.path.dirname(__file__))
+from triton_check import _cache_dir  # noqa: E402,F401  (an autouse fixture: a private kernel cache)
 from tracegrad.runtime import index_flags
 
 HERE = re.escape(__file__.rsplit("/", 1)[-1])
