@@ -138,23 +138,24 @@ class Externs:
         return self.reshape(mm.matmul(a, b, bias=bias, activation=activation, residual=residual), out_shape)
 
     def index_add(self, x, idx, src, axis, chk=None):
-        self._check_index(idx, x.shape[axis], chk)
+        idx = self._checked(idx, x.shape[axis], chk)
         return self.run("index_add", [x, idx, src], axis=axis)[0]
 
     def scatter_add(self, x, idx, src, axis, chk=None):
-        self._check_index(idx, x.shape[axis], chk)
+        idx = self._checked(idx, x.shape[axis], chk)
         return self.run("scatter_add", [x, idx, src], axis=axis)[0]
 
-    def _check_index(self, idx, size, chk) -> None:
-        """Flag a bad scatter index into row `chk` of the program's flags (index_flags.py). NOTE: on the
-        CPU the flags are read at once (numpy would raise its own error, or wrap a negative index);
-        CuPy wraps bad indices, so on CUDA nothing is written out of bounds and the read waits."""
+    def _checked(self, idx, size, chk):
+        """The index with each bad entry flagged into row `chk` of the program's flags (index_flags.py)
+        and replaced by 0, so nothing is written out of bounds while the flag waits to be read.
+        NOTE: on the CPU the flags are read at once (free there), as after the program's call."""
         if chk is None:
-            return
+            return idx
         from .templates.checks import flag_range
-        flag_range(self.contiguous(idx), chk, 0, size)
+        safe = flag_range(self.contiguous(idx), chk, 0, size)
         if not self.cuda and self.flags is not None:
             self.flags.check()
+        return safe
 
     def extern(self, op, arrays, /, **attrs):
         """An op the kernels do not cover (results C-contiguous, as `run`'s)."""

@@ -181,3 +181,34 @@ def test_gpu_index_checks_cost_no_sync_per_step():
     busy()
     total = time.perf_counter() - t0
     assert host < 0.5 * total, (host, total)        # the steps were queued, not waited for
+
+
+def test_check_kernels_compile_for_sm90():
+    """The runtime's own checking kernels (the scatter index check, the NaN scan, the cross-entropy
+    template with its target check) compile for an H100/H200: the interpreter lets more through."""
+    pytest.importorskip("triton.backends.nvidia")
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from tracegrad.runtime.templates import checks, cross_entropy
+
+    kernels = [
+        (checks._check_range, {"idx_ptr": "*i64", "safe_ptr": "*i64", "chk_ptr": "*i64", "n": "i32", "lo": "i64",
+                               "size": "i64"}, {"BLOCK": 1024}),
+        (checks._check_nan, {"x_ptr": "*bf16", "flag_ptr": "*i32", "n": "i32", "k": "i32"}, {"BLOCK": 4096}),
+        (cross_entropy._ce_fwd, {"logits": "*bf16", "targets": "*i64", "loss": "*fp32", "lse": "*fp32",
+                                 "chk": "*i64", "stride_row": "i64", "V": "i32", "ignore_index": "i64",
+                                 "smoothing": "fp32"}, {"BLOCK_V": 1024}),
+    ]
+    for fn, sig, consts in kernels:
+        sig = dict(sig, **{k: "constexpr" for k in consts})
+        src = ASTSource(fn, sig, constexprs={(fn.arg_names.index(k),): v for k, v in consts.items()})
+        triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4))
+
+
+def test_scatter_index_check_flags_and_replaces_bad_indices():
+    from tracegrad.runtime.templates.checks import flag_range
+    chk = np.zeros(2, np.int64)
+    safe = flag_range(np.array([0, 2, 3, -1, 1]), chk, 0, 3)
+    assert chk[0] == 1 and chk[1] in (3, -1)
+    assert safe.tolist() == [0, 2, 0, 0, 1]

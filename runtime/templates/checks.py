@@ -2,7 +2,7 @@
 compiled step learns of a bad index or a NaN without a host sync (see `index_flags.py`,
 `nan_flags.py`). Run under Triton's interpreter on numpy buffers, compiled on CuPy ones.
 
-    flag_range(idx, flags.row(k), 0, 50304)     # row k := (1, some bad value) if one is out of range
+    safe = flag_range(idx, flags.row(k), 0, 50304)   # row k := (1, some bad value) if one is out of range
     flag_nan(x, nan.buf, 7)                     # nan.buf[0] := min(nan.buf[0], 7) if x holds a NaN
 """
 from __future__ import annotations
@@ -11,17 +11,19 @@ import numpy as np
 import triton
 import triton.language as tl
 
+from ..devices import dtype_of, empty
 from ..triton_host import launch
 
 
 @triton.jit
-def _check_range(idx_ptr, chk_ptr, n, lo, size, BLOCK: tl.constexpr):
+def _check_range(idx_ptr, safe_ptr, chk_ptr, n, lo, size, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     m = offs < n
     i = tl.load(idx_ptr + offs, m, other=0)
     bad = ((i < lo) | (i >= size)) & m
     tl.store(chk_ptr + 0 * offs, 1, bad)
     tl.store(chk_ptr + 1 + 0 * offs, i.to(tl.int64), bad)
+    tl.store(safe_ptr + offs, tl.where(bad, 0, i), m)
 
 
 @triton.jit
@@ -38,12 +40,15 @@ def _blocks(n: int, cap: int) -> tuple[tuple, int]:
     return (triton.cdiv(n, block),), block
 
 
-def flag_range(idx, chk, lo: int, size: int) -> None:
-    """Check a contiguous index buffer against [lo, size) into the flag row `chk` (no sync)."""
+def flag_range(idx, chk, lo: int, size: int):
+    """Check a contiguous index buffer against [lo, size) into the flag row `chk` (no sync); returns
+    a copy with each bad index replaced by 0, safe to scatter with."""
     n = int(np.prod(idx.shape))
+    safe = empty(idx.shape, dtype_of(idx), like=idx)
     if n:
         grid, block = _blocks(n, 1024)
-        launch(_check_range, grid, idx, chk, n, lo, size, BLOCK=block)
+        launch(_check_range, grid, idx, safe, chk, n, lo, size, BLOCK=block)
+    return safe
 
 
 def flag_nan(x, flag, k: int) -> None:
