@@ -6,11 +6,12 @@ the user's line, for the numpy and Triton writers alike. In a Triton kernel, eac
 gets (`guard_index`):
 
     tmp3 = (tmp1 < 0) | (tmp1 >= 50304)
-    tl.store(chk_ptr + 0 + 0 * tmp1, 1, tmp3 & xmask)  # embedding: index out of range
-    tl.store(chk_ptr + 1 + 0 * tmp1, tmp1.to(tl.int64), tmp3 & xmask)
-    tmp4 = tl.where(tmp3, 0, tmp1)
+    tmp4 = (tmp3 & xmask) != 0
+    tl.store(chk_ptr + 0 + 0 * tmp4.to(tl.int32), 1, tmp4)  # embedding: index out of range
+    tl.store(chk_ptr + 1 + 0 * tmp4.to(tl.int32), tmp1.to(tl.int64), tmp4)
+    tmp5 = tl.where(tmp3, 0, tmp1)
 
-and addresses use `tmp4`: a bad index is recorded in the kernel's rows of the program's flag
+and addresses use `tmp5`: a bad index is recorded in the kernel's rows of the program's flag
 buffer and read as 0, never out of bounds (runtime/index_flags.py reads the flags).
 """
 from __future__ import annotations
@@ -60,8 +61,10 @@ def guard_index(w, n: Node, code: str, size: int, mask: str, rdep: bool) -> str:
     returns the name of the index to address with (0 where the index is bad)."""
     k = w.sites.add(n, size)
     bad = w.assign(f"({code} < 0) | ({code} >= {size})", rdep)
-    m = f"{bad} & {mask}" if mask else bad
+    # NOTE: the lane mask may be wider than the index (a row's index, read by every lane of the row):
+    # the pointers take the shape of both
+    m = w.assign(f"({bad} & {mask}) != 0", rdep) if mask else bad   # NOTE: != 0: the interpreter widens a scalar & block
     b = w.buf(rdep)
-    b.line(f"tl.store(chk_ptr + {2 * k} + 0 * {code}, 1, {m})  # {w.sites.sites[k].op}: index out of range")
-    b.line(f"tl.store(chk_ptr + {2 * k + 1} + 0 * {code}, {code}.to(tl.int64), {m})")
+    b.line(f"tl.store(chk_ptr + {2 * k} + 0 * {m}.to(tl.int32), 1, {m})  # {w.sites.sites[k].op}: index out of range")
+    b.line(f"tl.store(chk_ptr + {2 * k + 1} + 0 * {m}.to(tl.int32), {code}.to(tl.int64), {m})")
     return w.assign(f"tl.where({bad}, 0, {code})", rdep)

@@ -26,7 +26,7 @@ from .index_sites import index_op, site_where
 from .numpy_backend import HALF, UFUNCS, lower, namespace
 
 # ops whose integer index input (inputs[1]) is checked against the indexed axis before use
-INDEXED = ("take", "gather")
+INDEXED = ("take", "gather", "index_add", "scatter_add")
 
 # ops whose numpy result is always a fresh, writeable array
 _OWNING_KINDS = ("unary", "binary", "ternary", "cast", "reduce", "matmul", "creation", "random", "index")
