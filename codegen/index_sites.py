@@ -7,8 +7,9 @@ gets (`guard_index`):
 
     tmp3 = (tmp1 < 0) | (tmp1 >= 50304)
     tmp4 = (tmp3 & xmask) != 0
-    tl.store(chk_ptr + 0 + 0 * tmp4.to(tl.int32), 1, tmp4)  # embedding: index out of range
-    tl.store(chk_ptr + 1 + 0 * tmp4.to(tl.int32), tmp1.to(tl.int64), tmp4)
+    if tl.max(tmp4.to(tl.int32), axis=None) > 0:  # embedding: index out of range
+        tl.store(chk_ptr + 0, 1)
+        tl.store(chk_ptr + 1, tl.max(tl.where(tmp4, tmp1.to(tl.int64), -2**62), axis=None))
     tmp5 = tl.where(tmp3, 0, tmp1)
 
 and addresses use `tmp5`: a bad index is recorded in the kernel's rows of the program's flag
@@ -60,11 +61,19 @@ def guard_index(w, n: Node, code: str, size: int, mask: str, rdep: bool) -> str:
     """Emit the check of index expression `code` against [0, size) into writer `w`'s buffer;
     returns the name of the index to address with (0 where the index is bad)."""
     k = w.sites.add(n, size)
+    op = w.sites.sites[k].op
     bad = w.assign(f"({code} < 0) | ({code} >= {size})", rdep)
-    # NOTE: the lane mask may be wider than the index (a row's index, read by every lane of the row):
-    # the pointers take the shape of both
-    m = w.assign(f"({bad} & {mask}) != 0", rdep) if mask else bad   # NOTE: != 0: the interpreter widens a scalar & block
     b = w.buf(rdep)
-    b.line(f"tl.store(chk_ptr + {2 * k} + 0 * {m}.to(tl.int32), 1, {m})  # {w.sites.sites[k].op}: index out of range")
-    b.line(f"tl.store(chk_ptr + {2 * k + 1} + 0 * {m}.to(tl.int32), {code}.to(tl.int64), {m})")
+    if not mask:     # one index for the whole program (a scalar)
+        b.line(f"tl.store(chk_ptr + {2 * k}, 1, {bad})  # {op}: index out of range")
+        b.line(f"tl.store(chk_ptr + {2 * k + 1}, {code}.to(tl.int64), {bad})")
+        return w.assign(f"tl.where({bad}, 0, {code})", rdep)
+    # NOTE: one branch on a block-wide max, not a store per lane: per-lane stores of the flag cost
+    # +49% on a bf16 embedding gather on an H200 (53 -> 79 us), the branch +2.5% (53 -> 54 us).
+    # `!= 0`: the interpreter widens a scalar & block to int64
+    m = w.assign(f"({bad} & {mask}) != 0", rdep)
+    b.line(f"if tl.max({m}.to(tl.int32), axis=None) > 0:  # {op}: index out of range")
+    with b.indent():
+        b.line(f"tl.store(chk_ptr + {2 * k}, 1)")
+        b.line(f"tl.store(chk_ptr + {2 * k + 1}, tl.max(tl.where({m}, {code}.to(tl.int64), -2**62), axis=None))")
     return w.assign(f"tl.where({bad}, 0, {code})", rdep)

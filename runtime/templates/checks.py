@@ -21,8 +21,9 @@ def _check_range(idx_ptr, safe_ptr, chk_ptr, n, lo, size, BLOCK: tl.constexpr):
     m = offs < n
     i = tl.load(idx_ptr + offs, m, other=0)
     bad = ((i < lo) | (i >= size)) & m
-    tl.store(chk_ptr + 0 * offs, 1, bad)
-    tl.store(chk_ptr + 1 + 0 * offs, i.to(tl.int64), bad)
+    if tl.max(bad.to(tl.int32), 0) > 0:      # NOTE: one branch per block, not a store per lane
+        tl.store(chk_ptr, 1)
+        tl.store(chk_ptr + 1, tl.max(tl.where(bad, i.to(tl.int64), -2**62), 0))
     tl.store(safe_ptr + offs, tl.where(bad, 0, i), m)
 
 
