@@ -3,7 +3,8 @@ scanned where it is made, so the error names the node that made the first NaN, n
 kernel that holds it:
 
     tmp5 = tl.log(tmp4)
-    tl.atomic_min(nan_ptr + tl.zeros(tmp5.shape, tl.int32), 3, (tmp5 != tmp5) & xmask)
+    if tl.max(tl.where(xmask, (tmp5 != tmp5).to(tl.int32), 0), axis=None) > 0:  # NaN check
+        tl.atomic_min(nan_ptr, 3)
 
 Each scanned value gets a number in program order (kernels in launch order, nodes in each kernel's
 order); the flag keeps the smallest, read once per step (runtime/nan_flags.py). Only with
@@ -31,7 +32,14 @@ def scan_value(w, n: Node, v: Value, code: str, mask: str, rdep: bool) -> None:
         return
     w.nan_seen.add(code)
     k = w.nans.add(v.name, f"{n.op} in {w.kernel_name}", n)
-    # NOTE: half values are compared in fp32: the interpreter compares a half's raw bits
+    # NOTE: half values are compared in fp32: the interpreter compares a half's raw bits. One
+    # atomic per block on a branch, not one per lane (see index_sites.guard_index for the cost)
     x = f"{code}.to(tl.float32)" if v.dtype.itemsize == 2 else code
-    cond = f"({x} != {x})" + (f" & {mask}" if mask else "")
-    w.buf(rdep).line(f"tl.atomic_min(nan_ptr + tl.zeros({code}.shape, tl.int32), {k}, {cond})  # NaN check")
+    b = w.buf(rdep)
+    if mask:
+        # NOTE: tl.where, not &: the interpreter cannot `&` a scalar comparison with a block
+        b.line(f"if tl.max(tl.where({mask}, ({x} != {x}).to(tl.int32), 0), axis=None) > 0:  # NaN check")
+    else:            # a value for the whole program (a scalar)
+        b.line(f"if {x} != {x}:  # NaN check")
+    with b.indent():
+        b.line(f"tl.atomic_min(nan_ptr, {k})")

@@ -48,7 +48,7 @@ def test_triton_step_reads_the_nan_flag_once(nans):
     src = step.ir("kernels")
     host = src.split("@triton.jit")[0]
     assert host.count("nan.scan(") == 1                       # the matmul's result
-    assert src.count("tl.atomic_min(nan_ptr") >= 2             # the kernel's values, where they are made
+    assert src.count("tl.atomic_min(nan_ptr, ") >= 2           # the kernel's values, where they are made
     assert host.count("nan.check()") == 1 and "check_nan(" not in host
 
 
