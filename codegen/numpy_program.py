@@ -20,11 +20,13 @@ import numpy as np
 from ..ir.graph import Graph, Node
 from ..ir.ops import get
 from ..ir.passes.memory import MemoryPlan, plan_memory
+from ..runtime.nan_flags import NaNError, has_nan  # noqa: F401  (NaNError: re-exported)
 from ..runtime.numpy_kernels import check_index
+from .index_sites import index_op, site_where
 from .numpy_backend import HALF, UFUNCS, lower, namespace
 
 # ops whose integer index input (inputs[1]) is checked against the indexed axis before use
-INDEXED = ("take", "gather")
+INDEXED = ("take", "gather", "index_add", "scatter_add")
 
 # ops whose numpy result is always a fresh, writeable array
 _OWNING_KINDS = ("unary", "binary", "ternary", "cast", "reduce", "matmul", "creation", "random", "index")
@@ -54,10 +56,6 @@ class NumpyProgram:
         return tuple(o if isinstance(o, np.ndarray) else np.asarray(o) for o in outs)
 
 
-class NaNError(FloatingPointError):
-    """TRACEGRAD_CHECK_NANS found a NaN; the message names the node that made it."""
-
-
 # NOTE: eager mode asks once per op; os.environ.get encodes the key each time (~1 us), its own
 # bytes-keyed dict (POSIX) does not
 _ENV_BYTES = os.environ._data if os.name == "posix" and isinstance(getattr(os.environ, "_data", None), dict) else None
@@ -67,14 +65,6 @@ def check_nans_enabled() -> bool:
     if _ENV_BYTES is not None:
         return _ENV_BYTES.get(b"TRACEGRAD_CHECK_NANS", b"0") not in (b"", b"0")
     return os.environ.get("TRACEGRAD_CHECK_NANS", "0") not in ("", "0")
-
-
-def has_nan(x) -> bool:
-    """Whether a buffer (numpy, CuPy or bf16 TypedArray) holds a NaN; a host sync on the GPU."""
-    from ..runtime.devices import to_numpy
-    if not isinstance(x, np.ndarray):
-        x = to_numpy(x)
-    return bool(np.isnan(np.asarray(x, dtype=np.float32)).any())
 
 
 def check_nan(x, where: str) -> None:
@@ -138,8 +128,8 @@ def generate(graph: Graph, comm=None, check_nans: bool | None = None, kernels: d
             expr = lower(n.op, args, ins, outs, dict(n.attrs))
         if n.op in INDEXED:      # NOTE: numpy would wrap a negative index and name no op or line
             x, idx = n.inputs[0], n.inputs[1]
-            where = f"{n.op}({x.type}, {idx.type}){' ' + n.tag if n.tag else ''} at {n.prov or '?'}"
-            lines.append(f"    check_index({idx.name}, {x.type.shape[n.attrs['axis']]}, {where!r})")
+            lines.append(f"    check_index({idx.name}, {x.type.shape[n.attrs['axis']]}, {index_op(n)!r}, "
+                         f"{site_where(n, graph)!r})")
         names = ", ".join(o.name for o in n.outputs)
         note = ", ".join(str(t) for t in outs) + (f"  {n.tag}" if n.tag else "")
         code = f"{names} = {expr}" if n.outputs else expr

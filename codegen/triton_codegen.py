@@ -22,6 +22,8 @@ from ..ir.graph import Graph, Node
 from ..ir.passes.fusion import classify, kernel_lines
 from ..ir.ops import get
 from ..ir.passes.memory import last_uses, plan_memory, state_updates
+from .index_sites import site
+from .nan_sites import NanSites
 from .triton_kernel import PERSISTENT_MAX, KernelSource, next_pow2, write_kernel
 
 TEMPLATES = frozenset({"cross_entropy", "cross_entropy_bwd", "scaled_dot_product_attention",
@@ -61,6 +63,8 @@ class Generated:
     source: str = ""                               # everything, for `step.ir("kernels")`
     inplace: list = field(default_factory=list)    # outputs written over a dying input (cross_entropy_bwd)
     timed_host: str = ""                           # the host function with `rt.mark(k)` before launch k
+    sites: list = field(default_factory=list)      # checked index sites; the host names row k `chk{k}`
+    nan_wheres: list = field(default_factory=list)  # check_nans: the results `nan.scan` numbers
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -142,6 +146,17 @@ EXTERN_CALLS = {
 }
 
 
+# ops outside the kernels whose index operand the host asks the device to check (`chk=` row)
+CHECKED = ("index_add", "scatter_add", "cross_entropy")
+
+
+def checked_site(n: Node, title: str):
+    """The flag-buffer site of a template or extern op that indexes (cross-entropy, scatter-adds)."""
+    if n.op == "cross_entropy":
+        return site(n, title, n.inputs[0].type.shape[1], n.attrs["ignore_index"])
+    return site(n, title, n.inputs[0].type.shape[n.attrs["axis"]])
+
+
 def _call(n: Node) -> str:
     args = [v.name for v in n.inputs]
     a = {k: (v.short if hasattr(v, "short") else v) for k, v in n.attrs.items()}
@@ -173,7 +188,8 @@ def _inplace_ok(n: Node) -> bool:
 
 def generate(graph: Graph, target: str = "interpret", check_nans: bool = False) -> Generated:
     """Kernel sources and host function of a fused graph (see the module docstring); with
-    `check_nans` the host checks every float result and the first NaN raises, naming its node."""
+    `check_nans` every float result is scanned on the device and the flag read once at the end;
+    the first NaN raises, naming its node (runtime/nan_flags.py)."""
     title = graph.meta.get("title", graph.name)
     notes = kernel_lines(graph)
     last = last_uses(graph)
@@ -188,6 +204,8 @@ def generate(graph: Graph, target: str = "interpret", check_nans: bool = False) 
     for v in graph.inputs:
         lines.append(f"    {v.name} = rt.{'writable' if v in updated else 'contiguous'}({v.name})")
     kernels, prov_notes, prev, loose = [], {}, None, set()
+    sites = []      # the program's checked index sites: row k of its flag buffer is sites[k]
+    nans = NanSites() if check_nans else None   # what scanned value k is (runtime/nan_flags.py)
     marks = []      # (line index, launch number): where the profiled host function times a launch
     for i, n in enumerate(graph.nodes):
         if n.prov is not None and n.prov != prev:
@@ -208,7 +226,7 @@ def generate(graph: Graph, target: str = "interpret", check_nans: bool = False) 
             lines += [f"    {', '.join(o.name for o in m.outputs)} = {_call(m)}" for m in n.attrs["body"].nodes]
         elif n.op == "kernel":
             body = n.attrs["body"]
-            ks = write_kernel(n.attrs["name"], body, n.attrs["kind"], CONFIG["persistent_max"])
+            ks = write_kernel(n.attrs["name"], body, n.attrs["kind"], CONFIG["persistent_max"], title, nans)
             kernels.append(ks)
             prov_notes[ks.name] = _origins(n)
             for o in n.outputs:
@@ -222,7 +240,15 @@ def generate(graph: Graph, target: str = "interpret", check_nans: bool = False) 
             kw = ", ".join(f"{k}={v}" for k, v in meta.items())
             # NOTE: kernels index row-major; a template may hand back a strided view (attention's O)
             names = [f"rt.contiguous({v.name})" if v in loose else v.name for v in ks.args]
+            if ks.sites:
+                names.append(f"chk{len(sites)}")
+                sites += ks.sites
+            if nans is not None:
+                names.append("nan.buf")
             lines.append(f"    rt.launch({ks.name}, {grid}, {', '.join(names)}, {kw}){note}")
+        elif n.op in CHECKED:   # the index is checked on the device too (index_flags.py)
+            lines.append(f"    {outs} = {_call(n)[:-1]}, chk=chk{len(sites)}){note}")
+            sites.append(checked_site(n, title))
         elif classify(n) in ("view", "const") or n.op in EXTERN_CALLS:
             lines.append(f"    {outs} = {_call(n)}{note}")
         elif i in reuse:
@@ -230,14 +256,17 @@ def generate(graph: Graph, target: str = "interpret", check_nans: bool = False) 
             lines.append(f"    {outs} = {_call(n)[:-1]}, inplace=True){note}  # over {reuse[i].name}")
         else:
             lines.append(f"    {outs + ' = ' if outs else ''}{_call(n)}{note}")
-        if check_nans:
-            what = n.attrs["name"] if n.op == "kernel" else n.op
-            lines += [f"    check_nan({o.name}, {(o.name + ' = ' + what + ' at ' + str(n.prov or '?'))!r})"
-                      for o in n.outputs if o.type.dtype.is_floating]
+        # NOTE: a view's NaN is its source's, scanned already; kernels scan their values themselves
+        if nans is not None and classify(n) != "view" and n.op != "kernel":
+            for o in n.outputs:
+                if o.type.dtype.is_floating:
+                    lines.append(f"    nan.scan({o.name}, {nans.add(o.name, n.op, n)})")
         dead = [v for v in dict.fromkeys(n.inputs + n.outputs) if last.get(v) == i and v not in pinned]
         if dead:
             lines.append(f"    del {', '.join(v.name for v in dead)}")
     outs = ", ".join(v.name for v in graph.outputs)
+    if check_nans:
+        lines.append("    nan.check()   # the step's one read of the NaN flag")
     lines.append(f"    return ({outs}{',' if len(graph.outputs) == 1 else ''})")
     host = "\n".join(lines) + "\n"
     timed = list(lines)
@@ -248,7 +277,8 @@ def generate(graph: Graph, target: str = "interpret", check_nans: bool = False) 
     parts = [header, host]
     for ks in kernels:
         parts.append("\n" + prov_notes[ks.name] + ks.source)
-    return Generated(host, graph.name, kernels, prov_notes, "\n".join(parts), inplace, "\n".join(timed) + "\n")
+    return Generated(host, graph.name, kernels, prov_notes, "\n".join(parts), inplace, "\n".join(timed) + "\n",
+                     sites, nans.wheres if nans is not None else [])
 
 
 def _empty(body: Graph) -> bool:

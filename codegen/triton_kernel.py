@@ -32,7 +32,9 @@ from ..ir.passes.fusion_index import Sym, depends_on, linearize
 from ..ir.passes.fusion_plan import (RANDOM, REDUCTIONS, VIEWS, KernelPlan, index_tags, is_reduction,
                                      make_plan, node_reads, rng_state_out)
 from ..ir.types import DType, bool_, float32, float64, int64
+from .index_sites import Sites, guard_index
 from .kernel_values import H
+from .nan_sites import NanSites, scan_value
 from ..runtime import rng
 from .triton_ops import HALF, LOWER, compute_dtype, literal, tl_dtype
 
@@ -71,6 +73,7 @@ class KernelSource:
     plan: KernelPlan | None
     persistent: bool
     parts: list = field(default_factory=list)    # foreach: (numel,) per part
+    sites: list = field(default_factory=list)    # index checks: `chk_ptr` row k is sites[k]
     # NOTE: pointwise kernels only: per argument, (part, element offsets it is loaded or stored
     # at); an output may overwrite an input whose every load is at its own store's offset
     access: dict = field(default_factory=dict)
@@ -106,8 +109,11 @@ def _min_literal(d: DType) -> str:
 
 class KernelWriter:
     def __init__(self, body: Graph, plan: KernelPlan, args: dict[Value, str], counter, level: int = 1,
-                 persistent_max: int = PERSISTENT_MAX, xblock: str = "XBLOCK"):
+                 persistent_max: int = PERSISTENT_MAX, xblock: str = "XBLOCK", sites: Sites | None = None,
+                 nans: NanSites | None = None):
         self.body, self.plan, self.args, self.xblock = body, plan, args, xblock
+        self.sites, self.safe, self.node = sites, {}, None    # index checks: see index_sites.py
+        self.nans, self.nan_seen, self.kernel_name = nans, set(), ""   # NaN checks: see nan_sites.py
         self.prod = {o: n for n in body.nodes for o in n.outputs}
         self.red = plan.kind == "reduction"
         limit = min(persistent_max, OUTER_PERSISTENT_MAX) if plan.outer else persistent_max
@@ -146,7 +152,10 @@ class KernelWriter:
         key = (v, idx, cnd)
         if key not in memo:
             n = self.prod.get(v)
-            memo[key] = self.load(v, idx, cnd, rdep) if n is None else self.compute(n, v, idx, cnd, rdep)
+            h = self.load(v, idx, cnd, rdep) if n is None else self.compute(n, v, idx, cnd, rdep)
+            if self.nans is not None and n is not None and h.const is None and v.dtype.is_floating:
+                scan_value(self, n, v, h.code, self.mask(idx, cnd), rdep)
+            memo[key] = h
         return memo[key]
 
     def mask(self, idx, cnd) -> str:
@@ -171,8 +180,15 @@ class KernelWriter:
         return H(self.assign(expr, rdep, note=v.name), v.dtype)
 
     def loaded(self, ix: Value, idx, cnd, size) -> Sym:
+        node = self.node
         h = self.emit(ix, idx, cnd)
-        return Sym(h.code, size, index_tags(idx, cnd))
+        code = h.code
+        if self.sites is not None and h.const is None:    # NOTE: a bad index is flagged, then read as 0
+            rdep = self.red and (depends_on(idx, "r") or any("r" in c.e.tags() for c in cnd))
+            if (code, size) not in self.safe:
+                self.safe[code, size] = guard_index(self, node, code, size, self.mask(idx, cnd), rdep)
+            code = self.safe[code, size]
+        return Sym(code, size, index_tags(idx, cnd))
 
     def compute(self, n: Node, v: Value, idx, cnd, rdep) -> H:
         op, out = n.op, v.type.dtype
@@ -186,6 +202,7 @@ class KernelWriter:
             return self.random(n, v, idx, rdep)
         if is_reduction(n):
             return self.reduce(n, idx, cnd)
+        self.node = n       # whose index `loaded` checks
         reads = node_reads(n, idx, cnd, self.plan, self.loaded)
         if op in VIEWS:
             return self.emit(*reads[0])
@@ -401,8 +418,13 @@ class KernelWriter:
         return self.outer
 
 
-def write_kernel(name: str, body: Graph, kind: str, persistent_max: int = PERSISTENT_MAX) -> KernelSource:
-    """The Triton source of one kernel node's body."""
+def write_kernel(name: str, body: Graph, kind: str, persistent_max: int = PERSISTENT_MAX,
+                 where: str = "", nans: NanSites | None = None) -> KernelSource:
+    """The Triton source of one kernel node's body; its take/gather indices are checked (a pointer
+    argument `chk_ptr` when there are any, see index_sites.py); `where` names the program. With
+    `nans` its float values are scanned for NaNs (a last pointer argument `nan_ptr`, nan_sites.py)."""
+    sites = Sites(where)
+    extra = {"sites": sites, "nans": nans}
     args = list(body.inputs) + list(body.outputs)
     names = {v: f"in_ptr{i}" for i, v in enumerate(body.inputs)}
     names.update({v: f"out_ptr{i}" for i, v in enumerate(body.outputs)})
@@ -420,7 +442,8 @@ def write_kernel(name: str, body: Graph, kind: str, persistent_max: int = PERSIS
             blocks = f"(({plan.xnumel} + XBLOCK{k} - 1) // XBLOCK{k})"
             end = f"{start} + {blocks}" if start != "0" else blocks
             lines.line(f"{'if' if k == 0 else 'elif'} pid < {end}:")
-            w = KernelWriter(part, plan, names, counter, level=2, xblock=f"XBLOCK{k}")
+            w = KernelWriter(part, plan, names, counter, level=2, xblock=f"XBLOCK{k}", **extra)
+            w.kernel_name = name
             w.header(pid=f"(pid - ({start}))" if start != "0" else "pid")
             w.store_all([(v, plan.store_index(v)[0]) for v in part.outputs])
             lines.splice(w.outer)
@@ -428,16 +451,18 @@ def write_kernel(name: str, body: Graph, kind: str, persistent_max: int = PERSIS
                 access[v] = (k if v not in access else -1, offs)
             start = end
         consts = ", ".join(f"XBLOCK{k}: tl.constexpr" for k in range(len(parts)))
-        src = _function(name, args, names, consts, lines)
-        return KernelSource(name, src, args, None, True, numels, access)
+        src = _function(name, args, names, consts, lines, sites, nans)
+        return KernelSource(name, src, args, None, True, numels, sites.sites, access)
     plan = make_plan(body)
-    w = KernelWriter(body, plan, names, counter, persistent_max=persistent_max)
+    w = KernelWriter(body, plan, names, counter, persistent_max=persistent_max, **extra)
+    w.kernel_name = name
     code = w.write()
     consts = "XBLOCK: tl.constexpr" + (", RBLOCK: tl.constexpr" if plan.kind == "reduction" else "")
-    return KernelSource(name, _function(name, args, names, consts, code), args, plan, w.persistent, [],
-                        w.access if not w.red else {})
+    return KernelSource(name, _function(name, args, names, consts, code, sites, nans), args, plan, w.persistent,
+                        sites=sites.sites, access=w.access if not w.red else {})
 
 
-def _function(name, args, names, consts, code: Buf) -> str:
-    sig = ", ".join([names[v] for v in args] + [consts])
+def _function(name, args, names, consts, code: Buf, sites, nans) -> str:
+    extra = (["chk_ptr"] if sites.sites else []) + (["nan_ptr"] if nans is not None else [])
+    sig = ", ".join([names[v] for v in args] + extra + [consts])
     return "\n".join(["@triton.jit", f"def {name}({sig}):"] + code.lines) + "\n"

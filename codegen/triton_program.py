@@ -22,9 +22,17 @@ from ..ir.graph import Graph
 from ..runtime import kernel_cache
 from ..runtime.cuda_graph import CapturedStep
 from ..runtime.externs import Externs
+from ..runtime.index_flags import IndexFlags
+from ..runtime.nan_flags import NanFlags
 from .eager import run_op
-from .numpy_program import check_nan, check_nans_enabled
+from .numpy_program import check_nans_enabled
 from .triton_codegen import Generated, generate, launch_config
+
+
+def device_of(graph: Graph) -> str:
+    """The CUDA device a step runs on."""
+    return next((v.type.device for v in list(graph.inputs) + list(graph.outputs)
+                 if v.type.device.startswith("cuda")), "cuda:0")
 
 
 def target_of(graph: Graph) -> str:
@@ -43,7 +51,12 @@ class TritonProgram:
         self.source = self.generated.source
         self.rt = Externs(self.target, run_op, comm)
         ns = self.rt.namespace()
-        ns["check_nan"] = check_nan
+        self.device = device_of(graph) if self.target == "cuda" else "cpu"
+        # NOTE: one small buffer of flags for the step's index checks, read lazily (index_flags.py)
+        self.flags = self.rt.flags = IndexFlags(self.generated.sites, self.device)
+        for k in range(len(self.generated.sites)):
+            ns[f"chk{k}"] = self.flags.row(k)
+        ns["nan"] = NanFlags(self.generated.nan_wheres, self.device)
         for ks in self.generated.kernels:
             ns[ks.name] = kernel_cache.load(ks.source, ks.name, ks.key)
         if self.target == "cuda" and self.generated.kernels:
@@ -68,12 +81,12 @@ class TritonProgram:
     def _precompile(self, ns, graph: Graph) -> None:
         """Compile the step's kernels in parallel now rather than one by one at their first launch."""
         from ..runtime.triton_host import precompile
-        dev = next((v.type.device for v in list(graph.inputs) + list(graph.outputs)
-                    if v.type.device.startswith("cuda")), "cuda:0")
+        dev = device_of(graph)
         jobs = []
         for ks in self.generated.kernels:
             grid, meta = launch_config(ks, "cuda")
-            jobs.append((ns[ks.name], [v.type.dtype.np for v in ks.args], grid, meta))
+            chk = ([np.int64] if ks.sites else []) + ([np.int32] if "nan_ptr" in ks.source else [])
+            jobs.append((ns[ks.name], [v.type.dtype.np for v in ks.args] + chk, grid, meta))
         precompile(jobs, int(dev.split(":")[1]) if ":" in dev else 0)
 
     def __call__(self, *arrays):
@@ -82,7 +95,9 @@ class TritonProgram:
         outs = self.graphed(*arrays) if self.graphed is not None else self.fn(*arrays)
         if self.sends:          # sends return at once (comm.py); done before the step returns
             self.rt.comm.wait_sends()
-        return tuple(np.asarray(o) if isinstance(o, np.generic) else o for o in outs)
+        outs = tuple(np.asarray(o) if isinstance(o, np.generic) else o for o in outs)
+        self.flags.ran()
+        return outs
 
     def profiled(self, *arrays):
         """One call with each launch timed (CUDA events around it on the GPU); the times average
@@ -94,4 +109,5 @@ class TritonProgram:
         for k, ms in self.rt.launch_times().items():
             self.launch_ms[k] = (self.launch_ms.get(k, 0.0) * n + ms) / (n + 1)
         self.profiled_calls = n + 1
+        self.flags.ran()
         return tuple(np.asarray(o) if isinstance(o, np.generic) else o for o in outs)

@@ -28,6 +28,7 @@ class Externs:
         self.comm = comm or SingleProcess()
         self.matmul_choice: dict = {}
         self.marks: list = []       # (launch number, event or host time), from a profiled call
+        self.flags = None           # the program's IndexFlags (index_flags.py), set by the program
 
     def mark(self, k: int) -> None:
         """Where launch k begins (k = -1: the end) in a profiled call: a CUDA event on the current
@@ -145,11 +146,25 @@ class Externs:
             residual = self.reshape(residual, m_shape)
         return self.reshape(mm.matmul(a, b, bias=bias, activation=activation, residual=residual), out_shape)
 
-    def index_add(self, x, idx, src, axis):
+    def index_add(self, x, idx, src, axis, chk=None):
+        idx = self._checked(idx, x.shape[axis], chk)
         return self.run("index_add", [x, idx, src], axis=axis)[0]
 
-    def scatter_add(self, x, idx, src, axis):
+    def scatter_add(self, x, idx, src, axis, chk=None):
+        idx = self._checked(idx, x.shape[axis], chk)
         return self.run("scatter_add", [x, idx, src], axis=axis)[0]
+
+    def _checked(self, idx, size, chk):
+        """The index with each bad entry flagged into row `chk` of the program's flags (index_flags.py)
+        and replaced by 0, so nothing is written out of bounds while the flag waits to be read.
+        NOTE: on the CPU the flags are read at once (free there), as after the program's call."""
+        if chk is None:
+            return idx
+        from .templates.checks import flag_range
+        safe = flag_range(self.contiguous(idx), chk, 0, size)
+        if not self.cuda and self.flags is not None:
+            self.flags.check()
+        return safe
 
     def extern(self, op, arrays, /, **attrs):
         """An op the kernels do not cover (results C-contiguous, as `run`'s)."""
@@ -165,10 +180,10 @@ class Externs:
         return outs[0] if len(outs) == 1 else outs
 
     # -- templates: the host code calls these by the op's name where `template_applies` -----------
-    def cross_entropy(self, x, t, ignore_index, label_smoothing, reduction):
+    def cross_entropy(self, x, t, ignore_index, label_smoothing, reduction, chk=None):
         from .templates import cross_entropy as ce
         # NOTE: logits of [1, C, d] reach here as a transposed view; the template reads whole rows
-        rows, lse = ce.cross_entropy_forward(self.contiguous(x), t, ignore_index, label_smoothing)
+        rows, lse = ce.cross_entropy_forward(self.contiguous(x), t, ignore_index, label_smoothing, chk=chk)
         if reduction == "none":
             return rows, lse
         xp = self._xp(rows)

@@ -10,6 +10,7 @@ import numpy as np
 from scipy import special
 
 from . import rng
+from .index_range import check_host
 
 
 def erf(x):
@@ -95,11 +96,6 @@ def rand_normal(state, shape, dtype):
     return rng.draw("normal", state, shape, dtype)
 
 
-def check_index(idx, bound: int, where: str) -> None:
-    """Raise IndexError unless every entry of `idx` is in [0, bound): one min and max per call."""
-    idx = np.asarray(idx)
-    if idx.size == 0:
-        return
-    lo, hi = int(idx.min()), int(idx.max())
-    if lo < 0 or hi >= bound:
-        raise IndexError(f"{where}: index {lo if lo < 0 else hi} is out of range [0, {bound})")
+def check_index(idx, bound: int, op: str, where: str) -> None:
+    """Raise IndexError (`index_range.out_of_range`) unless every entry of `idx` is in [0, bound)."""
+    check_host(op, idx, bound, where)

@@ -15,9 +15,9 @@ def logits():
 @pytest.mark.parametrize("op", [F.cross_entropy, F.nll_loss])
 def test_target_range_eager(op, logits):
     x = logits.log_softmax(-1)
-    with pytest.raises(IndexError, match=r"target value -5 is out of range \[0, 5\).*\n  at .*test_index_checks.py"):
+    with pytest.raises(IndexError, match=r"target -5 is out of range \[0, 5\).*\n  at .*test_index_checks.py"):
         op(x, tg.tensor([0, 1, -5, 2]))
-    with pytest.raises(IndexError, match="target value 7"):
+    with pytest.raises(IndexError, match="target 7"):
         op(x, tg.tensor([0, 1, 7, 2]))
     op(x, tg.tensor([0, -100, 2, 3]))                         # ignore_index is not a class
     op(x, tg.tensor([0, 9, 2, 3]), ignore_index=9)
@@ -49,7 +49,7 @@ def test_compiled_step_checks_range(logits):
 
 def test_embedding_gather_index_select():
     w = tg.randn(4, 3)
-    with pytest.raises(IndexError, match=r"embedding: index value 9 is out of range \[0, 4\)"):
+    with pytest.raises(IndexError, match=r"embedding: index 9 is out of range \[0, 4\)"):
         F.embedding(tg.tensor([1, 9]), w)
     with pytest.raises(TypeError, match="embedding: indices must be an integer"):
         F.embedding(tg.tensor([1.0]), w)

@@ -335,17 +335,21 @@ _TL = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float64": "fp6
        "bool": "i1", "int8": "i8", "uint8": "u8", "int16": "i16", "uint32": "u32"}
 
 
-def compile_for_sm90(fused_graph) -> int:
+def compile_for_sm90(fused_graph, check_nans: bool = False) -> int:
     """Compile every generated kernel of a fused graph to a cubin for sm_90 with the block sizes the
     CUDA table picks: catches what the interpreter lets through (types, layouts, constexprs)."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    gen = triton_codegen.generate(fused_graph, "cuda")
+    gen = triton_codegen.generate(fused_graph, "cuda", check_nans=check_nans)
     for ks in gen.kernels:
         fn = kernel_cache.load(ks.source, ks.name, ks.key)
         _, meta = triton_codegen.launch_config(ks, "cuda")
         consts = {k: v for k, v in meta.items() if k not in ("num_warps", "num_stages")}
         sig = {name: "*" + _TL[v.type.dtype.name] for name, v in zip(fn.arg_names, ks.args)}
+        if ks.sites:           # the index checks' flag rows
+            sig["chk_ptr"] = "*i64"
+        if check_nans:
+            sig["nan_ptr"] = "*i32"
         sig.update({k: "constexpr" for k in consts})
         src = ASTSource(fn, sig, constexprs={(fn.arg_names.index(k),): v for k, v in consts.items()})
         triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=meta.get("num_warps", 4)))

@@ -1,10 +1,12 @@
 """Index bounds: an index out of range raises `IndexError` naming the op and the user's line, on
 every backend, instead of wrapping (numpy's negative indices) or reading past a buffer (Triton).
 
-Eager CPU ops are checked before they run. A compiled step checks, on each call, the inputs that
-reach an index operand through views and casts only (`checks_of(graph)`), the way a step gets
-token ids and targets. NOTE: only host (numpy) buffers are checked: a check of a GPU buffer
-would cost a host sync per step, so CUDA relies on the kernels' own masking.
+Eager CPU ops are checked before they run. A compiled numpy step checks, on each call, the inputs
+that reach an index operand through views and casts only (`checks_of(graph)`), the way a step gets
+token ids and targets. NOTE: only host (numpy) buffers are checked here: a check of a GPU buffer
+would cost a host sync per step. Triton steps (GPU, and the interpreter on the CPU) check inside
+their kernels instead and report lazily (runtime/index_flags.py). The message is the one of
+`runtime.index_range.out_of_range` everywhere.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import numpy as np
 
 from .ir.graph import Graph
 from .provenance import where as user_line
+from .runtime.index_range import check_host
 
 # op -> (position of the index operand, the size it indexes, a value let through (None: none))
 _INDEXED = {
@@ -27,15 +30,8 @@ _TRANSPARENT = ("reshape", "cast", "stop_gradient", "expand", "permute")
 
 def check(op: str, idx, size: int, allowed, where: str, lo: int = 0) -> None:
     """Raise IndexError if a host array `idx` has a value outside [lo, size) other than `allowed`."""
-    if not isinstance(idx, np.ndarray) or idx.size == 0 or idx.dtype.kind not in "iu":
-        return
-    if idx.min() >= lo and idx.max() < size:
-        return
-    bad = idx[((idx < lo) | (idx >= size)) & (idx != allowed if allowed is not None else True)]
-    if bad.size:
-        raise IndexError(f"{op}: index {int(bad.flat[0])} is out of range for a dimension of size {size} "
-                         f"(valid: {lo} to {size - 1}{'' if allowed is None else f', or {allowed} to ignore'})"
-                         f"\n  at {where}")
+    if isinstance(idx, np.ndarray):
+        check_host(op, idx, size, where, allowed, lo)
 
 
 def needs_index_check(op: str) -> bool:

@@ -238,7 +238,8 @@ class CompiledFunction:
         entry = Entry(key, title, list(tr.sources), plan, guards, len(tensors), out_spec, out_leaves,
                       [v.type for v in graph.outputs], stages, program,
                       (time.perf_counter() - t0) * 1e3, donated, backward, list(tr.on_backward_call),
-                      index_checks=checks_of(stages["traced"]),
+                      # NOTE: Triton steps check indices in their kernels (runtime/index_flags.py)
+                      index_checks=checks_of(stages["traced"]) if backend != "triton" else [],
                       shards=shard_layouts(stages, self.mesh, comm))
         self.entries.append(entry)
         debug.log("compile", "%s (%s): %d ops traced, %d after optimization, %.1f ms", title, reason,

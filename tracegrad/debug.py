@@ -9,6 +9,8 @@
 | TRACEGRAD_LOGS=graph,passes,fusion,output_code,comm,recompiles | pick channels instead of a level |
 | TRACEGRAD_DUMP=dir | write every stage, the generated source and a DOT graph under dir |
 | TRACEGRAD_CHECK=1 | verify the IR after every pass |
+| TRACEGRAD_CHECK_NANS=1 | the first NaN raises, naming its node and line (runtime/nan_flags.py) |
+| TRACEGRAD_INDEX_CHECK_EVERY=n | CUDA steps read their index flags every n calls (runtime/index_flags.py) |
 
 Channels are `logging` loggers named `tracegrad.<channel>`.
 """

@@ -82,11 +82,14 @@ def apply(op: str, /, *inputs, **attrs):
         if key is not None and len(_INFERRED) < 1 << 16:
             _INFERRED[key] = out_types
     needs_grad = grad_enabled() and not opdef.nondiff and any(t.requires_grad for t in inputs)
-    if opdef.is_composite and opdef.vjp is None and needs_grad:
-        # differentiate through the decomposition: record its primitives instead
-        outs = opdef.decompose(BUILDER, *inputs, **attrs)
-        return outs
     tr = _current_trace()
+    if opdef.is_composite and opdef.vjp is None and needs_grad:
+        # differentiate through the decomposition: record its primitives instead (tagged, as the
+        # decompose pass tags them, so errors and kernel names still say which op the user called)
+        if tr is None:
+            return opdef.decompose(BUILDER, *inputs, **attrs)
+        with tr.scope(None, f"decompose({op})"):
+            return opdef.decompose(BUILDER, *inputs, **attrs)
     if tr is not None:
         values, prov = tr.emit(op, inputs, attrs)
         if not grad_enabled() and not opdef.nondiff and tr.phase == "forward" \

@@ -16,6 +16,7 @@ from .dispatch import apply, grad_enabled
 from .errors import DataDependentError, Donated, TracegradError
 from .runtime.devices import owned_copy, to_numpy
 from .runtime.shards import Sharded
+from .runtime.index_flags import check_pending
 from .autograd import _tape, backward as _backward, no_grad
 from .creation import full, normalize_device, tensor as _tensor_of
 from .provenance import where
@@ -107,6 +108,8 @@ class Tensor(SearchMethods, ScanMethods, CompareMethods, ScatterMethods, LinalgM
                 "Use tg.where(cond, a, b) for a data-dependent choice, or move this branch out of the step.")
         if type(self._data) is Donated:
             raise self._data.error()
+        # NOTE: the user reads a value, a host sync anyway: now GPU steps report a bad index
+        check_pending()
         if type(self._data) is Sharded:       # a block of a tensor-parallel plan: the whole, gathered
             return self._data.full()
         return self._data

@@ -35,7 +35,7 @@ from ..triton_host import launch
 # -1e30 so a lane that only ever sees padding (-inf) keeps s = 0, not NaN.
 # ---------------------------------------------------------------------------
 @triton.jit
-def _ce_fwd(logits, targets, loss, lse, stride_row, V, ignore_index, smoothing,
+def _ce_fwd(logits, targets, loss, lse, chk, stride_row, V, ignore_index, smoothing,
             BLOCK_V: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     x_row = logits + row * stride_row
@@ -54,7 +54,11 @@ def _ce_fwd(logits, targets, loss, lse, stride_row, V, ignore_index, smoothing,
 
     t = tl.load(targets + row)
     ignored = t == ignore_index
-    x_t = tl.load(x_row + tl.where(ignored, 0, t)).to(tl.float32)
+    # NOTE: a target out of range is flagged in chk = (set, value) (index_flags.py) and read as 0
+    bad = ((t < 0) | (t >= V)) & (t != ignore_index)
+    tl.store(chk, 1, mask=bad)
+    tl.store(chk + 1, t.to(tl.int64), mask=bad)
+    x_t = tl.load(x_row + tl.where(ignored | bad, 0, t)).to(tl.float32)
     loss_row = lse_row - (1.0 - smoothing) * x_t - smoothing / V * tl.sum(sum_x, 0)
     tl.store(loss + row, tl.where(ignored, 0.0, loss_row))
     tl.store(lse + row, lse_row)
@@ -111,13 +115,16 @@ def _check(logits, targets):
 
 
 def cross_entropy_forward(logits, targets, ignore_index: int = -100, label_smoothing: float = 0.0,
-                          blocks: dict | None = None):
-    """Per-row loss and logsumexp, both fp32 [N] (loss 0 on ignored rows)."""
+                          blocks: dict | None = None, chk=None):
+    """Per-row loss and logsumexp, both fp32 [N] (loss 0 on ignored rows). A target out of range
+    (other than ignore_index) sets the int64 pair `chk` to (1, target) (see index_flags.py)."""
     _check(logits, targets)
     N, V = logits.shape
     loss = empty((N,), np.float32, like=logits)
     lse = empty((N,), np.float32, like=logits)
-    launch(_ce_fwd, (N,), logits, targets, loss, lse, strides_of(logits)[0], V, int(ignore_index),
+    if chk is None:
+        chk = empty((2,), np.int64, like=logits)      # nobody reads it: only a target to store into
+    launch(_ce_fwd, (N,), logits, targets, loss, lse, chk, strides_of(logits)[0], V, int(ignore_index),
            float(label_smoothing), **(blocks or pick_blocks("fwd", V, is_cuda(logits))))
     return loss, lse
 

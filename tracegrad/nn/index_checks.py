@@ -4,9 +4,10 @@ trace); values are checked when the indices are concrete CPU arrays (eager), at 
 min/max over them. Errors name the op, the shapes and the user's line, as PyTorch's do.
 
 Compiled numpy programs check every `take`/`gather` index before it is used (see
-codegen/numpy_program.py), so an out-of-range target inside a step raises there, naming the
-node's source line. CUDA tensors get dtype and shape checks only here: a value check would cost a
-host sync per step.
+codegen/numpy_program.py), Triton steps inside their kernels (runtime/index_flags.py), so an
+out-of-range target inside a step raises there, naming the node's source line. CUDA tensors get
+dtype and shape checks only here: a value check would cost a host sync per op. The message is
+`runtime.index_range.out_of_range`'s, as everywhere.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 from .. import provenance, trace as _trace
 from ..errors import ShapeError
 from ..ir.graph import Value
+from ..runtime.index_range import check_host
 from ..tensor import Tensor
 
 
@@ -25,14 +27,8 @@ def _concrete_cpu(t: Tensor):
     return np.asarray(t._data)
 
 
-def _out_of_range(op: str, what: str, arr: np.ndarray, bound: int, ok: np.ndarray | None = None, extra: str = ""):
-    vals = arr if ok is None else arr[ok]
-    if vals.size == 0:
-        return
-    lo, hi = int(vals.min()), int(vals.max())
-    if lo < 0 or hi >= bound:
-        bad = lo if lo < 0 else hi
-        raise IndexError(f"{op}: {what} value {bad} is out of range [0, {bound}){extra}\n  at {provenance.where()}")
+def _out_of_range(op: str, arr: np.ndarray, bound: int, allowed: int | None = None) -> None:
+    check_host(op, arr, bound, provenance.where(), allowed)
 
 
 def check_class_target(op: str, input: Tensor, target: Tensor, ignore_index: int) -> None:
@@ -57,8 +53,7 @@ def check_class_target(op: str, input: Tensor, target: Tensor, ignore_index: int
     arr = _concrete_cpu(target)
     if arr is not None:
         c = input.shape[0] if input.ndim == 1 else input.shape[1]
-        _out_of_range(op, "target", arr, c, arr != ignore_index,
-                      f" (classes 0..{c - 1}; ignore_index={ignore_index})")
+        _out_of_range(op, arr, c, ignore_index)
 
 
 def check_embedding_indices(input: Tensor, weight: Tensor) -> None:
@@ -68,4 +63,4 @@ def check_embedding_indices(input: Tensor, weight: Tensor) -> None:
                         f"\n  at {provenance.where()}")
     arr = _concrete_cpu(input)
     if arr is not None:
-        _out_of_range("embedding", "index", arr, weight.shape[0], extra=f" (num_embeddings={weight.shape[0]})")
+        _out_of_range("embedding", arr, weight.shape[0])
