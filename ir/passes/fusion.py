@@ -105,6 +105,11 @@ class Fuser:
         # NOTE: communication keeps its order (a send has no reader; moved past a recv it deadlocks)
         comm = [i for i in self.groups if get_op(self.nodes[i].op).kind == "collective"]
         self.dag.add_edges_from(zip(comm, comm[1:]))
+        # NOTE: a topological order of the group DAG, kept valid through merges: a path between two
+        # groups runs only through groups ordered between them, which bounds the cycle search
+        self.order: list = sorted(self.groups)
+        self.pos = {g: k for k, g in enumerate(self.order)}
+        self._below: tuple | None = None     # (lo, hi, groups reachable from lo before hi) of the last check
         self.refused: set = set()
         self._inputs: dict[int, tuple] = {}
 
@@ -221,10 +226,6 @@ class Fuser:
         if len(a.members) + len(b.members) > MAX_NODES:
             return False, f"the kernel would have more than {MAX_NODES} ops"
         via = self.cycle_via(a.gid, b.gid)
-        via = via if via is not None else self.cycle_via(b.gid, a.gid)
-        if via is None:   # the pruned search can miss a path through a group that spans b
-            via = self.cycle_via(a.gid, b.gid, prune=False)
-            via = via if via is not None else self.cycle_via(b.gid, a.gid, prune=False)
         if via is not None:
             return False, f"fusing would create a cycle through {self.name(via)}"
         members = sorted(a.members + b.members)
@@ -238,23 +239,44 @@ class Fuser:
                 return False, str(e)
         return True, ""
 
-    def cycle_via(self, a: int, b: int, prune: bool = True):
-        """A group on a path a -> ... -> b other than the edge a -> b (fusing a and b would close a cycle).
+    def cycle_via(self, a: int, b: int):
+        """A group on a path between a and b other than an edge a -> b or b -> a (fusing a and b
+        would close a cycle), or None.
 
-        With `prune`, groups that start after b's last node are skipped: fast, and exact while
-        groups are contiguous, but a merged group spanning b can carry such a path (checked
-        unpruned before a merge is allowed)."""
-        end = self.groups[b].members[-1]
-        seen, stack = set(), [s for s in self.dag.successors(a) if s != b]
+        Only the earlier of the two in `self.order` can reach the other, and only through groups
+        ordered between them, so the search stops there; the groups it reached are kept for `merge`."""
+        lo, hi = (a, b) if self.pos[a] < self.pos[b] else (b, a)
+        end, pos, succ = self.pos[hi], self.pos, self.dag._succ
+        seen, stack = set(), [s for s in succ[lo] if s != hi]
         while stack:
             g = stack.pop()
-            if g in seen or prune and self.groups[g].members[0] > end:
+            if g in seen or pos[g] > end:
                 continue
-            if self.dag.has_edge(g, b):
+            if hi in succ[g]:
                 return g
             seen.add(g)
-            stack.extend(s for s in self.dag.successors(g) if s != b)
+            stack.extend(s for s in succ[g] if s != hi)
+        self._below = (lo, hi, seen)
         return None
+
+    def _reorder(self, a: int, b: int) -> None:
+        """Keep `self.order` topological when b merges into a (no path joins them but an edge): between
+        the two, the groups reachable from the earlier one move after the merged group."""
+        lo, hi = (a, b) if self.pos[a] < self.pos[b] else (b, a)
+        if self._below is None or self._below[:2] != (lo, hi):
+            if self.cycle_via(a, b) is not None:
+                raise AssertionError(f"merging groups {a} and {b} would make a cycle")
+        below = self._below[2]
+        i, j = self.pos[lo], self.pos[hi]
+        between = [g for g in self.order[i + 1:j] if g is not None]
+        seg = [g for g in between if g not in below] + [a] + [g for g in between if g in below]
+        seg += [None] * (j - i + 1 - len(seg))
+        self.order[i:j + 1] = seg
+        for k, g in enumerate(seg, i):
+            if g is not None:
+                self.pos[g] = k
+        del self.pos[b]
+        self._below = None
 
     # -- priority -------------------------------------------------------------------------------
     def score_fusion(self, a: Group, b: Group, vertical: bool, shared: int) -> tuple:
@@ -317,6 +339,7 @@ class Fuser:
 
     # -- merging --------------------------------------------------------------------------------
     def merge(self, a: int, b: int) -> None:
+        self._reorder(a, b)
         ga, gb = self.groups[a], self.groups.pop(b)
         ga.members = sorted(ga.members + gb.members)
         self._inputs.pop(a, None)
