@@ -14,6 +14,7 @@ event before every launch; `launch_ms` keeps each launch's average time for `ste
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 
@@ -36,21 +37,33 @@ class TritonProgram:
     def __init__(self, graph: Graph, comm=None, target: str | None = None):
         self.graph = graph
         self.target = target or target_of(graph)
+        clock = time.perf_counter()
+        self.compile_ms: dict[str, float] = {}     # phase -> ms of building this program (benchmarks/compile_time.py)
+
+        def lap(phase):
+            nonlocal clock
+            now = time.perf_counter()
+            self.compile_ms[phase] = (now - clock) * 1e3
+            clock = now
         self.generated: Generated = generate(graph, self.target, check_nans=check_nans_enabled())
         self.source = self.generated.source
+        lap("generate")
         self.rt = Externs(self.target, run_op, comm)
         ns = self.rt.namespace()
         ns["check_nan"] = check_nan
         for ks in self.generated.kernels:
             ns[ks.name] = kernel_cache.load(ks.source, ks.name, ks.key)
+        lap("load")
         if self.target == "cuda" and self.generated.kernels:
             self._precompile(ns, graph)
+        lap("precompile")
         title = graph.meta.get("title", graph.name)
         exec(compile(self.generated.host, f"<tracegrad triton {title}>", "exec"), ns)
         self.fn = ns[graph.name]
         timed = dict(ns)
         exec(compile(self.generated.timed_host, f"<tracegrad triton {title} (profiled)>", "exec"), timed)
         self.timed_fn = timed[graph.name]
+        lap("host")
         self.profiling = os.environ.get("TRACEGRAD_PROFILE", "") not in ("", "0")
         self.launch_ms: dict[int, float] = {}    # launch number -> ms per profiled call
         self.profiled_calls = 0
