@@ -111,7 +111,8 @@ class Fuser:
         self.pos = {g: k for k, g in enumerate(self.order)}
         self._below: tuple | None = None     # (lo, hi, groups reachable from lo before hi) of the last check
         self.refused: set = set()
-        self._inputs: dict[int, tuple] = {}
+        self._inputs: dict[int, tuple] = {}     # group -> the buffers its kernel reads (its members' body)
+        self._body_ok: dict[tuple, tuple] = {}
 
     def broadcast_only(self, i: int) -> bool:
         """A small elementwise node (a bias cast, a norm's weight math) whose every reader broadcasts it
@@ -228,11 +229,17 @@ class Fuser:
         via = self.cycle_via(a.gid, b.gid)
         if via is not None:
             return False, f"fusing would create a cycle through {self.name(via)}"
-        members = sorted(a.members + b.members)
+        # NOTE: what follows depends on the members alone; a pair refused here stays refused in later rounds
+        key = (tuple(a.members), tuple(b.members), a.kind, b.kind)
+        if key not in self._body_ok:
+            self._body_ok[key] = self._body_fits(sorted(a.members + b.members), "reduction" in (a.kind, b.kind))
+        return self._body_ok[key]
+
+    def _body_fits(self, members: list, reduction: bool) -> tuple[bool, str]:
         body = self.body(members)
         if len(body.inputs) + len(body.outputs) > MAX_ARGS:
             return False, f"the kernel would take more than {MAX_ARGS} buffers"
-        if a.kind == "reduction" or b.kind == "reduction":
+        if reduction:
             try:
                 check_group(body)
             except Refuse as e:
@@ -302,7 +309,6 @@ class Fuser:
         return self._inputs[gid]
 
     def candidates(self) -> list[tuple]:
-        self._inputs = {}
         out = []
         for a, b in self.dag.edges:
             ga, gb = self.groups[a], self.groups[b]
