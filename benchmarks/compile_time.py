@@ -15,7 +15,9 @@ binaries): the first is the cold first call, the second the warm one. Medians ov
 Phases: traced (tracing, autodiff, optimizer; includes creating optimizer state), simplify,
 decompose, optimized, fused (the passes), generate (Triton sources and host function), load
 (kernel modules, `@triton.jit`), precompile (Triton compiles every distinct kernel, CUDA only),
-host (the host function), launch (the rest of the first call).
+host (the host function), launch (the rest of the first call). The CPU columns are this process's
+CPU time (what a loaded machine stretches least), per pass and for codegen as a whole
+(generate + load + precompile + host).
 """
 from __future__ import annotations
 
@@ -72,6 +74,7 @@ def child(args) -> dict:
         from tracegrad.compiled_entry import Entry
         Entry.run = lambda self, leaves: None      # compile only: the interpreter would run the kernels
         sync = lambda: None     # noqa: E731
+    cpu = _cpu_clocks()
     t0, c0 = time.perf_counter(), time.process_time()
     step(x, y)
     sync()
@@ -80,10 +83,35 @@ def child(args) -> dict:
     ms = {s.name: s.ms for s in e.stages.stages}
     ms.update(getattr(e.program, "compile_ms", {}))
     ms["launch"] = out["first_s"] * 1e3 - sum(ms.values())
+    cpu["traced"] = out["first_cpu_s"] * 1e3 - sum(cpu.values())
     kernels = e.program.generated.kernels
-    out.update(ms=ms, launches=len(kernels), distinct=len({k.key for k in kernels}), cache=dict(kernel_cache.stats),
+    out.update(ms=ms, cpu_ms=cpu, launches=len(kernels), distinct=len({k.key for k in kernels}), cache=dict(kernel_cache.stats),
                nodes={s.name: len(s.graph.nodes) for s in e.stages.stages})
     return out
+
+
+def _cpu_clocks() -> dict:
+    """Phase -> CPU ms of this process (a loaded machine stretches wall times, hardly these): each
+    pass of the pipeline, and codegen (building the program); "traced" is the rest of the first call."""
+    from tracegrad import pipeline
+    from tracegrad.ir.passes import manager
+    cpu, run, codegen = {}, manager.PassManager.run, pipeline.codegen
+
+    def timed_run(self, name, fn, graph):
+        c = time.process_time()
+        try:
+            return run(self, name, fn, graph)
+        finally:
+            cpu[name] = cpu.get(name, 0.0) + (time.process_time() - c) * 1e3
+
+    def timed_codegen(*a, **k):
+        c = time.process_time()
+        try:
+            return codegen(*a, **k)
+        finally:
+            cpu["codegen"] = (time.process_time() - c) * 1e3
+    manager.PassManager.run, pipeline.codegen = timed_run, timed_codegen
+    return cpu
 
 
 def run_child(args, cache: str) -> dict:
@@ -130,11 +158,11 @@ def main() -> None:
     print(f"{args.model} B={args.B} T={args.T} on {args.device}: {first['nodes'].get('traced')} traced ops, "
           f"{first['launches']} kernel launches of {first['distinct']} distinct kernels; medians of {args.repeats}; "
           f"load average {' '.join(f'{x:.2f}' for x in load)}")
-    print(f"{'phase':<12}{'cold ms':>10}{'warm ms':>10}")
-    for ph in PHASES:
-        vals = [statistics.median(r["ms"].get(ph, 0.0) for r in runs[k]) for k in ("cold", "warm")]
+    print(f"{'phase':<12}{'cold ms':>10}{'warm ms':>10}{'cold cpu':>10}{'warm cpu':>10}")
+    for ph in PHASES + ("codegen",):
+        vals = [statistics.median(r[m].get(ph, 0.0) for r in runs[k]) for m in ("ms", "cpu_ms") for k in ("cold", "warm")]
         if any(abs(v) >= 0.05 for v in vals):
-            print(f"{ph:<12}{vals[0]:>10.0f}{vals[1]:>10.0f}")
+            print(f"{ph:<12}" + "".join(f"{v:>10.0f}" if v else f"{'':>10}" for v in vals))
     for key, what in (("first_s", "first call s"), ("first_cpu_s", "  its CPU s"), ("import_s", "import s")):
         vals = [statistics.median(r[key] for r in runs[k]) for k in ("cold", "warm")]
         print(f"{what:<12}{vals[0]:>10.2f}{vals[1]:>10.2f}")

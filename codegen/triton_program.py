@@ -13,6 +13,7 @@ event before every launch; `launch_ms` keeps each launch's average time for `ste
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
 
@@ -60,13 +61,19 @@ class TritonProgram:
         title = graph.meta.get("title", graph.name)
         exec(compile(self.generated.host, f"<tracegrad triton {title}>", "exec"), ns)
         self.fn = ns[graph.name]
-        timed = dict(ns)
-        exec(compile(self.generated.timed_host, f"<tracegrad triton {title} (profiled)>", "exec"), timed)
-        self.timed_fn = timed[graph.name]
+        self._ns = ns
         lap("host")
         self.profiling = os.environ.get("TRACEGRAD_PROFILE", "") not in ("", "0")
         self.launch_ms: dict[int, float] = {}    # launch number -> ms per profiled call
         self.profiled_calls = 0
+
+    @functools.cached_property
+    def timed_fn(self):
+        """The host function with a `rt.mark` before each launch, compiled at the first profiled call."""
+        timed = dict(self._ns)
+        title = self.graph.meta.get("title", self.graph.name)
+        exec(compile(self.generated.timed_host, f"<tracegrad triton {title} (profiled)>", "exec"), timed)
+        return timed[self.graph.name]
 
     def _precompile(self, ns, graph: Graph) -> None:
         """Compile the step's kernels in parallel now rather than one by one at their first launch."""
