@@ -14,6 +14,7 @@ from tracegrad.codegen.triton_kernel import KernelSource  # noqa: E402
 from tracegrad.ir.passes import decompose, simplify  # noqa: E402
 from tracegrad.ir.passes.fusion import Fuser  # noqa: E402
 from tracegrad.ir.passes.fusion_emit import split_reductions  # noqa: E402
+from tracegrad.ir.passes.fusion_order import GroupOrder  # noqa: E402
 from tracegrad.runtime import kernel_cache  # noqa: E402
 from triton_check import _cache_dir  # noqa: E402,F401  (an autouse fixture)
 
@@ -72,9 +73,10 @@ def test_fusion_keeps_a_topological_order_of_its_groups():
     g = compiled.graphs()["optimized"]
     f = Fuser(split_reductions(g))
     f.run()
-    placed = [gid for gid in f.order if gid is not None]
-    assert sorted(placed) == sorted(f.groups) and all(f.pos[gid] == f.order.index(gid) for gid in placed)
-    assert all(f.pos[a] < f.pos[b] for a, b in f.dag.edges)
+    order, pos = f.topo.order, f.topo.pos
+    placed = [gid for gid in order if gid is not None]
+    assert sorted(placed) == sorted(f.groups) and all(pos[gid] == order.index(gid) for gid in placed)
+    assert all(pos[a] < pos[b] for a, b in f.dag.edges)
     assert len(f.groups) < len(g.nodes) // 4        # it did fuse: each group is several nodes
 
 
@@ -92,3 +94,18 @@ def test_cycle_check_sees_paths_through_other_groups():
     red = next(i for i, n in enumerate(f.nodes) if n.op == "sum")
     assert f.cycle_via(exp, tanh) is not None and f.cycle_via(tanh, exp) is not None
     assert f.cycle_via(exp, red) is None
+
+
+def test_group_order_moves_what_the_earlier_group_reaches_after_the_merge():
+    import networkx as nx
+    dag = nx.DiGraph([(0, 2), (1, 3), (0, 3)])
+    topo = GroupOrder(dag, [0, 1, 2, 3])
+    assert topo.cycle_via(0, 3) is None and topo.cycle_via(1, 2) is None
+    topo.merge(0, 3)                     # 3 into 0: 1 (which feeds 3) must come first, 2 (fed by 0) after
+    dag.remove_node(3)
+    dag.add_edge(1, 0)
+    assert [g for g in topo.order if g is not None] == [1, 0, 2]
+    assert all(topo.pos[a] < topo.pos[b] for a, b in dag.edges)
+    dag.add_edges_from([(2, 4), (4, 5), (0, 5)])
+    topo = GroupOrder(dag, [1, 0, 2, 4, 5])
+    assert topo.cycle_via(0, 5) == 4 and topo.cycle_via(5, 0) == 4     # 0 -> 2 -> 4 -> 5

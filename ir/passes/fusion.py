@@ -17,7 +17,7 @@ broadcast (a bias's autocast). Then, best pair first:
 Legality (`can_fuse`) is kept apart from priority (`score_fusion`), like Inductor's scheduler.
 A pair is refused when a group is an extern kernel (matmul, templates, scatters, collectives),
 when sizes disagree, when a reduction would be read along its own reduced axes, or when the
-merge would make a cycle (checked on the networkx DAG of groups); each refusal is logged on
+merge would make a cycle (checked on the networkx DAG of groups, `fusion_order`); each refusal is logged on
 `tracegrad.fusion` with its reason. Extern kernels are never merged, so a matmul is never
 recomputed.
 
@@ -37,6 +37,7 @@ from ..ops.kernel import Body
 from ..ops.registry import get as get_op
 from .fusion_emit import emit, split_reductions
 from .fusion_foreach import pack_foreach
+from .fusion_order import GroupOrder
 from .fusion_plan import INDEXED, RANDOM, Refuse, check_group, classify, is_reduction, rnumel_of
 from .fusion_text import explain_kernels, format_fused, kernel_lines  # noqa: F401  (the pass's text form)
 
@@ -105,11 +106,7 @@ class Fuser:
         # NOTE: communication keeps its order (a send has no reader; moved past a recv it deadlocks)
         comm = [i for i in self.groups if get_op(self.nodes[i].op).kind == "collective"]
         self.dag.add_edges_from(zip(comm, comm[1:]))
-        # NOTE: a topological order of the group DAG, kept valid through merges: a path between two
-        # groups runs only through groups ordered between them, which bounds the cycle search
-        self.order: list = sorted(self.groups)
-        self.pos = {g: k for k, g in enumerate(self.order)}
-        self._below: tuple | None = None     # (lo, hi, groups reachable from lo before hi) of the last check
+        self.topo = GroupOrder(self.dag, sorted(self.groups))   # node order: every edge goes forward
         self.refused: set = set()
         self._inputs: dict[int, tuple] = {}     # group -> the buffers its kernel reads (its members' body)
         self._body_ok: dict[tuple, tuple] = {}
@@ -247,43 +244,8 @@ class Fuser:
         return True, ""
 
     def cycle_via(self, a: int, b: int):
-        """A group on a path between a and b other than an edge a -> b or b -> a (fusing a and b
-        would close a cycle), or None.
-
-        Only the earlier of the two in `self.order` can reach the other, and only through groups
-        ordered between them, so the search stops there; the groups it reached are kept for `merge`."""
-        lo, hi = (a, b) if self.pos[a] < self.pos[b] else (b, a)
-        end, pos, succ = self.pos[hi], self.pos, self.dag._succ
-        seen, stack = set(), [s for s in succ[lo] if s != hi]
-        while stack:
-            g = stack.pop()
-            if g in seen or pos[g] > end:
-                continue
-            if hi in succ[g]:
-                return g
-            seen.add(g)
-            stack.extend(s for s in succ[g] if s != hi)
-        self._below = (lo, hi, seen)
-        return None
-
-    def _reorder(self, a: int, b: int) -> None:
-        """Keep `self.order` topological when b merges into a (no path joins them but an edge): between
-        the two, the groups reachable from the earlier one move after the merged group."""
-        lo, hi = (a, b) if self.pos[a] < self.pos[b] else (b, a)
-        if self._below is None or self._below[:2] != (lo, hi):
-            if self.cycle_via(a, b) is not None:
-                raise AssertionError(f"merging groups {a} and {b} would make a cycle")
-        below = self._below[2]
-        i, j = self.pos[lo], self.pos[hi]
-        between = [g for g in self.order[i + 1:j] if g is not None]
-        seg = [g for g in between if g not in below] + [a] + [g for g in between if g in below]
-        seg += [None] * (j - i + 1 - len(seg))
-        self.order[i:j + 1] = seg
-        for k, g in enumerate(seg, i):
-            if g is not None:
-                self.pos[g] = k
-        del self.pos[b]
-        self._below = None
+        """A group on a path between a and b other than their edge (fusing them would close a cycle)."""
+        return self.topo.cycle_via(a, b)
 
     # -- priority -------------------------------------------------------------------------------
     def score_fusion(self, a: Group, b: Group, vertical: bool, shared: int) -> tuple:
@@ -345,7 +307,7 @@ class Fuser:
 
     # -- merging --------------------------------------------------------------------------------
     def merge(self, a: int, b: int) -> None:
-        self._reorder(a, b)
+        self.topo.merge(a, b)
         ga, gb = self.groups[a], self.groups.pop(b)
         ga.members = sorted(ga.members + gb.members)
         self._inputs.pop(a, None)
