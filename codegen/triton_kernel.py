@@ -86,9 +86,10 @@ class KernelSource:
 
     @property
     def key(self) -> str:
-        """Structure only: no comments, no name (kernels of identical layers share one compile)."""
-        body = [ln for ln in self.source.splitlines() if not ln.strip().startswith("#")]
-        return "\n".join(body).replace(self.name, "KERNEL")
+        """Structure only: no comments (whole-line or trailing), no name: the kernels of identical
+        layers share one compile. NOTE: generated kernels hold no string literals, so `#` starts a comment."""
+        body = [ln.split("#", 1)[0].rstrip() for ln in self.source.splitlines()]
+        return "\n".join(ln for ln in body if ln).replace(self.name, "KERNEL")
 
 
 def next_pow2(n: int) -> int:

@@ -14,7 +14,9 @@ event before every launch; `launch_ms` keeps each launch's average time for `ste
 """
 from __future__ import annotations
 
+import functools
 import os
+import time
 
 import numpy as np
 
@@ -47,8 +49,17 @@ class TritonProgram:
         self.graph = graph
         self.sends = any(n.op == "send" for n in graph.nodes)
         self.target = target or target_of(graph)
+        clock = time.perf_counter()
+        self.compile_ms: dict[str, float] = {}     # phase -> ms of building this program (benchmarks/compile_time.py)
+
+        def lap(phase):
+            nonlocal clock
+            now = time.perf_counter()
+            self.compile_ms[phase] = (now - clock) * 1e3
+            clock = now
         self.generated: Generated = generate(graph, self.target, check_nans=check_nans_enabled())
         self.source = self.generated.source
+        lap("generate")
         self.rt = Externs(self.target, run_op, comm)
         ns = self.rt.namespace()
         self.device = device_of(graph) if self.target == "cuda" else "cpu"
@@ -59,14 +70,15 @@ class TritonProgram:
         ns["nan"] = NanFlags(self.generated.nan_wheres, self.device)
         for ks in self.generated.kernels:
             ns[ks.name] = kernel_cache.load(ks.source, ks.name, ks.key)
+        lap("load")
         if self.target == "cuda" and self.generated.kernels:
             self._precompile(ns, graph)
+        lap("precompile")
         title = graph.meta.get("title", graph.name)
         exec(compile(self.generated.host, f"<tracegrad triton {title}>", "exec"), ns)
         self.fn = ns[graph.name]
-        timed = dict(ns)
-        exec(compile(self.generated.timed_host, f"<tracegrad triton {title} (profiled)>", "exec"), timed)
-        self.timed_fn = timed[graph.name]
+        self._ns = ns
+        lap("host")
         self.profiling = os.environ.get("TRACEGRAD_PROFILE", "") not in ("", "0")
         self.launch_ms: dict[int, float] = {}    # launch number -> ms per profiled call
         self.profiled_calls = 0
@@ -77,6 +89,14 @@ class TritonProgram:
         the host), without per-value NaN checks; TRACEGRAD_CUDA_GRAPHS=0 turns it off."""
         return (self.target == "cuda" and os.environ.get("TRACEGRAD_CUDA_GRAPHS", "1") != "0"
                 and getattr(comm, "world_size", 1) == 1 and not check_nans_enabled())
+
+    @functools.cached_property
+    def timed_fn(self):
+        """The host function with a `rt.mark` before each launch, compiled at the first profiled call."""
+        timed = dict(self._ns)
+        title = self.graph.meta.get("title", self.graph.name)
+        exec(compile(self.generated.timed_host, f"<tracegrad triton {title} (profiled)>", "exec"), timed)
+        return timed[self.graph.name]
 
     def _precompile(self, ns, graph: Graph) -> None:
         """Compile the step's kernels in parallel now rather than one by one at their first launch."""

@@ -17,7 +17,7 @@ broadcast (a bias's autocast). Then, best pair first:
 Legality (`can_fuse`) is kept apart from priority (`score_fusion`), like Inductor's scheduler.
 A pair is refused when a group is an extern kernel (matmul, templates, scatters, collectives),
 when sizes disagree, when a reduction would be read along its own reduced axes, or when the
-merge would make a cycle (checked on the networkx DAG of groups); each refusal is logged on
+merge would make a cycle (checked on the networkx DAG of groups, `fusion_order`); each refusal is logged on
 `tracegrad.fusion` with its reason. Extern kernels are never merged, so a matmul is never
 recomputed.
 
@@ -37,6 +37,7 @@ from ..ops.kernel import Body
 from ..ops.registry import get as get_op
 from .fusion_emit import emit, split_reductions
 from .fusion_foreach import pack_foreach
+from .fusion_order import GroupOrder
 from .fusion_plan import INDEXED, RANDOM, Refuse, check_group, classify, is_reduction, rnumel_of
 from .fusion_text import explain_kernels, format_fused, kernel_lines  # noqa: F401  (the pass's text form)
 
@@ -105,8 +106,10 @@ class Fuser:
         # NOTE: communication keeps its order (a send has no reader; moved past a recv it deadlocks)
         comm = [i for i in self.groups if get_op(self.nodes[i].op).kind == "collective"]
         self.dag.add_edges_from(zip(comm, comm[1:]))
+        self.topo = GroupOrder(self.dag, sorted(self.groups))   # node order: every edge goes forward
         self.refused: set = set()
-        self._inputs: dict[int, tuple] = {}
+        self._inputs: dict[int, tuple] = {}     # group -> the buffers its kernel reads (its members' body)
+        self._body_ok: dict[tuple, tuple] = {}
 
     def broadcast_only(self, i: int) -> bool:
         """A small elementwise node (a bias cast, a norm's weight math) whose every reader broadcasts it
@@ -225,17 +228,19 @@ class Fuser:
         if len(a.members) + len(b.members) > MAX_NODES:
             return False, f"the kernel would have more than {MAX_NODES} ops"
         via = self.cycle_via(a.gid, b.gid)
-        via = via if via is not None else self.cycle_via(b.gid, a.gid)
-        if via is None:   # the pruned search can miss a path through a group that spans b
-            via = self.cycle_via(a.gid, b.gid, prune=False)
-            via = via if via is not None else self.cycle_via(b.gid, a.gid, prune=False)
         if via is not None:
             return False, f"fusing would create a cycle through {self.name(via)}"
-        members = sorted(a.members + b.members)
+        # NOTE: what follows depends on the members alone; a pair refused here stays refused in later rounds
+        key = (tuple(a.members), tuple(b.members), a.kind, b.kind)
+        if key not in self._body_ok:
+            self._body_ok[key] = self._body_fits(sorted(a.members + b.members), "reduction" in (a.kind, b.kind))
+        return self._body_ok[key]
+
+    def _body_fits(self, members: list, reduction: bool) -> tuple[bool, str]:
         body = self.body(members)
         if len(body.inputs) + len(body.outputs) > MAX_ARGS:
             return False, f"the kernel would take more than {MAX_ARGS} buffers"
-        if a.kind == "reduction" or b.kind == "reduction":
+        if reduction:
             try:
                 check_group(body)
             except Refuse as e:
@@ -251,23 +256,9 @@ class Fuser:
         return any(self.nodes[i].phase == "forward" and i not in inside
                    for m in fwd.members for o in self.nodes[m].outputs for i in self.users.get(o, ()))
 
-    def cycle_via(self, a: int, b: int, prune: bool = True):
-        """A group on a path a -> ... -> b other than the edge a -> b (fusing a and b would close a cycle).
-
-        With `prune`, groups that start after b's last node are skipped: fast, and exact while
-        groups are contiguous, but a merged group spanning b can carry such a path (checked
-        unpruned before a merge is allowed)."""
-        end = self.groups[b].members[-1]
-        seen, stack = set(), [s for s in self.dag.successors(a) if s != b]
-        while stack:
-            g = stack.pop()
-            if g in seen or prune and self.groups[g].members[0] > end:
-                continue
-            if self.dag.has_edge(g, b):
-                return g
-            seen.add(g)
-            stack.extend(s for s in self.dag.successors(g) if s != b)
-        return None
+    def cycle_via(self, a: int, b: int):
+        """A group on a path between a and b other than their edge (fusing them would close a cycle)."""
+        return self.topo.cycle_via(a, b)
 
     # -- priority -------------------------------------------------------------------------------
     def score_fusion(self, a: Group, b: Group, vertical: bool, shared: int) -> tuple:
@@ -293,7 +284,6 @@ class Fuser:
         return self._inputs[gid]
 
     def candidates(self) -> list[tuple]:
-        self._inputs = {}
         out = []
         for a, b in self.dag.edges:
             ga, gb = self.groups[a], self.groups[b]
@@ -330,6 +320,7 @@ class Fuser:
 
     # -- merging --------------------------------------------------------------------------------
     def merge(self, a: int, b: int) -> None:
+        self.topo.merge(a, b)
         ga, gb = self.groups[a], self.groups.pop(b)
         ga.members = sorted(ga.members + gb.members)
         self._inputs.pop(a, None)
