@@ -79,8 +79,11 @@ class CapturedStep:
         self.captured = [p.ptr(a) for a in self.static]
         self.graph, outs = p.capture(self.fn, self.static)
         self.outs = list(outs)
-        by_ptr = {(p.ptr(a), p.nbytes(a)): j for j, a in enumerate(self.static)}
-        self.alias = [by_ptr.get((p.ptr(o), p.nbytes(o))) for o in self.outs]
+        # NOTE: an output is an input only when it is the whole buffer as it came (a view of it with
+        # another shape is copied out like any other result)
+        same = lambda a: (p.ptr(a), p.nbytes(a), tuple(a.shape), str(a.dtype))   # noqa: E731
+        by_buffer = {same(a): j for j, a in enumerate(self.static)}
+        self.alias = [by_buffer.get(same(o)) for o in self.outs]
         self.captures += 1
 
     def describe(self) -> str:

@@ -151,3 +151,14 @@ def test_a_training_step_replayed_as_a_cuda_graph_equals_the_uncaptured_one(monk
     np.testing.assert_allclose(got, want, rtol=1e-5)
     np.testing.assert_allclose(got_w, want_w, rtol=1e-4, atol=1e-6)
     assert "replayed 4x" in step.explain()
+
+
+def test_a_view_of_an_input_with_another_shape_is_copied_out():
+    def step(w, x):
+        w += x
+        return w.reshape(2, 2), w.sum()
+    step_g, w = CapturedStep(step, FakeGraphs()), np.zeros(4)
+    for i in range(4):
+        flat, _ = step_g(w, np.ones(4))
+        assert flat.shape == (2, 2) and float(flat[0, 0]) == i + 1
+    assert step_g.replays == 2
