@@ -24,7 +24,8 @@ from ..ir.ops import get
 from ..ir.passes.memory import last_uses, plan_memory, state_updates
 from .index_sites import site
 from .nan_sites import NanSites
-from .triton_kernel import PERSISTENT_MAX, KernelSource, next_pow2, write_kernel
+from .kernel_source import KernelSource, next_pow2
+from .triton_kernel import PERSISTENT_MAX, write_kernel
 
 TEMPLATES = frozenset({"cross_entropy", "cross_entropy_bwd", "scaled_dot_product_attention",
                        "scaled_dot_product_attention_bwd", "paged_attention"})

@@ -10,7 +10,7 @@ pytest.importorskip("triton")
 
 import tracegrad as tg  # noqa: E402
 import tracegrad.nn as nn  # noqa: E402
-from tracegrad.codegen.triton_kernel import KernelSource  # noqa: E402
+from tracegrad.codegen.kernel_source import KernelSource  # noqa: E402
 from tracegrad.ir.passes import decompose, simplify  # noqa: E402
 from tracegrad.ir.passes.fusion import Fuser  # noqa: E402
 from tracegrad.ir.passes.fusion_emit import split_reductions  # noqa: E402
