@@ -42,6 +42,7 @@ def rematerialize(graph: Graph) -> Graph:
     kept = {v for n in graph.nodes if n.phase != "forward" for v in n.inputs
             if v in prod and prod[v].phase == "forward"}
     names = graph.name_counter()
+    index = {id(n): i for i, n in enumerate(graph.nodes)}
     clone: dict[Value, Value] = {}      # forward value -> its recomputation in the backward
     nodes: list[Node] = []
 
@@ -65,7 +66,6 @@ def rematerialize(graph: Graph) -> Graph:
         extra = sum(u.type.nbytes for u in leaves if u not in kept and u not in inputs and u not in clone)
         if extra > v.type.nbytes or v in leaves:
             return None
-        index = {id(n): i for i, n in enumerate(graph.nodes)}
         return sorted(set(order), key=lambda n: index[id(n)]), leaves
 
     for n in graph.nodes:
