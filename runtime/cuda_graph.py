@@ -81,9 +81,8 @@ class CapturedStep:
         self.outs = list(outs)
         # NOTE: an output is an input only when it is the whole buffer as it came (a view of it with
         # another shape is copied out like any other result)
-        same = lambda a: (p.ptr(a), p.nbytes(a), tuple(a.shape), str(a.dtype))   # noqa: E731
-        by_buffer = {same(a): j for j, a in enumerate(self.static)}
-        self.alias = [by_buffer.get(same(o)) for o in self.outs]
+        by_buffer = {_buffer(p, a): j for j, a in enumerate(self.static)}
+        self.alias = [by_buffer.get(_buffer(p, o)) for o in self.outs]
         self.captures += 1
 
     def describe(self) -> str:
@@ -95,6 +94,11 @@ class CapturedStep:
         copied = sum(not s for s in self.stable)
         return (f"CUDA graph: captured {self.captures}x, replayed {self.replays}x; {copied} of "
                 f"{len(self.stable)} inputs copied in per call, {sum(j is None for j in self.alias)} outputs copied out")
+
+
+def _buffer(p, a) -> tuple:
+    """What makes an array the same buffer, as the caller sees it: address, size, shape, dtype."""
+    return p.ptr(a), p.nbytes(a), tuple(a.shape), str(a.dtype)
 
 
 def _raw(a):
