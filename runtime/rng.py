@@ -62,6 +62,10 @@ def draw(kind: str, state, shape, dtype, xp=np):
     """(samples, next state) for a state array [seed, offset]; what the random ops compute."""
     seed, offset = (int(v) for v in state.tolist())
     n = int(np.prod(shape, dtype=np.int64))
-    sample = (uniform(seed, offset, n, 0, xp) if kind == "uniform" else normal(seed, offset, n, xp))
+    if xp is np:
+        from . import rng_cpu
+        sample = (rng_cpu.uniform if kind == "uniform" else rng_cpu.normal)(seed, offset, n)
+    else:
+        sample = (uniform(seed, offset, n, 0, xp) if kind == "uniform" else normal(seed, offset, n, xp))
     nxt = xp.asarray([seed, offset + n], dtype=xp.int64)
-    return sample.reshape(shape).astype(dtype), nxt
+    return sample.reshape(shape).astype(dtype, copy=False), nxt

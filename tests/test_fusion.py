@@ -184,6 +184,21 @@ def test_fused_graph_is_acyclic_and_computes_the_same():
         np.testing.assert_allclose(got, ref.numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_a_deep_chain_of_shared_scalars_fuses():
+    """Scalars are recomputed by each reader; one read twice per step over 48 steps has 2^48 paths
+    to its readers, so the walks that find them must visit each value once."""
+    def step(x):
+        y = x.exp()
+        s = y[0, 0] * 0.1          # a scalar computed from an element of y
+        for _ in range(48):
+            s = s * s + s * 0.5
+        return y * s
+    x = rnd(4, 8)
+    g, compiled = fused(step, x)
+    assert len(launches(g)) <= 2
+    np.testing.assert_allclose(compiled(x).numpy(), step(x).numpy(), rtol=1e-5)
+
+
 def test_views_become_index_arithmetic():
     g, step = fused(lambda x: (x.transpose(0, 1).reshape(4, 8) * 2).exp()[1:3], rnd(8, 4))
     assert launches(g) == ["pointwise"]

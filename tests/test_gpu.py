@@ -139,6 +139,18 @@ def test_random_numbers_on_cuda_equal_the_cpu():
     assert rel_err(gpu[1].numpy(), cpu[1].numpy()) < 1e-5
 
 
+def test_the_cuda_stream_starts_at_the_seed_whatever_the_cpu_drew():
+    """As PyTorch's CUDA generator: a model initialized on the CPU then moved draws the same GPU
+    numbers however many CPU numbers its initialization took (the first GPU draw of the process too)."""
+    from tracegrad.generator import Generator, use_generator
+    draws = []
+    for n_cpu in (0, 5000):
+        with use_generator(Generator(3)):
+            tg.rand(n_cpu)
+            draws.append(tg.rand(100, device="cuda").numpy())
+    np.testing.assert_array_equal(draws[0], draws[1])
+
+
 def test_dropout_in_a_compiled_step_on_cuda_matches_numpy():
     """The RNG state is lifted into the step; the kernel computes the counter hash itself."""
     import tracegrad.nn.functional as F

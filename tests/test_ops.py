@@ -123,3 +123,13 @@ def test_random_ops_agree_between_eager_and_compiled():
         np.testing.assert_array_equal(e.numpy(), c.numpy())
     again = step()   # the state advanced: new numbers
     assert not np.array_equal(again[0].numpy(), compiled[0].numpy())
+
+
+@pytest.mark.parametrize("seed, offset", [(0, 0), (7, 3), (2 ** 40 + 5, 2 ** 33 - 17)])
+def test_cpu_draws_equal_the_counter_hash_written_in_numpy(seed, offset):
+    """The CPU's one-pass draws compute `rng`'s formula: uniforms bit for bit (integer hash, exact
+    scaling); normals to float32 rounding (LLVM's log and cos against numpy's), offsets past 2^32."""
+    from tracegrad.runtime import rng, rng_cpu
+    np.testing.assert_array_equal(rng_cpu.uniform(seed, offset, 4099), rng.uniform(seed, offset, 4099))
+    np.testing.assert_allclose(rng_cpu.normal(seed, offset, 4099), rng.normal(seed, offset, 4099),
+                               rtol=1e-5, atol=1e-6)

@@ -25,28 +25,35 @@ class Generator:
     def __init__(self, seed: int = 0):
         self.state = _tensor.Tensor._from_array(np.array([seed, 0], dtype=np.int64), TensorType((2,), int64))
         self.state._name = "rng"
+        self.seed = int(seed)
         self.device_states: dict[str, object] = {}   # one state per CUDA device, as PyTorch keeps
 
     def manual_seed(self, seed: int) -> "Generator":
+        self.seed = int(seed)
         with trace.suspended():
-            self.state._data = np.array([int(seed), 0], dtype=np.int64)
+            self.state._data = np.array([self.seed, 0], dtype=np.int64)
             for dev, st in self.device_states.items():
                 st._assign(self.state.to(dev))
         return self
 
     def state_for(self, device: str):
-        """The state tensor that draws on `device` read and advance (made eagerly the first time)."""
+        """The state tensor that draws on `device` read and advance (made eagerly the first time).
+
+        A device's stream starts at (seed, 0) whatever the CPU stream has drawn since the seed was
+        set, as PyTorch's CUDA generators do: a model built on the CPU and moved to the GPU draws
+        the same dropout masks however many numbers its initialization took."""
         if device == "cpu":
             return self.state
         if device not in self.device_states:
             with trace.suspended():
-                st = self.state.detach().to(device)
+                fresh = _tensor.Tensor._from_array(np.array([self.seed, 0], dtype=np.int64), TensorType((2,), int64))
+                st = fresh.to(device)
             st._name = f"rng_{device.replace(':', '')}"
             self.device_states[device] = st
         return self.device_states[device]
 
     def initial_seed(self) -> int:
-        return int(np.asarray(self.state._data)[0])
+        return self.seed
 
     def get_state(self):
         return self.state.detach()

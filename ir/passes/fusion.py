@@ -190,14 +190,16 @@ class Fuser:
 
     def read_outside(self, v: Value, members: set) -> bool:
         """Whether anything but these members (seeing through recomputed views and scalars) reads v."""
-        stack = [v]
+        stack, seen = [v], {v}      # NOTE: views of views share readers; without `seen` the walk is exponential
         while stack:
             u = stack.pop()
             if u in self.outputs:
                 return True
             for i in self.users.get(u, ()):
                 if self.cls[i] in ("view", "const", "scalar") and i not in members:
-                    stack.extend(self.nodes[i].outputs)
+                    fresh = [o for o in self.nodes[i].outputs if o not in seen]
+                    seen.update(fresh)
+                    stack.extend(fresh)
                 elif i not in members:
                     return True
         return False
@@ -387,24 +389,29 @@ class Fuser:
 
     def _readers(self, v: Value) -> set:
         """Groups that read `v`, directly or through views and recomputed scalars."""
-        out, stack = set(), [v]
+        out, stack, seen = set(), [v], {v}
         while stack:
             u = stack.pop()
             for i in self.users.get(u, ()):
                 if i in self.group_of:
                     out.add(self.group_of[i])
                 else:
-                    stack.extend(self.nodes[i].outputs)
+                    fresh = [o for o in self.nodes[i].outputs if o not in seen]
+                    seen.update(fresh)
+                    stack.extend(fresh)
         return out
 
     def _escapes(self, v: Value) -> bool:
         """Whether v (or a view of it) is a graph output."""
-        stack = [v]
+        stack, seen = [v], {v}
         while stack:
             u = stack.pop()
             if u in self.outputs:
                 return True
-            stack.extend(self.nodes[i].out for i in self.users.get(u, ()) if self.cls[i] == "view")
+            fresh = [self.nodes[i].out for i in self.users.get(u, ()) if self.cls[i] == "view"]
+            fresh = [o for o in fresh if o not in seen]
+            seen.update(fresh)
+            stack.extend(fresh)
         return False
 
 

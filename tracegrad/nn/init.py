@@ -59,8 +59,8 @@ def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0, generator=None) -> 
 
 
 def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, generator=None) -> Tensor:
-    z = randn(*tensor.shape, dtype=tensor.dtype, device=tensor._type.device, generator=generator)
-    return _set(tensor, z * std + mean)
+    z = randn(*tensor.shape, dtype=tensor.dtype, device=tensor._type.device, generator=generator) * std
+    return _set(tensor, z + mean if mean else z)
 
 
 def trunc_normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0,
