@@ -150,7 +150,7 @@ def throughput(args, device, dtype, tiny):
     params = [SamplingParams(temperature=0.6, max_tokens=int(rng.integers(lo, hi + 1)), ignore_eos=True)
               for _ in range(n_req)]
     llm = LLM(model, max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
-              max_model_len=4096 if not tiny else 512)
+              max_model_len=4096 if not tiny else 512, gpu_memory_utilization=args.gpu_memory_utilization)
     print(f"KV cache: {len(llm.blocks.blocks)} blocks of {llm.blocks.block_size} tokens")
     t0 = time.perf_counter()
     n = llm.runner.warmup_decode()
@@ -215,6 +215,8 @@ def main(argv=None):
     p.add_argument("--only", choices=["latency", "throughput"], default=None)
     p.add_argument("--max-num-seqs", type=int, default=256)
     p.add_argument("--max-num-batched-tokens", type=int, default=16384)
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.5,
+                   help="of the free GPU memory, what the KV cache takes (0.5 holds every request of (b) at once)")
     p.add_argument("--no-hf", action="store_true", help="skip Hugging Face's batched generate in (b)")
     p.add_argument("--hf-batch", type=int, default=64)
     p.add_argument("--hf-compile", action="store_true",

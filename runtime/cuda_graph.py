@@ -5,9 +5,13 @@ call per kernel (DESIGN section 6).
     outs = step(*arrays)                # call 1 runs the program; call 2 captures it, then replays
 
 The first call runs the program as it is (it compiles, measures and allocates what it needs once).
-The second call captures it on a side stream, into a memory pool of its own so that nothing else is
-ever handed the graph's buffers, and launches the graph. A graph reads and writes fixed addresses,
-so inputs are of two kinds, told apart by comparing the first two calls:
+The second call captures it on a side stream, into the device's graph memory pool, and launches
+the graph. Every captured step of a device shares that pool (as vLLM's graphs of all batch sizes
+do), so graphs cost the largest one's memory, not the sum. That is safe because replays run one
+after another on one stream and a graph's results are copied out before anything else runs: what
+one graph writes may be another's scratch in between. Nothing outside a capture allocates from the
+pool. A graph reads and writes fixed addresses, so inputs are of two kinds, told apart by
+comparing the first two calls:
 - *stable*: at the same address in both (weights and optimizer state, which the step updates in
   place). The graph works on the caller's buffer itself; if a later call brings another buffer
   (the user replaced a weight), the graph is dropped and captured again.
@@ -108,11 +112,15 @@ def _raw(a):
 class CupyGraphs:
     """Capture and replay through CuPy (streams, graphs, memory pools)."""
 
+    _shared: dict[int, tuple] = {}          # device id -> (graph memory pool, capture stream)
+
     def __init__(self):
         import cupy
         self.cupy = cupy
-        self.pool = cupy.cuda.MemoryPool()      # the graph's own: its buffers are never handed out again
-        self.stream = cupy.cuda.Stream(non_blocking=True)
+        dev = cupy.cuda.Device().id
+        if dev not in self._shared:
+            self._shared[dev] = cupy.cuda.MemoryPool(), cupy.cuda.Stream(non_blocking=True)
+        self.pool, self.stream = self._shared[dev]
 
     def ptr(self, a) -> int:
         return _raw(a).data.ptr

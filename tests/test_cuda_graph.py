@@ -153,6 +153,24 @@ def test_a_training_step_replayed_as_a_cuda_graph_equals_the_uncaptured_one(monk
     assert "replayed 4x" in step.explain()
 
 
+@pytest.mark.gpu
+def test_graphs_of_several_steps_share_one_pool_and_keep_their_results(monkeypatch):
+    """Two steps interleaved, each replaying over scratch the other also uses: every result is read
+    out before the other graph runs, so each call still returns its own values."""
+    import tracegrad as tg
+    monkeypatch.setenv("TRACEGRAD_CUDA_GRAPHS", "1")
+    f = tg.compile(lambda x: ((x * 2).exp() + 1).sum(-1))
+    g = tg.compile(lambda x: ((x - 1).tanh() * 3).sum(0))
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        a, b = rng.standard_normal((64, 33)).astype(np.float32), rng.standard_normal((48, 64)).astype(np.float32)
+        fa, gb = f(tg.tensor(a).to("cuda")), g(tg.tensor(b).to("cuda"))
+        np.testing.assert_allclose(fa.numpy(), (np.exp(a * 2) + 1).sum(-1), rtol=1e-5)
+        np.testing.assert_allclose(gb.numpy(), (np.tanh(b - 1) * 3).sum(0), rtol=1e-5, atol=1e-5)
+    pf, pg = (s.entries[-1].program.graphed for s in (f, g))
+    assert pf.replays == pg.replays == 4 and pf.platform.pool is pg.platform.pool
+
+
 def test_a_view_of_an_input_with_another_shape_is_copied_out():
     def step(w, x):
         w += x

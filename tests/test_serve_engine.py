@@ -175,8 +175,11 @@ def test_engine_on_cuda_equals_cpu(make):
     llm = LLM(make.__wrapped__(), device="cuda", block_size=4, num_blocks=64)
     assert _run_joining(llm, prompts, GREEDY) == want
     bf16 = LLM(make.__wrapped__(), device="cuda", dtype=tg.bfloat16, num_blocks=64)
-    outs = bf16.generate(prompts, SamplingParams(temperature=0.8, top_p=0.9, max_tokens=20, seed=1))
-    assert all(len(o.token_ids) == 20 for o in outs)
+    sampled = SamplingParams(temperature=0.8, top_p=0.9, max_tokens=20, seed=1)
+    outs = [o.token_ids for o in bf16.generate(prompts, sampled)]
+    # a sequence stops at max_tokens or where the context (24 positions) is full
+    assert [len(o) for o in outs] == [min(20, bf16.max_model_len - len(p)) for p in prompts]
+    assert [o.token_ids for o in bf16.generate(prompts, sampled)] == outs      # the seed fixes the draws
 
 
 def test_engine_keeps_everything_on_the_models_device(fake_cuda, monkeypatch):
