@@ -215,8 +215,8 @@ def main(argv=None):
     p.add_argument("--only", choices=["latency", "throughput"], default=None)
     p.add_argument("--max-num-seqs", type=int, default=256)
     p.add_argument("--max-num-batched-tokens", type=int, default=16384)
-    p.add_argument("--gpu-memory-utilization", type=float, default=0.5,
-                   help="of the free GPU memory, what the KV cache takes (0.5 holds every request of (b) at once)")
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.45,
+                   help="of the free GPU memory, what the KV cache takes (0.45 holds every request of (b) at once)")
     p.add_argument("--no-hf", action="store_true", help="skip Hugging Face's batched generate in (b)")
     p.add_argument("--hf-batch", type=int, default=64)
     p.add_argument("--hf-compile", action="store_true",
