@@ -59,3 +59,27 @@ def test_a_traced_tensor_used_outside_its_step_still_raises():
     step(x)
     with pytest.raises(tg.TracegradError, match="inside a compiled step"):
         kept[0] * 2.0
+
+
+def test_backward_leaves_no_reference_cycles_behind():
+    """Once backward() has freed the graph, dropping the step's tensors frees them by reference
+    counting: no garbage collection (which walks every live object) is needed."""
+    import gc
+    import weakref
+    w = tg.tensor(np.ones((4, 4), np.float32), requires_grad=True)
+    gc.collect()
+    gc.disable()
+    try:
+        h = (w * 2).tanh()
+        alive = weakref.ref(h)
+        loss = (h @ w).sum()
+        loss.backward()
+        del h, loss
+        assert alive() is None
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+    with pytest.raises(Exception, match="second time"):
+        y = (w * 3).sum()
+        y.backward()
+        y.backward()

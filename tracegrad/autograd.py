@@ -133,7 +133,10 @@ def gradients(outputs, inputs, grad_outputs=None, create_graph: bool = False, re
             tr.phase = "update" if phase == "forward" else phase
     if not (retain_graph if retain_graph is not None else create_graph):
         for n in nodes:
-            n.freed = True
+            # NOTE: a node and its outputs point at each other; cut that here so the step's tensors
+            # are freed by reference counting now, not by a garbage collection that also walks every
+            # live object (with compiled graphs in memory, one such pass cost more than the step)
+            n.freed, n.inputs, n.outputs, n.vjp = True, (), (), None
     return grads
 
 
