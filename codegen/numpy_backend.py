@@ -51,9 +51,21 @@ def _div(a, ins, outs):
     return _math(fn)(a, ins, outs)
 
 
+# NOTE: numpy reduces a short innermost axis with a tiny loop per output element: a 2x2 max-pool's
+# max over its window axes took 8.6 ms where the four strided views' elementwise maxima took 0.27
+FOLD_MAX_TAPS, FOLD_MIN_OUT = 8, 1024
+
+
 def _reduce(fn):
+    ufunc = {"np.sum": "np.add", "np.max": "np.maximum"}[fn]
+
     def lower(a, ins, outs, axes, keepdim):
-        acc = ", dtype=np.float32" if ins[0].dtype in HALF and fn == "np.sum" else ""
+        x = ins[0]
+        taps = math.prod(x.shape[i] for i in axes)
+        if (x.ndim - 1 in axes and 1 < taps <= FOLD_MAX_TAPS and x.dtype not in HALF
+                and x.numel // taps >= FOLD_MIN_OUT):
+            return f"fold_axes({ufunc}, {a[0]}, {axes!r}, {keepdim})"
+        acc = ", dtype=np.float32" if x.dtype in HALF and fn == "np.sum" else ""
         return _round(f"{fn}({a[0]}, axis={axes!r}{acc}, keepdims={keepdim})", outs[0])
     return lower
 
@@ -127,7 +139,7 @@ def namespace(comm=None) -> dict:
     import ml_dtypes
     ns = {name: getattr(numpy_kernels, name) for name in
           ("erf", "sigmoid", "index_add", "scatter_add", "iota", "rand_uniform", "rand_normal",
-           "select", "pad")}
+           "select", "pad", "fold_axes")}
     ns.update(np=np, bfloat16=ml_dtypes.bfloat16, comm=comm or SingleProcess())
     return ns
 

@@ -6,6 +6,8 @@ library a numpy program needs besides numpy itself.
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from scipy import special
 
@@ -53,6 +55,19 @@ def pad(x, pads, value):
     x = np.asarray(x)
     out = np.full(tuple(s + lo + hi for s, (lo, hi) in zip(x.shape, pads)), value, dtype=x.dtype)
     out[tuple(slice(lo, lo + s) for s, (lo, _) in zip(x.shape, pads))] = x
+    return out
+
+
+def fold_axes(ufunc, x, axes, keepdims):
+    """ufunc.reduce over a few short axes as elementwise ufunc calls, one per position on them, on
+    strided views of x (what a reduction over a short innermost axis should cost)."""
+    x = np.asarray(x)
+    out = None
+    for at in itertools.product(*(range(x.shape[a]) for a in axes)):
+        pick = dict(zip(axes, at))
+        view = x[tuple((slice(pick[a], pick[a] + 1) if keepdims else pick[a]) if a in pick else slice(None)
+                       for a in range(x.ndim))]
+        out = view.copy() if out is None else ufunc(out, view, out=out)
     return out
 
 

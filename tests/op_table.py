@@ -145,6 +145,11 @@ CASES: list[OpCase] = [
            ref=lambda x: TF.max_pool2d(x, 2, 2)),
     OpCase("avg_pool2d", inputs(f(2, 3, 5, 5)), dict(kernel=(3, 3), stride=(2, 2), padding=(1, 1)),
            ref=lambda x: TF.avg_pool2d(x, 3, 2, 1)),
+    # windows that tile the input (a reshape), the last row and columns left out
+    OpCase("max_pool2d", inputs(f(2, 3, 7, 8)), dict(kernel=(2, 3), stride=(2, 3)),
+           ref=lambda x: TF.max_pool2d(x, (2, 3), (2, 3)), name="max_pool2d_tiles"),
+    OpCase("avg_pool2d", inputs(f(2, 3, 6, 7)), dict(kernel=(2, 2), stride=(2, 2)),
+           ref=lambda x: TF.avg_pool2d(x, 2, 2), name="avg_pool2d_tiles"),
 ]
 
 # ops without gradients: checked for forward values (and their nondiff mark) only

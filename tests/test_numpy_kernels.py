@@ -1,8 +1,10 @@
-"""The numpy runtime's faster forms of `where` and `pad` against numpy's own (bit-exact: they
-only move bits, so NaNs, infinities and signed zeros come through unchanged)."""
+"""The numpy runtime's faster forms against numpy's own: `where` and `pad` bit for bit (they only
+move bits, so NaNs, infinities and signed zeros come through unchanged), short reductions folded into
+elementwise calls to float32 rounding."""
 import numpy as np
 import pytest
 
+import tracegrad as tg
 from tracegrad.runtime.numpy_kernels import SELECT_MIN, pad, select
 
 
@@ -49,3 +51,17 @@ def test_pad_matches_np_pad(pads, value):
     got = pad(x.transpose(0, 1, 2), pads, value)
     np.testing.assert_array_equal(got, np.pad(x, pads, constant_values=value))
     assert got.dtype == x.dtype and got.flags.writeable
+
+
+@pytest.mark.parametrize("keepdim", [False, True])
+def test_short_innermost_reductions_fold_into_elementwise_calls(keepdim):
+    """A max-pool's window axes (2 x 2, one of them innermost) are reduced by one elementwise call
+    per window position, not numpy's per-element reduction loop; the values stay the same."""
+    x = np.random.default_rng(3).standard_normal((4, 8, 16, 2, 16, 2)).astype(np.float32)
+    step = tg.compile(lambda t: (t.amax(dim=(3, 5), keepdim=keepdim), t.sum(dim=(3, 5), keepdim=keepdim)),
+                      backend="numpy")
+    mx, sm = step(tg.tensor(x))
+    assert step.ir("kernels").count("fold_axes(") == 2
+    np.testing.assert_array_equal(mx.numpy(), x.max(axis=(3, 5), keepdims=keepdim))
+    # NOTE: four adds in order against numpy's pairwise sum: float32 rounding
+    np.testing.assert_allclose(sm.numpy(), x.sum(axis=(3, 5), keepdims=keepdim), rtol=1e-5, atol=1e-6)

@@ -2,7 +2,8 @@
 
 All three decompose the same way: pad, take one strided slice per kernel tap, stack the taps,
 then contract (a matmul for conv2d, max or mean for pooling). Autodiff of slices gives the
-backward; no im2col index tables are baked into the graph.
+backward; no im2col index tables are baked into the graph. Pooling whose windows tile the input
+(kernel == stride, no padding: the common 2x2 max-pool) is a reshape and a reduction instead.
 """
 from __future__ import annotations
 
@@ -78,13 +79,30 @@ defop("max_pool2d", "composite", _pool_infer("max_pool2d"), 1, POOL)
 defop("avg_pool2d", "composite", _pool_infer("avg_pool2d"), 1, POOL, doc="count_include_pad=True")
 
 
+def _tiles(b, x, kernel, stride, padding):
+    """[N, C, Ho, kh, Wo, kw] when the windows tile the input (kernel == stride, no padding): a
+    reshape, whose backward is a reshape too, instead of kh*kw strided taps and their scatter."""
+    if tuple(kernel) != tuple(stride) or any(padding):
+        return None
+    n, c, h, w = b.shape(x)
+    (kh, kw), ho, wo = kernel, h // kernel[0], w // kernel[1]
+    if (ho * kh, wo * kw) != (h, w):      # the windows stop short of the last rows or columns
+        x = b.slice(x, starts=(0, 0, 0, 0), stops=(n, c, ho * kh, wo * kw), steps=(1, 1, 1, 1))
+    return b.reshape_to(x, (n, c, ho, kh, wo, kw))
+
+
 @decomposition("max_pool2d")
 def _max_pool(b, x, kernel, stride, padding):
+    tiles = _tiles(b, x, kernel, stride, padding)
+    if tiles is not None:
+        return b.max(tiles, axes=(3, 5))
     taps, _ = _taps(b, x, kernel, stride, padding, (1, 1), -math.inf)
     return b.max(taps, axes=(2,))
 
 
 @decomposition("avg_pool2d")
 def _avg_pool(b, x, kernel, stride, padding):
-    taps, _ = _taps(b, x, kernel, stride, padding, (1, 1), 0.0)
-    return b.mul(b.sum(taps, axes=(2,)), 1.0 / (kernel[0] * kernel[1]))
+    tiles = _tiles(b, x, kernel, stride, padding)
+    total = b.sum(tiles, axes=(3, 5)) if tiles is not None else \
+        b.sum(_taps(b, x, kernel, stride, padding, (1, 1), 0.0)[0], axes=(2,))
+    return b.mul(total, 1.0 / (kernel[0] * kernel[1]))
