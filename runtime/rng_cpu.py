@@ -2,11 +2,13 @@
 
 `rng.uniform` and `rng.normal` written with numpy make a dozen full-size temporaries per draw;
 initializing a 600M-parameter model that way takes over a minute. These loops compute the same
-hash per element in registers, over all threads. Uniforms are bit-identical to the numpy
+hash per element in registers, over all cores (from the main thread). Uniforms are bit-identical to the numpy
 formula; normals agree to float32 rounding (the loop's log and cos are LLVM's, not numpy's).
 Compiled on first use and cached on disk.
 """
 from __future__ import annotations
+
+import threading
 
 import numba
 import numpy as np
@@ -35,30 +37,53 @@ def _uniform_at(k, c):
     return np.float32(h >> _S8) * _SCALE
 
 
-@numba.njit(parallel=True, cache=True)
-def _uniform(k, offset, out):
+@numba.njit(inline="always")
+def _normal_at(k1, k2, c):
+    u1 = _uniform_at(k1, c) + _SCALE
+    u2 = _uniform_at(k2, c)
+    return np.sqrt(np.float32(-2.0) * np.log(u1)) * np.cos(np.float32(2 * np.pi) * u2)
+
+
+# NOTE: numba's parallel loops may not be entered from two threads at once under its fallback
+# threading layer (the process aborts), so other threads (ranks of run_local) draw serially. Each
+# variant is its own function: numba's disk cache tells functions apart by name, not by options.
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _uniform_parallel(k, offset, out):
     for i in numba.prange(out.size):
         out[i] = _uniform_at(k, np.uint64(offset) + np.uint64(i))
 
 
-@numba.njit(parallel=True, cache=True)
-def _normal(k1, k2, offset, out):
-    two_pi = np.float32(2 * np.pi)
+@numba.njit(nogil=True, cache=True)
+def _uniform_serial(k, offset, out):
+    for i in range(out.size):
+        out[i] = _uniform_at(k, np.uint64(offset) + np.uint64(i))
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _normal_parallel(k1, k2, offset, out):
     for i in numba.prange(out.size):
-        c = np.uint64(offset) + np.uint64(i)
-        u1 = _uniform_at(k1, c) + _SCALE
-        u2 = _uniform_at(k2, c)
-        out[i] = np.sqrt(np.float32(-2.0) * np.log(u1)) * np.cos(two_pi * u2)
+        out[i] = _normal_at(k1, k2, np.uint64(offset) + np.uint64(i))
+
+
+@numba.njit(nogil=True, cache=True)
+def _normal_serial(k1, k2, offset, out):
+    for i in range(out.size):
+        out[i] = _normal_at(k1, k2, np.uint64(offset) + np.uint64(i))
+
+
+def _on_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def uniform(seed: int, offset: int, n: int) -> np.ndarray:
     out = np.empty(n, np.float32)
-    _uniform(np.uint64(key(seed, 0)), np.uint64(offset), out)
+    (_uniform_parallel if _on_main_thread() else _uniform_serial)(np.uint64(key(seed, 0)), np.uint64(offset), out)
     return out
 
 
 def normal(seed: int, offset: int, n: int) -> np.ndarray:
     out = np.empty(n, np.float32)
-    _normal(np.uint64(key(seed, 1)), np.uint64(key(seed, 2)), np.uint64(offset), out)
+    (_normal_parallel if _on_main_thread() else _normal_serial)(np.uint64(key(seed, 1)), np.uint64(key(seed, 2)),
+                                                                np.uint64(offset), out)
     return out
 
