@@ -71,19 +71,22 @@ def _normal_serial(k1, k2, offset, out):
         out[i] = _normal_at(k1, k2, np.uint64(offset) + np.uint64(i))
 
 
-def _on_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
+PARALLEL_MIN = 1 << 16      # fewer samples than this: waking the thread pool costs more than it saves
+
+
+def _parallel(n: int) -> bool:
+    return n >= PARALLEL_MIN and threading.current_thread() is threading.main_thread()
 
 
 def uniform(seed: int, offset: int, n: int) -> np.ndarray:
     out = np.empty(n, np.float32)
-    (_uniform_parallel if _on_main_thread() else _uniform_serial)(np.uint64(key(seed, 0)), np.uint64(offset), out)
+    (_uniform_parallel if _parallel(n) else _uniform_serial)(np.uint64(key(seed, 0)), np.uint64(offset), out)
     return out
 
 
 def normal(seed: int, offset: int, n: int) -> np.ndarray:
     out = np.empty(n, np.float32)
-    (_normal_parallel if _on_main_thread() else _normal_serial)(np.uint64(key(seed, 1)), np.uint64(key(seed, 2)),
+    (_normal_parallel if _parallel(n) else _normal_serial)(np.uint64(key(seed, 1)), np.uint64(key(seed, 2)),
                                                                 np.uint64(offset), out)
     return out
 

@@ -191,3 +191,21 @@ def test_engine_keeps_everything_on_the_models_device(fake_cuda, monkeypatch):
     assert llm.runner.k_cache[0].device == "cuda:0"
     got = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=2))
     assert [o.token_ids for o in got] == [w[:2] for w in want]
+
+
+def test_finished_sequences_leave_the_queues_at_the_next_schedule():
+    """Finishing marks a sequence and frees its blocks; the queues drop it at the next schedule,
+    so neither a finished waiting nor a finished running sequence is scheduled again."""
+    from tracegrad.serve.scheduler import Scheduler
+    bm = BlockManager(num_blocks=8, block_size=2)
+    sched = Scheduler(bm, max_num_seqs=2, max_num_batched_tokens=64)
+    a, b, c = (Sequence([1, 2, 3], SamplingParams(), 0) for _ in range(3))
+    for s in (a, b, c):
+        sched.add(s)
+    assert sched.schedule() == ([a, b], True)      # c waits: two sequences at most
+    sched.finish(a)
+    sched.finish(c)
+    assert bm.num_free == 8 - 2 and sched.has_unfinished()
+    assert sched.schedule() == ([b], False)
+    sched.finish(b)
+    assert not sched.has_unfinished() and sched.schedule() == ([], False) and bm.num_free == 8

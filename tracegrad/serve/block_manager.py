@@ -15,7 +15,7 @@ written it (two prompts with one prefix in the same prefill step each compute it
 from __future__ import annotations
 
 import hashlib
-from collections import deque
+from collections import OrderedDict
 
 import numpy as np
 
@@ -38,7 +38,8 @@ class BlockManager:
     def __init__(self, num_blocks: int, block_size: int, prefix_caching: bool = True):
         self.block_size, self.prefix_caching = block_size, prefix_caching
         self.blocks = [Block(i) for i in range(num_blocks)]
-        self.free: deque[int] = deque(range(num_blocks))
+        # NOTE: ordered, least recently freed first, and O(1) to take a cached block out of the middle
+        self.free: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))
         self.by_hash: dict[bytes, int] = {}
         self.hit_tokens = 0               # prefill tokens skipped thanks to prefix caching
         self.queried_tokens = 0           # prompt tokens looked up
@@ -49,14 +50,14 @@ class BlockManager:
 
     def _take(self, block_id: int | None = None) -> Block:
         if block_id is None:
-            block_id = self.free.popleft()
+            block_id, _ = self.free.popitem(last=False)
             b = self.blocks[block_id]
             if b.hash is not None and self.by_hash.get(b.hash) == block_id:
                 del self.by_hash[b.hash]           # its old content is about to be overwritten
             b.hash = b.tokens = None
             b.ready = False
         else:
-            self.free.remove(block_id)
+            del self.free[block_id]
             b = self.blocks[block_id]
         b.ref_count = 1
         return b
@@ -109,7 +110,7 @@ class BlockManager:
             b = self.blocks[block_id]
             b.ref_count -= 1
             if b.ref_count == 0:
-                self.free.append(block_id)
+                self.free[block_id] = None
         seq.block_table = []
         seq.num_cached_tokens = 0
 
@@ -132,12 +133,16 @@ class BlockManager:
                     self._register(b, seq.block(n - 1, bs), prefix)
 
     def written(self, seqs) -> None:
-        """After a step: the blocks of `seqs` hold their K and V, so later prefills may share them."""
+        """After a step: the blocks of `seqs` hold their K and V, so later prefills may share them.
+        A step writes the tail of a table, so the walk goes from the end and stops at the first block
+        that was ready and registered before it (a decode step visits one or two blocks, not all)."""
         for seq in seqs:
-            for block_id in seq.block_table:
+            for block_id in reversed(seq.block_table):
                 b = self.blocks[block_id]
-                b.ready = True
                 cur = self.by_hash.get(b.hash) if b.hash is not None else block_id
+                if b.ready and cur is not None and self.blocks[cur].ready:
+                    break
+                b.ready = True
                 if cur is None or not self.blocks[cur].ready:
                     self.by_hash[b.hash] = block_id
 

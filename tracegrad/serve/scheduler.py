@@ -23,15 +23,23 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: deque[Sequence] = deque()
         self.num_preemptions = 0
+        self._finished = 0        # finished sequences still in the queues, dropped at the next schedule
 
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
 
     def has_unfinished(self) -> bool:
-        return bool(self.waiting or self.running)
+        return len(self.waiting) + len(self.running) > self._finished
+
+    def _drop_finished(self) -> None:
+        if self._finished:
+            self.waiting = deque(s for s in self.waiting if s.status != Status.FINISHED)
+            self.running = deque(s for s in self.running if s.status != Status.FINISHED)
+            self._finished = 0
 
     def schedule(self) -> tuple[list[Sequence], bool]:
         """(sequences, is_prefill) for the next step; empty when nothing can run."""
+        self._drop_finished()
         scheduled, tokens = [], 0
         while self.waiting and len(self.running) < self.max_num_seqs:
             seq = self.waiting[0]
@@ -70,11 +78,11 @@ class Scheduler:
         self.waiting.appendleft(seq)
 
     def finish(self, seq: Sequence) -> None:
-        """Take a finished or aborted sequence out and free its blocks."""
-        if seq in self.running:
-            self.running.remove(seq)
-        if seq in self.waiting:
-            self.waiting.remove(seq)
+        """Take a finished or aborted sequence out and free its blocks. It leaves the queues at the
+        next `schedule` (a deque removal per finished sequence is quadratic in the batch)."""
+        if seq.status == Status.FINISHED:
+            return
+        self._finished += 1                 # waiting or running: it is in one of the queues
         if seq.block_table:
             self.blocks.deallocate(seq)
         seq.status = Status.FINISHED
