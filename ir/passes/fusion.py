@@ -28,6 +28,7 @@ recomputed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -188,21 +189,25 @@ class Fuser:
             outputs = [o for m in sorted(members) for o in self.nodes[m].outputs if self.read_outside(o, mine)]
         return Body("kernel", tuple(ins), tuple(nodes), tuple(outputs))
 
-    def read_outside(self, v: Value, members: set) -> bool:
-        """Whether anything but these members (seeing through recomputed views and scalars) reads v."""
-        stack, seen = [v], {v}      # NOTE: views of views share readers; without `seen` the walk is exponential
+    def walk(self, v: Value, through) -> Iterator[Value]:
+        """v, then every value reached from it through the reader nodes `through(i)` accepts, once each
+        (views of views share readers: a walk that revisits is exponential on a chain of them)."""
+        seen, stack = {v}, [v]
         while stack:
             u = stack.pop()
-            if u in self.outputs:
-                return True
+            yield u
             for i in self.users.get(u, ()):
-                if self.cls[i] in ("view", "const", "scalar") and i not in members:
+                if through(i):
                     fresh = [o for o in self.nodes[i].outputs if o not in seen]
                     seen.update(fresh)
                     stack.extend(fresh)
-                elif i not in members:
-                    return True
-        return False
+
+    def read_outside(self, v: Value, members: set) -> bool:
+        """Whether anything but these members (seeing through recomputed views and scalars) reads v."""
+        def recomputed(i):
+            return self.cls[i] in ("view", "const", "scalar") and i not in members
+        return any(u in self.outputs or any(not recomputed(i) and i not in members for i in self.users.get(u, ()))
+                   for u in self.walk(v, recomputed))
 
     # -- legality -------------------------------------------------------------------------------
     def can_fuse(self, a: Group, b: Group) -> tuple[bool, str]:
@@ -389,30 +394,12 @@ class Fuser:
 
     def _readers(self, v: Value) -> set:
         """Groups that read `v`, directly or through views and recomputed scalars."""
-        out, stack, seen = set(), [v], {v}
-        while stack:
-            u = stack.pop()
-            for i in self.users.get(u, ()):
-                if i in self.group_of:
-                    out.add(self.group_of[i])
-                else:
-                    fresh = [o for o in self.nodes[i].outputs if o not in seen]
-                    seen.update(fresh)
-                    stack.extend(fresh)
-        return out
+        return {self.group_of[i] for u in self.walk(v, lambda i: i not in self.group_of)
+                for i in self.users.get(u, ()) if i in self.group_of}
 
     def _escapes(self, v: Value) -> bool:
         """Whether v (or a view of it) is a graph output."""
-        stack, seen = [v], {v}
-        while stack:
-            u = stack.pop()
-            if u in self.outputs:
-                return True
-            fresh = [self.nodes[i].out for i in self.users.get(u, ()) if self.cls[i] == "view"]
-            fresh = [o for o in fresh if o not in seen]
-            seen.update(fresh)
-            stack.extend(fresh)
-        return False
+        return any(u in self.outputs for u in self.walk(v, lambda i: self.cls[i] == "view"))
 
 
 def fuse(graph: Graph, foreach: bool = True, epilogues: bool = True) -> Graph:
