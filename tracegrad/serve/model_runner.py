@@ -118,8 +118,10 @@ class ModelRunner:
         self.device, self.dtype = w.device, w.dtype
         self.layers, self.kv_heads, self.head_dim = model.kv_layout()
         shape = ((num_blocks + 1) * block_size, self.kv_heads, self.head_dim)
-        self.k_cache = [self._zeros(shape) for _ in range(self.layers)]
-        self.v_cache = [self._zeros(shape) for _ in range(self.layers)]
+        # NOTE: one buffer per K and V holds every layer, so a step's new rows are written in one
+        # scatter each, not one per layer (on the GPU, two launches after the graph instead of 2L)
+        self.k_all, self.v_all = self._zeros((self.layers,) + shape), self._zeros((self.layers,) + shape)
+        self.k_cache, self.v_cache = _layers(self.k_all), _layers(self.v_all)
         self.sink = num_blocks * block_size
         self.max_blocks = -(-max_model_len // block_size)
         self.decode_buckets = tuple(1 << i for i in range(bucket(max_num_seqs).bit_length()))
@@ -162,7 +164,7 @@ class ModelRunner:
             with tg.no_grad():
                 logits = model.step(idx, positions, attend, last)
                 tok = sample_tokens(logits, temperature, top_k, top_p, seed, counter, filtered=filtered)
-            return tok, new_k, new_v
+            return tok, tg.stack(new_k), tg.stack(new_v)
         serve_prefill.__name__ = f"serve_{'fresh' if fresh else 'prefill'}{'_filtered' if filtered else ''}"
         return serve_prefill
 
@@ -180,7 +182,7 @@ class ModelRunner:
                 last = tg.zeros(idx.shape[0], dtype=tg.long, device=idx.device)
                 logits = model.step(idx, positions, attend, last)
                 tok = sample_tokens(logits, temperature, top_k, top_p, seed, counter, filtered=filtered)
-            return tok, new_k, new_v
+            return tok, tg.stack(new_k), tg.stack(new_v)
         serve_decode.__name__ = "serve_decode_filtered" if filtered else "serve_decode"
         return serve_decode
 
@@ -273,7 +275,7 @@ class ModelRunner:
             warnings.filterwarnings("ignore", message=".*was traced")
             tok, new_k, new_v = self.steps[(kind, filtered)](
                 *args, self.k_cache, self.v_cache, *(a[n] for n, _, _ in SAMPLING))
-        for cache, new in zip(self.k_cache + self.v_cache, new_k + new_v):
+        for cache, new in ((self.k_all, new_k), (self.v_all, new_v)):
             _write_rows(cache, a["slots"]._data, new)
         return tok
 
@@ -299,6 +301,15 @@ def _write(t, host: np.ndarray) -> None:
 
 
 def _write_rows(cache, slots, new) -> None:
-    """cache[slots] = new rows, in place on the cache's own buffer (numpy or CuPy)."""
+    """cache[:, slots] = new rows of every layer, in place on the cache's own buffer (numpy or CuPy)."""
     dst, src = _raw(cache._data), _raw(new._data)
-    dst[_raw(slots)] = src.reshape((-1,) + tuple(dst.shape[1:]))
+    dst[:, _raw(slots)] = src.reshape((dst.shape[0], -1) + tuple(dst.shape[2:]))
+
+
+def _layers(stacked) -> list:
+    """The layers of a [L, ...] tensor as L tensors over its buffer (views: no copy)."""
+    a = stacked._data
+    raw = _raw(a)
+    typ = stacked._type.with_(shape=tuple(stacked.shape[1:]))
+    wrap = (lambda r: devices.TypedArray(r, a.dtype)) if isinstance(a, devices.TypedArray) else (lambda r: r)
+    return [tg.Tensor._from_array(wrap(raw[i]), typ) for i in range(raw.shape[0])]
