@@ -168,3 +168,19 @@ def test_the_backward_of_a_split_is_one_concat():
     np.testing.assert_allclose(step(tg.tensor(xs), w).numpy(), want, rtol=1e-5, atol=1e-6)
     ops = [n.op for n in step.graphs()["optimized"].nodes]
     assert "concat" in ops and "pad" not in ops, ops
+
+
+def test_the_backward_of_a_2d_slice_pads_once():
+    """A 2-d slice's backward (a convolution tap's) pads once per axis; the two pads become one."""
+    xs = np.random.default_rng(1).standard_normal((6, 9)).astype(np.float32)
+
+    def f(x):
+        (x[1:5, 2:8] ** 2).sum().backward()
+        return x.grad
+
+    x = tg.tensor(xs, requires_grad=True)
+    want = f(x).numpy()
+    x.grad = None
+    step = tg.compile(f)
+    np.testing.assert_allclose(step(x).numpy(), want, rtol=1e-6)
+    assert [n.op for n in step.graphs()["optimized"].nodes].count("pad") == 1

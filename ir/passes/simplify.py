@@ -124,12 +124,18 @@ def _noop_movement(n, prod):
 
 
 def _collapse(n, prod):
-    """reshape(reshape(x)) -> reshape(x); permute(permute(x)) -> permute(x); neg(neg(x)) -> x."""
+    """reshape(reshape(x)) -> reshape(x); permute(permute(x)) -> permute(x); neg(neg(x)) -> x;
+    pad(pad(x)) with one fill value -> one pad (a strided slice's backward pads once per axis)."""
     inner = prod.get(n.inputs[0])
     if inner is None or inner.op != n.op:
         return None
     if n.op == "neg":
         return inner.inputs[0]
+    if n.op == "pad":
+        if inner.attrs["value"] != n.attrs["value"]:
+            return None
+        pads = tuple((a + c, b + d) for (a, b), (c, d) in zip(inner.attrs["pads"], n.attrs["pads"]))
+        return [n.with_(inputs=inner.inputs, attrs=dict(pads=pads, value=n.attrs["value"]))]
     if n.op == "reshape":
         return [n.with_(inputs=inner.inputs)]
     if n.op == "permute":
@@ -178,7 +184,7 @@ RULES: dict[str, list[Callable]] = {
     "expand": [_movement_of_full, _noop_movement],
     "permute": [_movement_of_full, _noop_movement, _collapse],
     "cast": [_movement_of_full, _noop_movement],
-    "pad": [_noop_movement],
+    "pad": [_noop_movement, _collapse],
     "neg": [_collapse],
     "stop_gradient": [lambda n, prod: n.inputs[0]],
 }
