@@ -41,6 +41,43 @@ def can_write_inplace(n: Node) -> bool:
         all(v.type.dtype == n.outputs[0].type.dtype for v in n.inputs)
 
 
+def _pad_adds(graph: Graph, plan: MemoryPlan) -> dict[int, int]:
+    """{add: pad} for `y + pad(x)` where the add writes over y's dying buffer and the zero pad has
+    no other reader: the program adds x into y's region instead of building the padded copy (a
+    convolution's input gradient sums one such pad per kernel tap)."""
+    prod = {o: i for i, n in enumerate(graph.nodes) for o in n.outputs}
+    readers: dict = {}
+    for n in graph.nodes:
+        for v in n.inputs:
+            readers[v] = readers.get(v, 0) + 1
+    folds = {}
+    for i, n in enumerate(graph.nodes):
+        if n.op != "add" or i not in plan.reuse or n.inputs[0] is n.inputs[1]:
+            continue
+        v = n.inputs[1] if n.inputs[0] is plan.reuse[i] else n.inputs[0]
+        p = prod.get(v)
+        if (p is not None and graph.nodes[p].op == "pad" and graph.nodes[p].attrs["value"] == 0.0
+                and readers[v] == 1 and v not in graph.outputs and v.type == n.out.type
+                and graph.nodes[p].inputs[0].type.dtype == v.type.dtype):
+            folds[i] = p
+    return folds
+
+
+def _moved_frees(graph: Graph, plan: MemoryPlan, folds: dict[int, int]) -> dict[int, list]:
+    """The plan's `del`s with each folded pad's output gone (never made) and its input kept alive
+    until the add that reads it."""
+    frees = {i: list(vs) for i, vs in plan.frees.items()}
+    for add, pad in folds.items():
+        x, made = graph.nodes[pad].inputs[0], graph.nodes[pad].out
+        for i, vs in frees.items():
+            if made in vs:
+                vs.remove(made)
+            if x in vs and i < add:
+                vs.remove(x)
+                frees.setdefault(add, []).append(x)
+    return frees
+
+
 @dataclass
 class NumpyProgram:
     source: str
@@ -110,17 +147,27 @@ def generate(graph: Graph, comm=None, check_nans: bool | None = None, kernels: d
         check_nans = check_nans_enabled()
     keep_freed_memory()
     plan = plan_memory(graph, lambda n: n.op == "kernel" or owns(n), can_write_inplace)
+    folds = {} if check_nans else _pad_adds(graph, plan)
+    frees = _moved_frees(graph, plan, folds)
+    skipped = {p for p in folds.values()}
     title = graph.meta.get("title", graph.name)
     lines = [f"# tracegrad {'cpu' if kernels else 'numpy'} | {title} | {len(graph.nodes)} ops | peak {_kib(plan.peak_bytes)} of intermediates",
              f"def {graph.name}({', '.join(v.name for v in graph.inputs)}):"]
     last = None
     for i, n in enumerate(graph.nodes):
+        if i in skipped:         # a zero pad added into another buffer: the add writes its region
+            continue
         if n.prov is not None and n.prov != last:
             lines.append(f"    # {n.prov}")
             last = n.prov
         args = [v.name for v in n.inputs]
         ins, outs = [v.type for v in n.inputs], [v.type for v in n.outputs]
-        if n.op == "kernel":
+        if i in folds:
+            pad, into = graph.nodes[folds[i]], plan.reuse[i].name
+            region = ", ".join(f"{lo}:{lo + size}" for (lo, _), size in zip(pad.attrs["pads"], pad.inputs[0].shape))
+            lines.append(f"    {into}[{region}] += {pad.inputs[0].name}")
+            expr = into
+        elif n.op == "kernel":
             expr = f"{n.attrs['name']}({', '.join(args)})"
         elif i in plan.reuse:
             expr = f"{UFUNCS[n.op]}({', '.join(args)}, out={plan.reuse[i].name})"
@@ -138,8 +185,8 @@ def generate(graph: Graph, comm=None, check_nans: bool | None = None, kernels: d
             for o in n.outputs:
                 if o.type.dtype.is_floating:
                     lines.append(f"    check_nan({o.name}, {(o.name + ' = ' + n.op + ' at ' + str(n.prov or '?'))!r})")
-        if i in plan.frees:
-            lines.append(f"    del {', '.join(v.name for v in plan.frees[i])}")
+        if frees.get(i):
+            lines.append(f"    del {', '.join(v.name for v in frees[i])}")
     if any(n.op == "send" for n in graph.nodes):      # sends return at once; done before the step returns
         lines.append("    comm.wait_sends()")
     outs = ", ".join(v.name for v in graph.outputs)
