@@ -69,12 +69,15 @@ def _moved_frees(graph: Graph, plan: MemoryPlan, folds: dict[int, int]) -> dict[
     frees = {i: list(vs) for i, vs in plan.frees.items()}
     for add, pad in folds.items():
         x, made = graph.nodes[pad].inputs[0], graph.nodes[pad].out
+        moved = False
         for i, vs in frees.items():
             if made in vs:
                 vs.remove(made)
             if x in vs and i < add:
                 vs.remove(x)
-                frees.setdefault(add, []).append(x)
+                moved = True
+        if moved:
+            frees.setdefault(add, []).append(x)
     return frees
 
 

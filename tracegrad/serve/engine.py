@@ -69,7 +69,7 @@ class LLM:
     `max_num_seqs` sequences of `max_model_len` up to 2 GiB on the CPU; on CUDA,
     `gpu_memory_utilization` of the free GPU memory: the rest holds the steps' activations and CUDA graphs,
     which are not measured before the cache is made, and a Qwen3-0.6B-shaped model serving 256 requests
-    of up to 2048 tokens ran out of memory with 0.85). `backend` is `tg.compile`'s for the steps
+    of up to 2048 tokens ran out of memory with 0.77). `backend` is `tg.compile`'s for the steps
     ("auto": Triton on CUDA, numpy on the CPU; "triton" on the CPU runs the kernels interpreted)."""
 
     def __init__(self, model, tokenizer=None, device: str | None = None, dtype=None, block_size: int = 16,
