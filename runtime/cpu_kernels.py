@@ -81,17 +81,22 @@ class Kernel:
         self.name, self.fn, self.xnumel, self.work = name, load(name, source), xnumel, xnumel * rnumel
 
     def run(self, arrays) -> None:
-        n, t = self.xnumel, _THREADS[0]
-        if t == 1 or self.work < PARALLEL_MIN or n < 2:
-            self.fn(0, n, *arrays)
-            return
-        t = min(t, n)
-        cuts = [n * k // t for k in range(t + 1)]
-        # NOTE: the numba functions release the GIL, so the pool's threads run them side by side
-        futures = [_pool().submit(self.fn, cuts[k], cuts[k + 1], *arrays) for k in range(1, t)]
-        self.fn(cuts[0], cuts[1], *arrays)
-        for f in futures:
-            f.result()
+        split_rows(self.fn, self.xnumel, self.work, *arrays)
+
+
+def split_rows(fn, n: int, work: int, *args) -> None:
+    """fn(x0, x1, *args) over rows [0, n), split over `set_threads` threads when there is enough work
+    (fn is a numba function that releases the GIL, so the pool's threads run side by side)."""
+    t = _THREADS[0]
+    if t == 1 or work < PARALLEL_MIN or n < 2:
+        fn(0, n, *args)
+        return
+    t = min(t, n)
+    cuts = [n * k // t for k in range(t + 1)]
+    futures = [_pool().submit(fn, cuts[k], cuts[k + 1], *args) for k in range(1, t)]
+    fn(cuts[0], cuts[1], *args)
+    for f in futures:
+        f.result()
 
 
 class Call:

@@ -1,18 +1,18 @@
-"""The counter-based draws of `rng` on the CPU as one parallel pass over the output.
+"""The counter-based draws of `rng` on the CPU as one pass over the output.
 
 `rng.uniform` and `rng.normal` written with numpy make a dozen full-size temporaries per draw;
 initializing a 600M-parameter model that way takes over a minute. These loops compute the same
-hash per element in registers, over all cores (from the main thread). Uniforms are bit-identical to the numpy
-formula; normals agree to float32 rounding (the loop's log and cos are LLVM's, not numpy's).
-Compiled on first use and cached on disk.
+hash per element in registers, split over the threads `tg.set_num_threads` gives the fused CPU
+kernels (`cpu_kernels.split_rows`). Uniforms are bit-identical to the numpy formula; normals agree
+to float32 rounding (the loop's log and cos are LLVM's, not numpy's). Compiled on first use and
+cached on disk.
 """
 from __future__ import annotations
-
-import threading
 
 import numba
 import numpy as np
 
+from .cpu_kernels import split_rows
 from .rng import M1, M2, MASK, key
 
 # NOTE: every integer constant is uint64: numba turns uint64 mixed with int64 into float64
@@ -44,49 +44,25 @@ def _normal_at(k1, k2, c):
     return np.sqrt(np.float32(-2.0) * np.log(u1)) * np.cos(np.float32(2 * np.pi) * u2)
 
 
-# NOTE: numba's parallel loops may not be entered from two threads at once under its fallback
-# threading layer (the process aborts), so other threads (ranks of run_local) draw serially. Each
-# variant is its own function: numba's disk cache tells functions apart by name, not by options.
-@numba.njit(parallel=True, nogil=True, cache=True)
-def _uniform_parallel(k, offset, out):
-    for i in numba.prange(out.size):
+@numba.njit(nogil=True, cache=True)
+def _uniform(x0, x1, k, offset, out):
+    for i in range(x0, x1):
         out[i] = _uniform_at(k, np.uint64(offset) + np.uint64(i))
 
 
 @numba.njit(nogil=True, cache=True)
-def _uniform_serial(k, offset, out):
-    for i in range(out.size):
-        out[i] = _uniform_at(k, np.uint64(offset) + np.uint64(i))
-
-
-@numba.njit(parallel=True, nogil=True, cache=True)
-def _normal_parallel(k1, k2, offset, out):
-    for i in numba.prange(out.size):
+def _normal(x0, x1, k1, k2, offset, out):
+    for i in range(x0, x1):
         out[i] = _normal_at(k1, k2, np.uint64(offset) + np.uint64(i))
-
-
-@numba.njit(nogil=True, cache=True)
-def _normal_serial(k1, k2, offset, out):
-    for i in range(out.size):
-        out[i] = _normal_at(k1, k2, np.uint64(offset) + np.uint64(i))
-
-
-PARALLEL_MIN = 1 << 16      # fewer samples than this: waking the thread pool costs more than it saves
-
-
-def _parallel(n: int) -> bool:
-    return n >= PARALLEL_MIN and threading.current_thread() is threading.main_thread()
 
 
 def uniform(seed: int, offset: int, n: int) -> np.ndarray:
     out = np.empty(n, np.float32)
-    (_uniform_parallel if _parallel(n) else _uniform_serial)(np.uint64(key(seed, 0)), np.uint64(offset), out)
+    split_rows(_uniform, n, n, np.uint64(key(seed, 0)), np.uint64(offset), out)
     return out
 
 
 def normal(seed: int, offset: int, n: int) -> np.ndarray:
     out = np.empty(n, np.float32)
-    (_normal_parallel if _parallel(n) else _normal_serial)(np.uint64(key(seed, 1)), np.uint64(key(seed, 2)),
-                                                                np.uint64(offset), out)
+    split_rows(_normal, n, n, np.uint64(key(seed, 1)), np.uint64(key(seed, 2)), np.uint64(offset), out)
     return out
-

@@ -135,7 +135,7 @@ def test_cpu_draws_equal_the_counter_hash_written_in_numpy(seed, offset):
     np.testing.assert_array_equal(rng_cpu.uniform(seed, offset, 4099), rng.uniform(seed, offset, 4099))
     np.testing.assert_allclose(rng_cpu.normal(seed, offset, 4099), rng.normal(seed, offset, 4099),
                                rtol=1e-5, atol=1e-6)
-    off_main = []         # another thread (a rank of run_local) takes the serial loops: the same numbers
+    off_main = []         # another thread (a rank of run_local) draws the same numbers
     t = threading.Thread(target=lambda: off_main.append((rng_cpu.uniform(seed, offset, 999),
                                                          rng_cpu.normal(seed, offset, 999))))
     t.start()

@@ -17,6 +17,7 @@ from . import tensor as _tensor, trace
 from .creation import get_default_dtype, normalize_device
 from .dispatch import apply
 from .ir.types import TensorType, dtype as to_dtype, int64
+from .threads import apply_default
 
 
 class Generator:
@@ -62,6 +63,7 @@ class Generator:
         self.state._data = np.array(np.asarray(state.numpy()), dtype=np.int64)
 
     def draw(self, op: str, shape, dtype, device):
+        apply_default()          # the CPU draws split over tg.set_num_threads' threads
         state = self.state_for(normalize_device(device))
         sample, nxt = apply(op, state, shape=tuple(shape), dtype=to_dtype(dtype or get_default_dtype()))
         state._assign(nxt)
