@@ -203,3 +203,21 @@ def test_a_convolutions_input_gradient_adds_its_taps_in_place():
     np.testing.assert_allclose(step(x, w).numpy(), want, rtol=1e-5, atol=1e-5)
     source = step.ir("kernels")
     assert source.count("] += ") >= 8 and source.count("pad(") <= 2, source
+
+
+def test_adjacent_pads_that_also_pad_another_axis_become_one_concat():
+    """Two slices side by side on one axis, both inside on another: their backward's pads differ on
+    one axis only; the concat of the two has the slices' extent on the other axis, not the sum's."""
+    xs = np.random.default_rng(3).standard_normal((2, 3, 2)).astype(np.float32)
+
+    def f(x):         # the two slices cover the last axis: the concat is as wide as the result there
+        (x[:, 1:2, 0:1].exp() + x[:, 1:2, 1:2] ** 2).sum().backward()
+        return x.grad
+
+    x = tg.tensor(xs, requires_grad=True)
+    want = f(x).numpy()
+    x.grad = None
+    step = tg.compile(f)
+    np.testing.assert_allclose(step(x).numpy(), want, rtol=1e-6)
+    ops = [n.op for n in step.graphs()["optimized"].nodes]
+    assert "concat" in ops and ops.count("pad") == 1, ops

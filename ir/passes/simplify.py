@@ -167,7 +167,7 @@ def _add_of_pads(n, prod):
         inner = prod.get(m.inputs[0])
         same_axis = inner is not None and inner.op == "concat" and inner.attrs["axis"] == ax
         parts += list(inner.inputs) if same_axis else [m.inputs[0]]
-    shape = list(n.out.shape)
+    shape = list(parts[0].shape)     # NOTE: the other axes may be padded too (equally): not the sum's shape
     shape[ax] = sum(v.shape[ax] for v in parts)
     cat = Value(f"{n.out.name}_cat", n.out.type.with_(shape=tuple(shape)))
     pads = tuple((first.attrs["pads"][i][0], second.attrs["pads"][i][1]) if i == ax else p for i, p in enumerate(pa))
