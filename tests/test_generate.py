@@ -6,7 +6,7 @@ import pytest
 import tracegrad as tg
 from tracegrad.models import GPT, GPTConfig, Llama, LlamaConfig, decode_step_fn, generate
 from tracegrad.models.sampling import sample_tokens
-from test_triton_codegen import fake_cuda  # noqa: F401  (a CuPy stand-in: device placement on the CPU)
+from fake_cupy import fake_cuda  # noqa: F401  (a CuPy stand-in: device placement on the CPU)
 
 
 def _gpt(flash=True):

@@ -16,7 +16,7 @@ from tracegrad.serve import LLM, SamplingParams
 from tracegrad.serve.block_manager import BlockManager
 from tracegrad.serve.sequence import Sequence
 from tracegrad.utils.tokenizers import CharTokenizer
-from test_triton_codegen import fake_cuda  # noqa: F401,E402  (a CuPy stand-in: device placement on the CPU)
+from fake_cupy import fake_cuda  # noqa: F401,E402  (a CuPy stand-in: device placement on the CPU)
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=6)
 # NOTE: one model of each kind for the module: engines over one model share its compiled steps

@@ -34,6 +34,7 @@ from tracegrad.codegen.triton_program import TritonProgram  # noqa: E402
 sys.path.insert(0, os.path.dirname(__file__))
 from op_table import CASES, FORWARD_ONLY  # noqa: E402
 from triton_check import _cache_dir, both  # noqa: E402,F401  (_cache_dir: an autouse fixture)
+from fake_cupy import _fake_cupy, fake_cuda  # noqa: E402,F401  (fake_cuda: a fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
@@ -224,82 +225,7 @@ def test_gpt_training_step_matches_numpy(head_dim):
     assert fused.meta["kernels"] < len(step.graphs()["optimized"].nodes) / 3
 
 
-# -- the CUDA runtime's host logic, on a numpy stand-in for CuPy --------------------------------------------
-class _FakeCupyArray(np.ndarray):
-    """Enough of cupy.ndarray for runtime.devices: .get(), .device, .data.ptr; lives in a 'cupy' module."""
-
-    def get(self):
-        return np.array(self).view(np.ndarray)
-
-    @property
-    def device(self):
-        return _FakeDevice(0)
-
-    @property
-    def data(self):
-        import types
-        return types.SimpleNamespace(ptr=self.ctypes.data)
-
-
-_FakeCupyArray.__module__ = "cupy._core.core"
-
-
-class _FakeDevice:
-    def __init__(self, i=0):
-        self.id, self.compute_capability = i, "90"
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _fake_cupy():
-    import types
-    from scipy import special
-
-    def wrap(x):
-        return x.view(_FakeCupyArray) if isinstance(x, np.ndarray) and not isinstance(x, _FakeCupyArray) else (
-            np.asarray(x).view(_FakeCupyArray) if isinstance(x, np.generic) else x)
-
-    def fn(f):
-        def call(*args, **kwargs):
-            out = f(*args, **kwargs)
-            return tuple(wrap(o) for o in out) if isinstance(out, (tuple, list)) and f is not np.broadcast_shapes \
-                else wrap(out)
-        return call
-
-    class Module(types.ModuleType):
-        def __getattr__(self, name):
-            attr = getattr(np, name)
-            return fn(attr) if callable(attr) and not isinstance(attr, type) else attr
-    cp = Module("cupy")
-    cp.ndarray = _FakeCupyArray
-    cp.asarray = fn(lambda x, dtype=None: np.array(x, dtype=dtype))
-    cp.array = fn(lambda x, dtype=None, copy=True: np.array(x, dtype=dtype, copy=copy))
-    cp.cuda = types.SimpleNamespace(Device=_FakeDevice, runtime=types.SimpleNamespace(
-        getDeviceCount=lambda: 1, getDevice=lambda: 0, setDevice=lambda i: None))
-    cupyx = types.ModuleType("cupyx")
-    cupyx.scatter_add = lambda a, idx, v: np.add.at(a, idx, v)
-    cupyx.scipy = types.ModuleType("cupyx.scipy")
-    cupyx.scipy.special = types.SimpleNamespace(erf=fn(special.erf), expit=fn(special.expit))
-    return {"cupy": cp, "cupyx": cupyx, "cupyx.scipy": cupyx.scipy, "cupyx.scipy.special": cupyx.scipy.special}
-
-
-@pytest.fixture
-def fake_cuda(monkeypatch):
-    from tracegrad.codegen import eager
-    from tracegrad.runtime import cupy_kernels, devices
-    for name, mod in _fake_cupy().items():
-        monkeypatch.setitem(sys.modules, name, mod)
-    cupy_kernels.namespace.cache_clear()
-    eager._cuda_kernel.cache_clear()
-    yield devices
-    cupy_kernels.namespace.cache_clear()
-    eager._cuda_kernel.cache_clear()
-
-
+# -- the CUDA runtime's host logic, on a numpy stand-in for CuPy (tests/fake_cupy.py) -----------------------
 @pytest.mark.parametrize("case", CASES + FORWARD_ONLY, ids=lambda c: c.id)
 def test_eager_cuda_ops_on_a_cupy_stand_in(fake_cuda, case):
     arrays = [a.astype(np.float32) if a.dtype == np.float64 else a for a in case.make(np.random.default_rng(5))]
