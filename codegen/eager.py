@@ -133,6 +133,8 @@ def _run_cuda(device: str, op: str, arrays, attrs):
     cp = devices.cupy()
     opdef = get(op)
     where = attrs.get("device", device) if op in ("full", "iota", "recv") else device
+    if op == "full":
+        return (devices.full(attrs["shape"], attrs["value"], attrs["dtype"].np, where),)
     with cp.cuda.Device(devices.device_index(where)):
         if opdef.is_composite:
             outs = opdef.decompose(CudaBuilder(device), *arrays, **attrs)

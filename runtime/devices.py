@@ -138,6 +138,21 @@ def empty(shape, dtype, device: str = "cpu", like=None):
         return cp.empty(shape, dtype)
 
 
+def full(shape, value, dtype, device: str):
+    """A buffer of numpy dtype `dtype` on `device` with every element `value`. bf16 on CUDA fills
+    the rounded bits at once: computing in fp32 and rounding after would take six times the
+    result's memory, too much for a KV cache that fills half the GPU."""
+    dtype = np.dtype(dtype)
+    if device == "cpu":
+        return np.full(shape, value, dtype)
+    cp = cupy()
+    with cp.cuda.Device(device_index(device)):
+        if dtype == BF16:
+            bits = np.asarray(value, np.float32).astype(BF16).view(np.uint16)
+            return TypedArray(cp.full(shape, bits, np.uint16), BF16)
+        return cp.full(shape, value, dtype)
+
+
 def to_numpy(x) -> np.ndarray:
     """A numpy copy of any buffer (a numpy array is returned as it is)."""
     if isinstance(x, np.ndarray):

@@ -1,8 +1,10 @@
 """tg.cuda / tg.accelerator / tg.backends answer like PyTorch's, and say "no GPU" without one."""
+import numpy as np
 import pytest
 
 import tracegrad as tg
 from tests.conftest import cuda_available
+from tests.fake_cupy import fake_cuda  # noqa: F401  (a CuPy stand-in: CUDA buffers on the CPU)
 
 
 def test_cuda_queries_without_gpu_or_with():
@@ -53,3 +55,16 @@ def test_cuda_amp_grad_scaler_disabled_on_cpu():
     s = tg.cuda.amp.GradScaler(enabled=False)
     loss = tg.tensor(2.0)
     assert s.scale(loss).item() == 2.0
+
+
+@pytest.mark.parametrize("dtype, value", [("bfloat16", 1.7), ("bfloat16", 0.0), ("float32", -2.5), ("int64", 3)])
+def test_full_on_cuda_fills_the_result_dtype_at_once(fake_cuda, monkeypatch, dtype, value):
+    """A bf16 KV cache of half the GPU is one `zeros`: it must not be computed in fp32 and rounded
+    after (six times the memory), so the rounding helper is not reached at all."""
+    def no_rounding(x):
+        raise AssertionError("full rounded an fp32 buffer")
+    monkeypatch.setattr(fake_cuda, "round_bf16", no_rounding)
+    dt = getattr(tg, dtype)
+    t = tg.full((3, 5), value, dtype=dt, device="cuda")
+    assert t.device == "cuda:0" and t.dtype == dt and t.shape == (3, 5)
+    np.testing.assert_array_equal(t.to("cpu").numpy(), tg.full((3, 5), value, dtype=dt).numpy())
