@@ -33,6 +33,7 @@ _FakeCupyArray.__module__ = "cupy._core.core"
 class _FakeDevice:
     def __init__(self, i=0):
         self.id, self.compute_capability = i, "90"
+        self.attributes = {"MultiProcessorCount": 4}     # few SMs: the kernels that split work by them do
 
     def __enter__(self):
         return self
