@@ -33,8 +33,10 @@ What Triton needs, read from its source (3.6, the GPU machines', and 3.9):
   `TypedArray` supplies them, and for bf16, which CuPy lacks, carries a
   uint16 buffer that Triton sees as `*bf16`.
 
-NOTE: Triton's C++ argument specializer imports torch when it is installed,
-so torch may be loaded all the same; it is never needed.
+* Triton's C++ argument specializer imports torch, when it is installed, at
+  its first call, to recognise torch tensors.  tracegrad passes none, and the
+  import costs seconds of a warm first call; `torch_unseen` makes that import
+  fail fast (Triton clears the error) unless the user already imported torch.
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ import contextlib
 import functools
 import logging
 import os
+import sys
 import types
 from concurrent.futures import ThreadPoolExecutor
 
@@ -229,14 +232,32 @@ def _specialization(args, meta, device_id) -> tuple:
     return tuple(key)
 
 
+@contextlib.contextmanager
+def torch_unseen():
+    """Within: `import torch` raises ImportError at once, if torch is not imported yet (see the
+    module docstring: Triton's specializer would import it for nothing). Nests; not for threads to
+    enter one by one (the pool enters once around all of them)."""
+    if "torch" in sys.modules:
+        yield
+        return
+    sys.modules["torch"] = None
+    try:
+        yield
+    finally:
+        if "torch" in sys.modules and sys.modules["torch"] is None:
+            del sys.modules["torch"]
+
+
 def _launch_compiled(kernel, grid, args, meta, device_id):
     import cupy
     if not isinstance(kernel, JITFunction):     # autotuned: the autotuner picks per call
-        return kernel[grid](*args, **meta)
+        with torch_unseen():
+            return kernel[grid](*args, **meta)
     key = (kernel, _specialization(args, meta, device_id))
     fast = _COMPILED.get(key)
     if fast is None:
-        compiled = kernel[grid](*args, **meta)
+        with torch_unseen():
+            compiled = kernel[grid](*args, **meta)
         params = list(kernel.signature.parameters.values())
         tail = tuple(meta.get(p.name, p.default) for p in params[len(args):])
         _COMPILED[key] = _Launcher(compiled, tuple(p.name for p in params), tail)
@@ -301,7 +322,8 @@ def precompile(jobs, device_id: int, threads: int | None = None) -> int:
             logging.getLogger("tracegrad.compile").debug("precompiling %s failed: %s", k, e)
             return 0
     threads = threads or compile_threads()
-    if threads <= 1 or len(todo) <= 1:
-        return sum(map(one, todo))
-    with ThreadPoolExecutor(threads, thread_name_prefix="tracegrad-compile") as pool:
-        return sum(pool.map(one, todo))
+    with torch_unseen():
+        if threads <= 1 or len(todo) <= 1:
+            return sum(map(one, todo))
+        with ThreadPoolExecutor(threads, thread_name_prefix="tracegrad-compile") as pool:
+            return sum(pool.map(one, todo))

@@ -267,3 +267,26 @@ def test_column_reductions_on_cuda_match_numpy():
     got = tg.compile(step)(tg.tensor(x).to("cuda"))
     for w, g in zip(want, got):
         assert rel_err(g.float().numpy(), w.float().numpy()) < 1e-2
+
+
+def test_a_compiled_cuda_step_does_not_import_torch():
+    """Triton's argument specializer imports torch to recognise its tensors; tracegrad keeps that
+    import out of a first call (it costs seconds), so a step runs without torch loaded."""
+    import subprocess
+    code = """
+import sys
+import numpy as np
+import tracegrad as tg
+w = tg.randn(64, 64, device="cuda", requires_grad=True)
+opt = tg.optim.AdamW([w], lr=1e-3)
+@tg.compile
+def step(x):
+    loss = (x @ w).relu().sum()
+    loss.backward(); opt.step(); opt.zero_grad()
+    return loss
+x = tg.randn(32, 64).to("cuda")
+print(np.isfinite(step(x).item()), "torch" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split()[-2:] == ["True", "False"], out.stdout
