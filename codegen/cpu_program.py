@@ -47,7 +47,7 @@ def _np_dtype(d) -> np.dtype:
 
 def fuse_for_cpu(graph: Graph) -> Graph:
     """The fusion stage of the CPU backend: the Triton groups, with matmuls left alone."""
-    return fuse(graph, epilogues=False)
+    return fuse(graph, epilogues=False, column_splits=False)
 
 
 def generate(fused: Graph, comm=None, choose: bool | None = None) -> CpuProgram:

@@ -402,11 +402,12 @@ class Fuser:
         return any(u in self.outputs for u in self.walk(v, lambda i: self.cls[i] == "view"))
 
 
-def fuse(graph: Graph, foreach: bool = True, epilogues: bool = True) -> Graph:
+def fuse(graph: Graph, foreach: bool = True, epilogues: bool = True, column_splits: bool = True) -> Graph:
     """Graph -> Graph of kernel nodes, extern nodes and host views (see the module docstring);
-    `epilogues=False` leaves matmuls alone (a CPU matmul is a BLAS call that takes no epilogue)."""
+    `epilogues=False` leaves matmuls alone (a CPU matmul is a BLAS call that takes no epilogue),
+    `column_splits=False` keeps column reductions in one stage (`split_reductions`)."""
     n_ops = len(graph.nodes)
-    graph = split_reductions(graph)
+    graph = split_reductions(graph, columns=column_splits)
     f = Fuser(graph)
     f.run()
     if epilogues:

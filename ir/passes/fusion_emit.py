@@ -23,14 +23,16 @@ COLUMN_SPLIT = {"rows": 512, "columns": 1 << 16, "on": True}
 COLUMN_CHUNKS = (64, 128, 32, 256, 16, 8)   # rows one first-stage lane sums, by preference
 
 
-def split_reductions(graph: Graph) -> Graph:
+def split_reductions(graph: Graph, columns: bool = True) -> Graph:
     """Long reductions -> two stages, so the work spreads over many programs. Graph -> Graph;
     numpy-exact up to summation order.
 
     - sum/max of a long vector to one value: rows of a block, then the rows;
     - a column reduction (see `column_split`): chunks of rows, then the chunks' partial results.
       Its first stage reads the input once along the contiguous axis; half inputs sum in fp32
-      between the stages and round once at the end, like the one-stage reduction."""
+      between the stages and round once at the end, like the one-stage reduction. `columns=False`
+      leaves these alone (CPU loops: threads split the columns, and a loop over a block of
+      columns reads rows contiguously without a second stage)."""
     from ..builder import GraphBuilder
     b = GraphBuilder.continuing(graph, phase="forward")
     changed = False
@@ -38,7 +40,7 @@ def split_reductions(graph: Graph) -> Graph:
         rows = n.out.type.numel if n.op in ("sum", "max") else 0
         total = rnumel_of(n) if rows == 1 else 0
         split = next((s for s in (1024, 512, 256, 128) if total >= SPLIT_AT and total % s == 0), None)
-        col = column_split(n) if rows > 1 else None
+        col = column_split(n) if rows > 1 and columns else None
         if split is None and col is None:
             b.add_node(n)
             continue
