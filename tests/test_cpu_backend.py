@@ -8,6 +8,7 @@ rational fit within 2 ulp, so results agree to float32 rounding, not bit for bit
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import numpy as np
@@ -221,3 +222,54 @@ def test_a_broadcast_along_the_last_axis_runs_as_rows_and_columns():
     np.testing.assert_allclose(step(x, b).numpy(), tg.compile(f, backend="numpy")(x, b).numpy(), rtol=1e-5, atol=1e-6)
     source = step.ir("kernels")
     assert "for xi in range(96):" in source and "(xindex % 96)" not in source, source
+
+
+def test_a_value_per_row_is_read_at_the_row_of_a_row_and_column_loop():
+    """`xindex // D` (softmax's row max, read by every element of the row) also becomes rows and
+    columns, so what depends on the row alone is computed once a row."""
+    rng = np.random.default_rng(5)
+    x, m = (tg.tensor(rng.normal(size=s).astype(np.float32)) for s in ((48, 80), (48, 1)))
+
+    def f(x, m):
+        return (x - m.abs().log1p()).exp()
+    step = tg.compile(f, backend="cpu")
+    np.testing.assert_allclose(step(x, m).numpy(), tg.compile(f, backend="numpy")(x, m).numpy(), rtol=1e-5, atol=1e-6)
+    source = step.ir("kernels")
+    assert "for xi in range(80):" in source and "(xindex // 80)" not in source, source
+
+
+def test_computed_offsets_are_unsigned():
+    """numba gives a signed subscript Python's wraparound (a compare and select per access), which
+    keeps LLVM from vectorizing; every computed offset is cast to an unsigned integer."""
+    import re
+    x = tg.tensor(np.random.default_rng(6).normal(size=(32, 64)).astype(np.float32))
+    step = tg.compile(lambda x: (x.tanh() * x.sum(0)).sum(-1), backend="cpu")
+    step(x)
+    source = step.ir("kernels")
+    subscripts = re.findall(r"\b(?:in|out)_ptr\d+\[([^\]]+)\]", source)
+    assert subscripts and all(s.isdigit() or s.startswith("np.uint64(") for s in subscripts), subscripts
+
+
+@pytest.mark.parametrize("shape, axes", [((16, 24, 40), (0, 1)), ((12, 16, 40), (1,)), ((96, 48), (0,))],
+                         ids=["columns", "middle-axis", "x-is-the-column"])
+def test_a_reduction_over_leading_axes_loops_over_blocks_of_columns(shape, axes):
+    """A bias gradient (a column sum with its producers, as GELU's backward) reads rows with a
+    stride when x is the column; the loops run over blocks of columns with one accumulator a
+    column instead, and the row outputs no reduction feeds are stored by that same loop (tanh is
+    computed once). sum, max (with a NaN, which max propagates) and argmax agree with numpy."""
+    rng = np.random.default_rng(7)
+    a = rng.normal(size=shape).astype(np.float32)
+    a[(1,) * len(shape)] = np.nan
+    x = tg.tensor(a)
+
+    def f(x):
+        y = tg.nn.functional.gelu(x, approximate="tanh")
+        return y * 2.0, y.sum(axes), (x * 3.0).amax(axes), (x * 3.0).argmax(axes[0])
+    step = tg.compile(f, backend="cpu")
+    got, want = step(x), tg.compile(f, backend="numpy")(x)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-5, atol=1e-5)
+    source = step.ir("kernels")
+    assert re.search(r"for rindex in range\(\d+\):\n\s+for xi in range\(\d+\):", source), source
+    gelu = next(k for k in source.split("@numba.njit") if "tanh32(tmp" in k and "acc" in k)
+    assert gelu.count("tanh32(tmp") == 1, gelu
