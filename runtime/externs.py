@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from ..ir.types import DTYPES
-from . import devices, numpy_kernels
+from . import devices, measured, numpy_kernels
 from .comm import SingleProcess
 from .devices import TypedArray, map_array as _map
 from .triton_host import launch
@@ -224,7 +224,8 @@ class Externs:
     # -- matmul on CUDA: cuBLAS or the Triton template, by measuring -------------------------------
     def _cuda_matmul(self, a, b):
         """cuBLAS (gemmEx: bf16 too) or the Triton template, whichever measured faster for the shape
-        and layout (each choice timed once per process, on the step's own operands)."""
+        and layout (each choice timed once per GPU, on the step's own operands, and kept on disk:
+        `measured`)."""
         from . import cublas
         from .templates import matmul as mm
         if a.ndim > 3 and a.shape[:-2] == b.shape[:-2]:
@@ -238,8 +239,14 @@ class Externs:
         if choice is None:
             if not cublas.supports(a, b):
                 choice = "cupy"
+            elif FORCE_MATMUL:
+                choice = FORCE_MATMUL
             else:
-                choice = FORCE_MATMUL or _measure(lambda: cublas.gemm(a, b), lambda: mm.matmul(a, b))
+                dev = a.device.id
+                choice = measured.recall("matmul", key, dev)
+                if choice not in ("cublas", "template"):
+                    choice = _measure(lambda: cublas.gemm(a, b), lambda: mm.matmul(a, b))
+                    measured.remember("matmul", key, dev, choice)
             MATMUL_CHOICE[key] = self.matmul_choice[key] = choice
         if choice == "template":
             return mm.matmul(a, b)

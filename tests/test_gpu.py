@@ -290,3 +290,22 @@ print(np.isfinite(step(x).item()), "torch" in sys.modules)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split()[-2:] == ["True", "False"], out.stdout
+
+
+def test_a_second_process_takes_the_matmul_choices_from_disk(tmp_path, monkeypatch):
+    """The first compiled step times cuBLAS against the template per shape and keeps the winners;
+    a later process (here: the same, with its memory cleared) times nothing."""
+    from tracegrad.runtime import externs, measured
+    monkeypatch.setenv("TRACEGRAD_CACHE_DIR", str(tmp_path))
+    measured.forget()
+    monkeypatch.setattr(externs, "MATMUL_CHOICE", {})
+    a = tg.randn(256, 192).to("cuda")
+    b = tg.randn(192, 320).to("cuda")
+    want = tg.compile(lambda a, b: (a @ b).relu())(a, b).numpy()
+    assert (tmp_path / "measured.json").exists()
+    measured.forget()
+    monkeypatch.setattr(externs, "MATMUL_CHOICE", {})
+    monkeypatch.setattr(externs, "_measure", lambda *f: (_ for _ in ()).throw(AssertionError("timed again")))
+    got = tg.compile(lambda a, b: (a @ b).relu() + 0.0)(a, b).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    measured.forget()
