@@ -12,7 +12,7 @@ import time
 import numba
 import numpy as np
 
-from tracegrad.codegen.cpu_codegen import TANH32
+from tracegrad.codegen.cpu_scalars import TANH32
 
 _ns = {"np": np, "numba": numba}
 exec(TANH32, _ns)

@@ -17,7 +17,8 @@ LLVM may reassociate sums and contract multiply-adds into FMAs (`fastmath` reass
 not the flags that assume no NaN or infinity): sums over a row vectorize, and results move by
 rounding only (a fused GELU backward with its bias gradient: 2.2 ms -> 1.5 ms on [1024, 512]).
 Groups this writer does not take (half precision, random numbers) raise `Unsupported` and run
-as numpy lines instead.
+as numpy lines instead. Each op's scalar expression comes from `cpu_scalars`; `cpu_loops` then
+reorders a written nest where its indices would keep it scalar.
 """
 from __future__ import annotations
 
@@ -31,30 +32,13 @@ from ..ir.ops.registry import ELEMENTWISE, get
 from ..ir.passes.fusion_index import Sym, depends_on, linearize
 from ..ir.passes.fusion_plan import (RANDOM, REDUCTIONS, VIEWS, KernelPlan, index_tags, is_reduction,
                                      make_plan, node_reads, rng_state_out)
-from ..ir.types import DType, bool_, float16, bfloat16, float64, int64
+from ..ir.types import bool_, float16, bfloat16, float64, int64
+from .cpu_loops import interchange, tile_inner
+from .cpu_scalars import LOWER, TANH32, literal, nb_type
 from .kernel_values import H
 
 ROW_BUFFER_MAX = 1 << 16     # row values kept for later loops in a buffer of at most this many elements
 _REFS = re.compile(r"\b(?:tmp|acc)\d+(?:_i)?\b")
-
-
-# NOTE: libm's tanhf is a call per element that keeps the loop scalar; this rational fit (Eigen's and
-# XLA's fp32 tanh, within 2 ulp) is plain arithmetic: the demo's GELU kernel 3.7x faster than with tanhf
-TANH32 = """@numba.njit(inline="always")
-def tanh32(x):
-    x = min(max(x, np.float32(-7.9053111)), np.float32(7.9053111))
-    x2 = x * x
-    p = x2 * np.float32(-2.76076847742355e-16) + np.float32(2.00018790482477e-13)
-    p = x2 * p + np.float32(-8.60467152213735e-11)
-    p = x2 * p + np.float32(5.12229709037114e-08)
-    p = x2 * p + np.float32(1.48572235717979e-05)
-    p = x2 * p + np.float32(6.37261928875436e-04)
-    p = x2 * p + np.float32(4.89352455891786e-03)
-    q = x2 * np.float32(1.19825839466702e-06) + np.float32(1.18534705686654e-04)
-    q = x2 * q + np.float32(2.26843463243900e-03)
-    q = x2 * q + np.float32(4.89352518554385e-03)
-    return x * p / q
-"""
 
 
 class Unsupported(Exception):
@@ -68,73 +52,6 @@ class CpuKernelSource:
     args: list[Value]        # its inputs, then its outputs
     xnumel: int               # the loop `for xindex in range(x0, x1)` covers [0, xnumel)
     rnumel: int               # work per xindex
-
-
-def nb_type(d: DType) -> str:
-    return "np.bool_" if d == bool_ else f"np.{d.name}"
-
-
-def literal(value, d: DType) -> str:
-    if d == bool_:
-        return "True" if value else "False"
-    if d.is_floating:
-        v = float(value)
-        text = repr(v) if math.isfinite(v) else ("np.nan" if math.isnan(v) else ("np.inf" if v > 0 else "-np.inf"))
-        return f"np.{d.name}({text})"
-    return f"np.{d.name}({int(value)})"
-
-
-def _sign(a, ins, out):
-    one, zero = literal(1, out), literal(0, out)
-    return f"({one} if {a[0]} > 0 else (-{one} if {a[0]} < 0 else {a[0]} * {zero}))"
-
-
-def _div(a, ins, out):
-    return f"{a[0]} // {a[1]}" if ins[0].is_integer else f"{a[0]} / {a[1]}"
-
-
-def _minmax(cmp):
-    # NOTE: NaN wins either way, as np.maximum / np.minimum
-    return lambda a, ins, out: f"({a[0]} if ({a[0]} {cmp} {a[1]} or {a[0]} != {a[0]}) else {a[1]})"
-
-
-def _pow(a, ins, out, exponent=None):
-    if exponent == 2:
-        return f"{a[0]} * {a[0]}"
-    if exponent == 1:
-        return a[0]
-    if exponent == 0.5:
-        return f"np.sqrt({a[0]})"
-    return f"{a[0]} ** {a[1]}"
-
-
-def _cast(a, ins, out):
-    if out == bool_:
-        return f"({a[0]} != 0)"
-    return f"{nb_type(out)}({a[0]})"
-
-
-LOWER = {
-    "neg": lambda a, i, o: f"-{a[0]}", "abs": lambda a, i, o: f"abs({a[0]})",
-    **{op: (lambda fn: lambda a, i, o: f"{fn}({a[0]})")(f"np.{op}") for op in ("exp", "log", "sqrt",
-                                                                            "sin", "cos", "floor")},
-    "tanh": lambda a, i, o: f"tanh32({a[0]})" if o.name == "float32" else f"np.tanh({a[0]})",
-    "erf": lambda a, i, o: f"math.erf({a[0]})",
-    "sigmoid": lambda a, i, o: f"{literal(1, o)} / ({literal(1, o)} + np.exp(-{a[0]}))",
-    "rsqrt": lambda a, i, o: f"{literal(1, o)} / np.sqrt({a[0]})",
-    "reciprocal": lambda a, i, o: f"{literal(1, o)} / {a[0]}", "sign": _sign,
-    "logical_not": lambda a, i, o: f"(not {a[0]})", "isnan": lambda a, i, o: f"({a[0]} != {a[0]})",
-    "add": lambda a, i, o: f"{a[0]} + {a[1]}", "sub": lambda a, i, o: f"{a[0]} - {a[1]}",
-    "mul": lambda a, i, o: f"{a[0]} * {a[1]}", "div": _div, "pow": _pow,
-    "maximum": _minmax(">"), "minimum": _minmax("<"),
-    "mod": lambda a, i, o: f"{a[0]} % {a[1]}",
-    "eq": lambda a, i, o: f"({a[0]} == {a[1]})", "ne": lambda a, i, o: f"({a[0]} != {a[1]})",
-    "lt": lambda a, i, o: f"({a[0]} < {a[1]})", "le": lambda a, i, o: f"({a[0]} <= {a[1]})",
-    "gt": lambda a, i, o: f"({a[0]} > {a[1]})", "ge": lambda a, i, o: f"({a[0]} >= {a[1]})",
-    "logical_and": lambda a, i, o: f"({a[0]} and {a[1]})", "logical_or": lambda a, i, o: f"({a[0]} or {a[1]})",
-    "where": lambda a, i, o: f"({a[1]} if {a[0]} else {a[2]})",
-    "cast": _cast,
-}
 
 
 def check_supported(body: Graph) -> None:
@@ -379,91 +296,6 @@ def _offset(idx, v: Value) -> str:
     from vectorizing the loop; a fused bias + GELU on [1024, 512] took 0.76 ms so, 0.10 ms unsigned."""
     off = linearize(idx, v.shape).code()
     return off if off.isdigit() else f"np.uint64({off})"
-
-
-_INNER = re.compile(r"\(xindex % (\d+)\)")
-_OUTER = re.compile(r"\(xindex // (\d+)\)")
-
-
-def tile_inner(lines: list[str], xnumel: int):
-    """(D, lines) for a pointwise loop that reads at `xindex % D` (a broadcast along the last D
-    elements, as a bias) or `xindex // D` (a value per row, as softmax's max): the loop runs over
-    rows xo and columns xi, with `xi` for `xindex % D` and `xo` for `xindex // D`. The modulo per
-    element kept numba's loop scalar: a fused bias + GELU took 4.9 ms on [1024, 512] with it, 1.6
-    ms without; and what depends on the row alone is computed once a row. None when there is no
-    such D."""
-    found = [int(d) for line in lines for d in _INNER.findall(line) + _OUTER.findall(line)]
-    ds = [d for d in found if 1 < d < xnumel and xnumel % d == 0]
-    if not ds:
-        return None
-    d = max(set(ds), key=ds.count)
-    return d, [line.replace(f"(xindex % {d})", "xi").replace(f"(xindex // {d})", "xo") for line in lines]
-
-
-_ROW_STEP = re.compile(r"\b(\d+) \* rindex\b")
-_ACC_INIT = re.compile(r"^(acc\d+(?:_i)?) = np\.(\w+)\(")
-
-
-def interchange(lines: list[str], level: int, xnumel: int):
-    """(D, accumulators, lines) for a reduction over a leading axis, or None. When the loads step
-    D elements a row (`D * rindex`) and x walks D contiguous columns (`xindex % D`), a loop over x
-    with `for rindex` inside reads with a stride of D and stays scalar: a fused GELU backward with
-    its bias gradient, [16, 64, 512] summed over 64, took 10 ms so. Here each `for rindex` runs
-    over a block of D columns instead (`for xo`, then `for rindex`, then `for xi` over contiguous
-    memory), with one accumulator per column (`accN[xi]`, arrays of D made before the loop). The
-    values of x computed between the loops are pure, so each inner loop recomputes those it
-    follows rather than keeping arrays of them; stores between loops get a `for xi` of their own."""
-    found = set(int(d) for line in lines for d in _INNER.findall(line))
-    steps = set(int(d) for line in lines for d in _ROW_STEP.findall(line))
-    ds = [d for d in found & steps if 8 <= d < xnumel and xnumel % d == 0]
-    if len(ds) == 1:
-        d = ds[0]
-    elif not found and xnumel in steps and not any("xindex //" in line for line in lines):
-        # x is the column itself ([rows, C] summed over rows): blocks of columns, two or more
-        d = next((b for b in (256, 128, 64, 32, 16, 8) if xnumel % b == 0 and xnumel // b >= 2), None)
-        if d is None:
-            return None
-    else:
-        return None
-    ind = "    " * (level + 1)
-    accs, segments, i = [], [], 0
-    while i < len(lines):
-        line = lines[i][len(ind):]
-        i += 1
-        if line.startswith("for rindex"):
-            body = []
-            while i < len(lines) and lines[i].startswith(ind + "    "):
-                body.append(lines[i][len(ind) + 4:])
-                i += 1
-            segments.append((line, body))
-            continue
-        m = _ACC_INIT.match(line)
-        if m:
-            accs.append((m.group(1), m.group(2)))
-        elif not re.match(r"^(tmp\d+ = |\w+\[)", line):
-            return None           # NOTE: only assignments and stores are moved between loops
-        segments.append((None, [line]))
-    names = re.compile(r"\b(" + "|".join(a for a, _ in accs) + r")\b") if accs else None
-    at_xi = (lambda t: names.sub(r"\1[xi]", t)) if names else (lambda t: t)
-    pure = lambda t: t.startswith("tmp")        # noqa: E731
-    out, done = [], []          # done: the x values assigned so far, recomputed where read
-    p1, p2, p3 = (ind + "    " * k for k in range(3))
-
-    def columns(prefix: str, body: list[str]) -> None:
-        out.append(f"{prefix}for xi in range({d}):")
-        out.append(f"{prefix}    xindex = xo * {d} + xi")
-        out.extend(prefix + "    " + at_xi(t) for t in done + body)
-    for head, body in segments:
-        if head is None:
-            if pure(body[0]):
-                done.append(body[0])
-            else:
-                columns(p1, body)
-        else:
-            out.append(p1 + head)
-            columns(p2, body)
-    out = [t.replace(f"(xindex % {d})", "xi").replace(f"(xindex // {d})", "xo") for t in out]
-    return d, accs, out
 
 
 def write_kernel(name: str, body: Graph, kind: str) -> list[CpuKernelSource]:
