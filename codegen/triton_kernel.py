@@ -219,10 +219,12 @@ class KernelWriter:
             expr = f"tl.sum({a}, 1)[:, None]"
         elif n.op == "max":
             expr = f"nan_max({a}, 1)[:, None]" if acc_t.is_floating else f"tl.max({a}, 1)[:, None]"
-        else:   # argmax: the first index holding the row's maximum
-            m = self.assign(f"tl.max({a}, 1)[:, None]", False, n)
+        else:   # argmax: the first index holding the row's maximum, or its first NaN (numpy's argmax)
+            fl = acc_t.is_floating
+            m = self.assign(f"{'nan_max' if fl else 'tl.max'}({a}, 1)[:, None]", False, n)
             where = accs[1] if looped else "rindex"
-            keep = f"({a} == {m})" + ("" if looped else " & rmask")
+            keep = (f"(({a} == {m}) | (({a} != {a}) & ({m} != {m})))" if fl else f"({a} == {m})") + \
+                ("" if looped else " & rmask")
             expr = f"tl.min(tl.where({keep}, {where}, 2147483647), 1)[:, None].to(tl.int64)"
         if n.op != "argmax" and out != acc_t:
             expr = f"({expr}).to({tl_dtype(out)})"
@@ -245,8 +247,9 @@ class KernelWriter:
         elif n.op == "max":
             nan = ", propagate_nan=tl.PropagateNan.ALL" if acc_t.is_floating else ""
             self.loop.line(f"{a} = tl.maximum({a}, {v}{nan})")
-        else:
-            self.loop.line(f"take = {v} > {a}")
+        else:   # NOTE: a lane keeps its first NaN, as it keeps its first maximum
+            self.loop.line(f"take = ({v} > {a}) | (({v} != {v}) & ({a} == {a}))" if acc_t.is_floating
+                           else f"take = {v} > {a}")
             self.loop.line(f"{a} = tl.where(take, {v}, {a})")
             self.loop.line(f"{accs[1]} = tl.where(take, rindex + tl.zeros([XBLOCK, RBLOCK], tl.int32), {accs[1]})")
 

@@ -143,3 +143,44 @@ def test_each_layers_bias_gradient_fuses_with_its_own_producer():
     names = [n.attrs["name"] for n in fused.nodes if n.op == "kernel"]
     assert len(names) == 4, names           # per layer: producer + first stage, then the second stage
     assert_agree(g, _inputs(g, np.random.default_rng(3)), rtol=1e-2, atol=5e-2)
+
+
+@pytest.mark.parametrize("op", ["argmax", "max", "sum"])
+def test_few_long_rows_split_into_parts_and_an_argmax_keeps_the_first_maximum(op, monkeypatch):
+    """A sampler's argmax over [256, 151936] logits ran one program a row; cut into parts, the rows
+    spread over the GPU. The argmax of the parts' maxima finds the part with the row's first
+    maximum and its place there: ties across parts, NaN (numpy's argmax takes the first) and
+    rows of -inf give numpy's answers. A fused producer stays in the first stage."""
+    monkeypatch.setitem(fusion_emit.ROW_SPLIT, "rnumel", 256)
+    monkeypatch.setitem(fusion_emit.ROW_SPLIT, "parts", (4,))        # parts of 256: 100 and 700 in two
+    b = GraphBuilder("rows")
+    x = b.input("x", TensorType((6, 1024), float32))
+    s = b.input("s", TensorType((6, 1), float32))
+    h = b.div(x, s)
+    out = b.argmax(h, axis=1) if op == "argmax" else getattr(b, op)(h, axes=(1,))
+    g = b.finish([out])
+    kernels = [n for n in fuse(g).nodes if n.op == "kernel"]
+    assert len(kernels) == 2, [n.attrs["name"] for n in kernels]
+    assert "div" in {n.op for n in kernels[0].attrs["body"].nodes}
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(6, 1024)).astype(np.float32)
+    a[1, [100, 700]] = 9.0                     # a tie across two parts: the first wins
+    a[2, 900], a[2, 300] = np.nan, np.nan      # NaN: the first one
+    a[3] = -np.inf
+    a[4, 1023] = 50.0                          # the last place of the last part
+    assert_agree(g, [a, np.full((6, 1), 0.5, np.float32)], rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("layout", ["persistent", "looped"])
+def test_argmax_takes_the_first_nan_as_numpy_does(layout, monkeypatch):
+    if layout == "looped":
+        monkeypatch.setitem(triton_codegen.CONFIG, "persistent_max", 2)
+        monkeypatch.setitem(triton_codegen.CONFIG, "loop_rblock", {"interpret": 4, "cuda": None})
+    b = GraphBuilder("argmax")
+    x = b.input("x", TensorType((4, 37), float32))
+    g = b.finish([b.argmax(b.mul(x, 2.0), axis=1)])
+    a = np.random.default_rng(2).normal(size=(4, 37)).astype(np.float32)
+    a[0, [5, 30]] = np.nan
+    a[1, 36] = np.nan
+    a[2, [3, 9]] = 7.0
+    assert_agree(g, [a])

@@ -21,6 +21,9 @@ SPLIT_AT = 1 << 16     # full reductions longer than this run in two stages
 # when they have this many rows or more and too few columns to keep the GPU busy on their own.
 COLUMN_SPLIT = {"rows": 512, "columns": 1 << 16, "on": True}
 COLUMN_CHUNKS = (64, 128, 32, 256, 16, 8)   # rows one first-stage lane sums, by preference
+# Long rows, few of them (a sampler's argmax over [256, 151936] logits): each row in this many
+# parts first, so the GPU runs rows x parts programs instead of one a row.
+ROW_SPLIT = {"rows": 1024, "rnumel": 1 << 15, "parts": (128, 64, 32, 256, 16)}
 
 
 def split_reductions(graph: Graph, columns: bool = True) -> Graph:
@@ -30,9 +33,12 @@ def split_reductions(graph: Graph, columns: bool = True) -> Graph:
     - sum/max of a long vector to one value: rows of a block, then the rows;
     - a column reduction (see `column_split`): chunks of rows, then the chunks' partial results.
       Its first stage reads the input once along the contiguous axis; half inputs sum in fp32
-      between the stages and round once at the end, like the one-stage reduction. `columns=False`
-      leaves these alone (CPU loops: threads split the columns, and a loop over a block of
-      columns reads rows contiguously without a second stage)."""
+      between the stages and round once at the end, like the one-stage reduction;
+    - a few long rows reduced along their last axis (see `row_split`): parts of each row, then
+      the parts; an argmax keeps each part's maximum and its place, and the winner's place is
+      read back at the part that holds the row's first maximum.
+    `columns=False` leaves the last two alone (CPU loops: threads split the rows or columns, and
+    a loop over a block of columns reads rows contiguously without a second stage)."""
     from ..builder import GraphBuilder
     b = GraphBuilder.continuing(graph, phase="forward")
     changed = False
@@ -41,7 +47,8 @@ def split_reductions(graph: Graph, columns: bool = True) -> Graph:
         total = rnumel_of(n) if rows == 1 else 0
         split = next((s for s in (1024, 512, 256, 128) if total >= SPLIT_AT and total % s == 0), None)
         col = column_split(n) if rows > 1 and columns else None
-        if split is None and col is None:
+        parts = row_split(n) if columns and split is None and col is None else None
+        if split is None and col is None and parts is None:
             b.add_node(n)
             continue
         changed = True
@@ -51,8 +58,10 @@ def split_reductions(graph: Graph, columns: bool = True) -> Graph:
                 flat = b.reshape_to(n.inputs[0], (split, total // split))
                 part = b.emit(n.op, [flat], dict(axes=(1,), keepdim=False))[0]
                 whole = b.emit(n.op, [part], dict(axes=(0,), keepdim=False))[0]
-            else:
+            elif col is not None:
                 whole = _two_stage_columns(b, n, *col)
+            else:
+                whole = _two_stage_rows(b, n, parts)
             out = b.reshape_to(whole, n.out.shape)
         _rename_last(b, out, n)
     return b.finish(graph.outputs, meta=graph.meta) if changed else graph
@@ -94,6 +103,38 @@ def column_split(n: Node):
     axis = max((k for k, r in enumerate(red) if r), key=lambda k: sizes[k])
     chunk = next((c for c in COLUMN_CHUNKS if sizes[axis] % c == 0 and sizes[axis] // c >= 2), None)
     return None if chunk is None else (sizes, red, axis, chunk)
+
+
+def row_split(n: Node):
+    """The number of parts to cut each row of a sum/max/argmax over the last axis into, when
+    the rows are few and long; else None."""
+    if n.op not in ("sum", "max", "argmax"):
+        return None
+    x = n.inputs[0].type
+    if x.ndim < 2 or reduce_axes(n) != (x.ndim - 1,) or not x.dtype.is_floating:
+        return None
+    r = x.shape[-1]
+    if x.numel // r > ROW_SPLIT["rows"] or r < ROW_SPLIT["rnumel"]:
+        return None
+    return next((p for p in ROW_SPLIT["parts"] if r % p == 0 and r // p >= 256), None)
+
+
+def _two_stage_rows(b, n: Node, parts: int):
+    x = n.inputs[0]
+    lead, r = b.shape(x)[:-1], b.shape(x)[-1]
+    cut = b.reshape_to(x, lead + (parts, r // parts))
+    last = len(lead) + 1
+    if n.op != "argmax":
+        if n.op == "sum" and b.dtype(x).itemsize < 4:
+            cut = b.cast_to(cut, float32)
+        part = b.emit(n.op, [cut], dict(axes=(last,), keepdim=False))[0]
+        whole = b.emit(n.op, [part], dict(axes=(last - 1,), keepdim=False))[0]
+        return b.cast_to(whole, n.out.type.dtype)
+    best = b.emit("max", [cut], dict(axes=(last,), keepdim=False))[0]             # [..., parts]
+    where = b.emit("argmax", [cut], dict(axis=last, keepdim=False))[0]            # its place in the part
+    winner = b.emit("argmax", [best], dict(axis=last - 1, keepdim=True))[0]       # the first part holding the max
+    inside = b.emit("gather", [where, winner], dict(axis=last - 1))[0]
+    return b.add(b.mul(winner, r // parts), inside)
 
 
 def _two_stage_columns(b, n: Node, sizes, red, axis, chunk):
