@@ -184,3 +184,17 @@ def test_argmax_takes_the_first_nan_as_numpy_does(layout, monkeypatch):
     a[1, 36] = np.nan
     a[2, [3, 9]] = 7.0
     assert_agree(g, [a])
+
+
+@pytest.mark.parametrize("rows", [1, 256])
+def test_a_split_argmax_over_a_large_vocabulary_compiles_for_sm90(rows):
+    """The second stage reads the winning part's place with a gather whose index is a reduction
+    result ([XBLOCK, 1], also when one row makes x a constant): its index check must compile."""
+    pytest.importorskip("triton.backends.nvidia")
+    from test_triton_codegen import compile_for_sm90
+    b = GraphBuilder("sampler")
+    x = b.input("x", TensorType((rows, 151936), float32))
+    s = b.input("s", TensorType((rows, 1), float32))
+    fused = fuse(b.finish([b.argmax(b.div(x, s), axis=1)]))
+    assert sum(n.op == "kernel" for n in fused.nodes) == 2
+    assert compile_for_sm90(fused) == 2
