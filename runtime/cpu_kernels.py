@@ -122,8 +122,15 @@ class Call:
         outs = [np.empty(shape, dtype) for shape, dtype in self.outs]
         flat_in = [flat(x) for x in ins]
         flat_out = [o.reshape(-1) for o in outs]
-        for kernel, i, o in self.parts:
-            kernel.run([flat_in[j] for j in i] + [flat_out[j] for j in o])
+        try:
+            for kernel, i, o in self.parts:
+                kernel.run([flat_in[j] for j in i] + [flat_out[j] for j in o])
+        except IndexError:
+            # NOTE: a loop stops at a bad index with the op's name only; the numpy ops check the
+            # same indices and say which value and which of the user's lines
+            if self.reference is not None:
+                self.numpy(*ins)
+            raise
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     def numpy(self, *ins):

@@ -273,3 +273,20 @@ def test_a_reduction_over_leading_axes_loops_over_blocks_of_columns(shape, axes)
     assert re.search(r"for rindex in range\(\d+\):\n\s+for xi in range\(\d+\):", source), source
     gelu = next(k for k in source.split("@numba.njit") if "tanh32(tmp" in k and "acc" in k)
     assert gelu.count("tanh32(tmp") == 1, gelu
+
+
+@pytest.mark.parametrize("bad", [12, -1])
+def test_a_bad_index_in_a_loop_is_an_index_error_at_the_users_line(bad):
+    """Offsets are unsigned, so a gathered index is checked in the loop before it is used; the
+    error names the value and the user's line, as the numpy backend's does."""
+    emb = tg.nn.Embedding(10, 4)
+
+    def f(i):
+        return (emb(i) * 2.0).sum(-1)
+    step = tg.compile(f, backend="cpu")
+    ok = np.array([[1, 2, 3]])
+    np.testing.assert_allclose(step(tg.tensor(ok)).numpy(), tg.compile(f, backend="numpy")(tg.tensor(ok)).numpy(),
+                               rtol=1e-6)
+    assert "raise IndexError" in step.ir("kernels")
+    with pytest.raises(IndexError, match=rf"index {bad} is out of range \[0, 10\)(.|\n)*test_cpu_backend.py"):
+        step(tg.tensor(np.array([[1, bad, 3]])))
