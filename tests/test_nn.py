@@ -306,3 +306,34 @@ def test_compiled_step_follows_train_eval_switch():
     f(tg.ones(64))
     d.eval()
     np.testing.assert_array_equal(f(tg.ones(64)).numpy(), np.ones(64, np.float32))
+
+
+@pytest.mark.parametrize("window", [dict(kernel_size=2), dict(kernel_size=3, stride=1, padding=1)],
+                         ids=["tiles", "overlapping-padded"])
+@pytest.mark.parametrize("backend", ["eager", "numpy", "cpu"])
+def test_max_pool_routes_a_tied_windows_gradient_to_its_first_maximum_as_pytorch(backend, window):
+    """Windows with equal values (a constant image region after a convolution) give their whole
+    gradient to the first maximum, as PyTorch's max_pool2d does; a NaN in a window propagates."""
+    x = np.array([[3, 3, 1, 5], [3, 2, 5, 5], [0, 0, 7, 1], [0, 0, 2, 7]], np.float32).reshape(1, 1, 4, 4)
+    x = np.concatenate([x, x * -1.0], axis=1)
+    x[0, 1, 3, 3] = np.nan
+    w = np.arange(8, dtype=np.float32).reshape(1, 2, 2, 2) + 1.0
+
+    def f(x):
+        y = F.max_pool2d(x, **window)
+        return y, (y.nan_to_num() * tg.tensor(np.resize(w, y.shape))).sum()
+    fn = f if backend == "eager" else tg.compile(f, backend=backend)
+    xt = tg.tensor(x, requires_grad=True)
+    if backend == "eager":
+        y, loss = fn(xt)
+        loss.backward()
+        grad = xt.grad.numpy()
+    else:
+        grad_fn = tg.compile(lambda x: tg.autograd.grad(f(x)[1], [x])[0], backend=backend)
+        y, _ = fn(xt)
+        grad = grad_fn(xt).numpy()
+    xr = torch.tensor(x, requires_grad=True)
+    yr = torch.nn.functional.max_pool2d(xr, **window)
+    (yr.nan_to_num() * torch.tensor(np.resize(w, yr.shape))).sum().backward()
+    np.testing.assert_array_equal(y.detach().numpy(), yr.detach().numpy())
+    np.testing.assert_array_equal(grad, xr.grad.numpy())

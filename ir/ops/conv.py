@@ -34,8 +34,8 @@ def _conv_infer(ts, stride, padding, dilation):
 defop("conv2d", "composite", _conv_infer, None, ATTRS)
 
 
-def _taps(b, x, kernel, stride, padding, dilation, fill):
-    """[N, C, kh*kw, Ho, Wo]: the input under each kernel tap."""
+def _tap_list(b, x, kernel, stride, padding, dilation, fill):
+    """([the input under each kernel tap, [N, C, Ho, Wo]], (Ho, Wo))."""
     n, c, h, w = b.shape(x)
     if any(padding):
         x = b.pad(x, pads=((0, 0), (0, 0), (padding[0], padding[0]), (padding[1], padding[1])), value=fill)
@@ -46,7 +46,15 @@ def _taps(b, x, kernel, stride, padding, dilation, fill):
             r0, c0 = i * dilation[0], j * dilation[1]
             t = b.slice(x, starts=(0, 0, r0, c0), stops=(n, c, r0 + stride[0] * (ho - 1) + 1, c0 + stride[1] * (wo - 1) + 1),
                         steps=(1, 1, stride[0], stride[1]))
-            taps.append(b.reshape_to(t, (n, c, 1, ho, wo)))
+            taps.append(b.reshape_to(t, (n, c, ho, wo)))
+    return taps, (ho, wo)
+
+
+def _taps(b, x, kernel, stride, padding, dilation, fill):
+    """[N, C, kh*kw, Ho, Wo]: the input under each kernel tap."""
+    taps, (ho, wo) = _tap_list(b, x, kernel, stride, padding, dilation, fill)
+    n, c = b.shape(x)[:2]
+    taps = [b.reshape_to(t, (n, c, 1, ho, wo)) for t in taps]
     return (b.concat(*taps, axis=2) if len(taps) > 1 else taps[0]), (ho, wo)
 
 
@@ -91,13 +99,26 @@ def _tiles(b, x, kernel, stride, padding):
     return b.reshape_to(x, (n, c, ho, kh, wo, kw))
 
 
+def _first_max(b, taps):
+    """The elementwise max of `taps` as a tree of selects: `where(a >= b or a is NaN, a, b)` keeps
+    the earlier tap on a tie (a NaN wins, as max's), so the backward routes each window's gradient
+    to its first maximum, as PyTorch's max_pool2d does, with one select per tap and no tie count."""
+    while len(taps) > 1:
+        pairs = [(taps[i], taps[i + 1]) for i in range(0, len(taps) - 1, 2)]
+        taps = [b.where(b.logical_or(b.ge(a, c), b.isnan(a)), a, c) for a, c in pairs] + \
+            (taps[-1:] if len(taps) % 2 else [])
+    return taps[0]
+
+
 @decomposition("max_pool2d")
 def _max_pool(b, x, kernel, stride, padding):
     tiles = _tiles(b, x, kernel, stride, padding)
     if tiles is not None:
-        return b.max(tiles, axes=(3, 5))
-    taps, _ = _taps(b, x, kernel, stride, padding, (1, 1), -math.inf)
-    return b.max(taps, axes=(2,))
+        n, c, ho, kh, wo, kw = b.shape(tiles)
+        taps = [b.reshape_to(b.slice(tiles, starts=(0, 0, 0, i, 0, j), stops=(n, c, ho, i + 1, wo, j + 1),
+                                     steps=(1,) * 6), (n, c, ho, wo)) for i in range(kh) for j in range(kw)]
+        return _first_max(b, taps)
+    return _first_max(b, _tap_list(b, x, kernel, stride, padding, (1, 1), -math.inf)[0])
 
 
 @decomposition("avg_pool2d")
