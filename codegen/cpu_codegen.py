@@ -230,7 +230,7 @@ class LoopWriter:
         if n.op == "sum":
             b.line(f"{acc} += {h.code}")
         elif n.op == "max":
-            b.line(f"if {h.code} > {acc} or {h.code} != {h.code}:")
+            b.line(f"if ({h.code} > {acc}) | ({h.code} != {h.code}):")
             b.line(f"    {acc} = {h.code}")
         else:   # argmax: the first maximum (or the first NaN), as numpy
             b.line(f"if ({h.code} > {acc} or ({h.code} != {h.code} and {acc} == {acc})) or rindex == 0:")

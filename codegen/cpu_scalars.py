@@ -50,7 +50,7 @@ def _div(a, ins, out):
 
 def _minmax(cmp):
     # NOTE: NaN wins either way, as np.maximum / np.minimum
-    return lambda a, ins, out: f"({a[0]} if ({a[0]} {cmp} {a[1]} or {a[0]} != {a[0]}) else {a[1]})"
+    return lambda a, ins, out: f"({a[0]} if (({a[0]} {cmp} {a[1]}) | ({a[0]} != {a[0]})) else {a[1]})"
 
 
 def _pow(a, ins, out, exponent=None):
@@ -86,7 +86,8 @@ LOWER = {
     "eq": lambda a, i, o: f"({a[0]} == {a[1]})", "ne": lambda a, i, o: f"({a[0]} != {a[1]})",
     "lt": lambda a, i, o: f"({a[0]} < {a[1]})", "le": lambda a, i, o: f"({a[0]} <= {a[1]})",
     "gt": lambda a, i, o: f"({a[0]} > {a[1]})", "ge": lambda a, i, o: f"({a[0]} >= {a[1]})",
-    "logical_and": lambda a, i, o: f"({a[0]} and {a[1]})", "logical_or": lambda a, i, o: f"({a[0]} or {a[1]})",
+    # NOTE: `&` and `|`, not `and` and `or`: Python's short-circuit is a branch that keeps a loop scalar
+    "logical_and": lambda a, i, o: f"({a[0]} & {a[1]})", "logical_or": lambda a, i, o: f"({a[0]} | {a[1]})",
     "where": lambda a, i, o: f"({a[1]} if {a[0]} else {a[2]})",
     "cast": _cast,
 }
