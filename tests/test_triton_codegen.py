@@ -384,3 +384,23 @@ print("ok")
     pytest.importorskip("torch")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_a_pooling_cnn_steps_kernels_compile_for_sm90():
+    """Max-pool as a tree of selects, its backward into the windows, conv taps and their pads: what
+    the interpreter runs must also compile for the GPU."""
+    pytest.importorskip("triton.backends.nvidia")
+    conv = tg.nn.Conv2d(1, 4, 3, padding=1)
+    opt = tg.optim.AdamW(conv.parameters(), lr=1e-3)
+
+    @tg.compile(backend="triton")
+    def step(x):
+        y = tg.nn.functional.max_pool2d(conv(x).relu(), 2)
+        loss = (y + tg.nn.functional.max_pool2d(y, 3, stride=1, padding=1)).sum()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        return loss
+    x = tg.tensor(np.random.default_rng(0).normal(size=(2, 1, 8, 8)).astype(np.float32))
+    step(x)
+    assert compile_for_sm90(step.graphs()["fused"]) >= 3
