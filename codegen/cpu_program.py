@@ -70,7 +70,7 @@ def generate(fused: Graph, comm=None, choose: bool | None = None) -> CpuProgram:
         return written[name] is not None
 
     host = decompose(fused, keep)
-    kernels, sources = {}, {}
+    kernels, sources, typed = {}, {}, []
     for n in host.nodes:
         if n.op != "kernel":
             continue
@@ -79,9 +79,11 @@ def generate(fused: Graph, comm=None, choose: bool | None = None) -> CpuProgram:
         pos_out = {v: j for j, v in enumerate(body.outputs)}
         for ks in written[n.attrs["name"]]:
             k = cpu_kernels.Kernel(ks.name, ks.source, ks.xnumel, ks.rnumel)
+            typed.append((k, [_np_dtype(v.type.dtype) for v in ks.args]))
             n_in = sum(v in pos_in for v in ks.args)
             parts.append((k, [pos_in[v] for v in ks.args[:n_in]], [pos_out[v] for v in ks.args[n_in:]]))
             sources[ks.name] = ks.source
         outs = [(tuple(v.shape), _np_dtype(v.type.dtype)) for v in n.outputs]
         kernels[n.attrs["name"]] = cpu_kernels.Call(parts, outs, numpy_generate(body) if choose else None)
+    cpu_kernels.compile_all(typed)
     return CpuProgram(numpy_generate(host, comm, kernels=kernels), kernels, sources)

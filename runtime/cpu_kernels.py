@@ -50,6 +50,21 @@ def load(name: str, source: str):
         return fn
 
 
+def compile_all(kernels) -> None:
+    """Compile `(Kernel, argument dtypes)` pairs now rather than at their first calls, with a
+    progress bar once it takes a while: a model's first run compiles each distinct kernel in
+    about a second (37 s for the demo GPT's step); later runs load them from disk at once."""
+    import numba
+    from tqdm import tqdm
+    todo = list({id(k.fn): (k, dts) for k, dts in kernels if not k.fn.signatures}.values())  # shared loops once
+    with tqdm(total=len(todo), desc="compiling CPU kernels (numba, cached on disk)", unit="kernel",
+              delay=2.0, leave=False) as bar:
+        for k, dts in todo:
+            arrays = [numba.types.Array(numba.from_dtype(np.dtype(d)), 1, "C") for d in dts]
+            k.fn.compile((numba.int64, numba.int64, *arrays))
+            bar.update()
+
+
 def flat(x) -> np.ndarray:
     """A kernel argument: the C-contiguous flat view (a copy only for strided views)."""
     return np.ascontiguousarray(x).reshape(-1)

@@ -290,3 +290,26 @@ def test_a_bad_index_in_a_loop_is_an_index_error_at_the_users_line(bad):
     assert "raise IndexError" in step.ir("kernels")
     with pytest.raises(IndexError, match=rf"index {bad} is out of range \[0, 10\)(.|\n)*test_cpu_backend.py"):
         step(tg.tensor(np.array([[1, bad, 3]])))
+
+
+def test_kernels_compile_when_the_program_is_built_for_the_types_they_are_called_with(monkeypatch):
+    """Every loop is compiled once, up front (with a progress bar when that takes a while), for
+    exactly the argument types the calls bring: no compile at the first call, and no second one."""
+    from tracegrad.runtime import cpu_kernels
+    ran = []
+    run = cpu_kernels.Kernel.run
+
+    def checked(self, arrays):
+        ran.append(self.fn)
+        assert len(self.fn.signatures) == 1, f"{self.name} was not compiled before its first call"
+        return run(self, arrays)
+    monkeypatch.setattr(cpu_kernels.Kernel, "run", checked)
+    x = tg.tensor(np.random.default_rng(8).normal(size=(16, 48)).astype(np.float32))
+    i = tg.tensor(np.arange(16) % 5)
+
+    def f(x, i):
+        return tg.nn.functional.cross_entropy(x.tanh() * 2.0, i), (x > 0).float().mean(0)
+    step = tg.compile(f, backend="cpu")
+    for _ in range(4):
+        step(x, i)
+    assert ran and all(len(fn.signatures) == 1 for fn in ran)
