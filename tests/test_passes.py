@@ -170,6 +170,17 @@ def test_the_backward_of_a_split_is_one_concat():
     assert "concat" in ops and "pad" not in ops, ops
 
 
+def _compiled_grad_equals_eager(f, arrays, backend="auto", rtol=1e-6, atol=0.0):
+    """f returns the first argument's gradient: the compiled step's equals the eager one. The
+    first array requires grad, the rest are plain tensors. Returns the step."""
+    x, *rest = [tg.tensor(a, requires_grad=(k == 0)) for k, a in enumerate(arrays)]
+    want = f(x, *rest).numpy()
+    x.grad = None
+    step = tg.compile(f, backend=backend)
+    np.testing.assert_allclose(step(x, *rest).numpy(), want, rtol=rtol, atol=atol)
+    return step
+
+
 def test_the_backward_of_a_2d_slice_pads_once():
     """A 2-d slice's backward (a convolution tap's) pads once per axis; the two pads become one."""
     xs = np.random.default_rng(1).standard_normal((6, 9)).astype(np.float32)
@@ -178,11 +189,7 @@ def test_the_backward_of_a_2d_slice_pads_once():
         (x[1:5, 2:8] ** 2).sum().backward()
         return x.grad
 
-    x = tg.tensor(xs, requires_grad=True)
-    want = f(x).numpy()
-    x.grad = None
-    step = tg.compile(f)
-    np.testing.assert_allclose(step(x).numpy(), want, rtol=1e-6)
+    step = _compiled_grad_equals_eager(f, [xs], rtol=1e-6)
     assert [n.op for n in step.graphs()["optimized"].nodes].count("pad") == 1
 
 
@@ -196,11 +203,7 @@ def test_a_convolutions_input_gradient_adds_its_taps_in_place():
         (tg.nn.functional.conv2d(x, w, padding=1) ** 2).sum().backward()
         return x.grad
 
-    x, w = tg.tensor(xs, requires_grad=True), tg.tensor(ws)
-    want = f(x, w).numpy()
-    x.grad = None
-    step = tg.compile(f, backend="numpy")
-    np.testing.assert_allclose(step(x, w).numpy(), want, rtol=1e-5, atol=1e-5)
+    step = _compiled_grad_equals_eager(f, [xs, ws], backend="numpy", rtol=1e-5, atol=1e-5)
     source = step.ir("kernels")
     assert source.count("] += ") >= 8 and source.count("pad(") <= 2, source
 
@@ -214,10 +217,6 @@ def test_adjacent_pads_that_also_pad_another_axis_become_one_concat():
         (x[:, 1:2, 0:1].exp() + x[:, 1:2, 1:2] ** 2).sum().backward()
         return x.grad
 
-    x = tg.tensor(xs, requires_grad=True)
-    want = f(x).numpy()
-    x.grad = None
-    step = tg.compile(f)
-    np.testing.assert_allclose(step(x).numpy(), want, rtol=1e-6)
+    step = _compiled_grad_equals_eager(f, [xs], rtol=1e-6)
     ops = [n.op for n in step.graphs()["optimized"].nodes]
     assert "concat" in ops and ops.count("pad") == 1, ops
