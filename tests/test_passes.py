@@ -220,3 +220,36 @@ def test_adjacent_pads_that_also_pad_another_axis_become_one_concat():
     step = _compiled_grad_equals_eager(f, [xs], rtol=1e-6)
     ops = [n.op for n in step.graphs()["optimized"].nodes]
     assert "concat" in ops and ops.count("pad") == 1, ops
+
+
+def test_a_linear_layers_weight_gradient_is_made_in_the_weights_layout():
+    """dW of y = x @ W^T comes out of autodiff as transpose(x^T @ dy); it is made as dy^T @ x, so
+    no permute reads a matmul's result (its readers would load it with a stride)."""
+    rng = np.random.default_rng(0)
+    lin = tg.nn.Linear(6, 4)
+
+    def f(x):
+        (lin(x).tanh() * 2).sum().backward()
+        return lin.weight.grad
+    x = tg.tensor(rng.standard_normal((5, 6)).astype(np.float32))
+    want = f(x).numpy()
+    lin.weight.grad = None
+    step = tg.compile(f)
+    # NOTE: the product's summation order changes with its operands' order: not bit for bit
+    np.testing.assert_allclose(step(x).numpy(), want, rtol=1e-5, atol=1e-6)
+    g = step.graphs()["optimized"]
+    made = {o for n in g.nodes if n.op == "matmul" for o in n.outputs}
+    assert not [n for n in g.nodes if n.op == "permute" and n.inputs[0] in made], format(g)
+
+
+def test_a_transposed_product_that_is_also_read_as_it_is_stays_one_product():
+    b = GraphBuilder("f")
+    x, w = b.input("x", TensorType((3, 4), float32)), b.input("w", TensorType((4, 5), float32))
+    m = b.matmul(x, w)
+    g = b.finish([b.permute(m, dims=(1, 0)), b.exp(m)])
+    s = simplify(g)
+    assert [n.op for n in s.nodes].count("matmul") == 1
+    rng = np.random.default_rng(1)
+    xs, ws = rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal((4, 5)).astype(np.float32)
+    for got, want in zip(generate(s)(xs, ws), generate(g)(xs, ws)):
+        np.testing.assert_allclose(got, want, rtol=1e-6)

@@ -6,6 +6,7 @@ replaces its output, a new node list to splice in, or None to leave it.
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Callable
 
 from ..graph import Graph, Node, Value
@@ -144,6 +145,33 @@ def _collapse(n, prod):
     return None
 
 
+def _swaps_last_two(n: Node) -> bool:
+    nd = len(n.out.shape)
+    return n.op == "permute" and nd >= 2 and tuple(n.attrs["dims"]) == tuple(range(nd - 2)) + (nd - 1, nd - 2)
+
+
+def _transposed_product(n, prod):
+    """transpose(a @ b) -> b^T @ a^T when nothing else reads the product, so the product is made in
+    the layout its readers want. A linear layer's weight gradient comes out of autodiff as the
+    transpose of x^T @ dy; made as dy^T @ x it is [out, in] at once, and the kernels after it
+    (its cast to fp32, the gradient norm) read it contiguously instead of with a stride."""
+    m = prod.get(n.inputs[0])
+    if m is None or m.op != "matmul" or prod.uses[m.out] != 1 or not _swaps_last_two(n):
+        return None
+    nodes, operands = [], []
+    for v, side in zip(reversed(m.inputs), "ba"):
+        p = prod.get(v)
+        if p is not None and _swaps_last_two(p):
+            operands.append(p.inputs[0])
+            continue
+        shape = v.shape[:-2] + (v.shape[-1], v.shape[-2])
+        t = Value(f"{n.out.name}_{side}T", v.type.with_(shape=shape))
+        nd = len(shape)
+        nodes.append(n.with_(inputs=(v,), outputs=(t,), attrs=dict(dims=tuple(range(nd - 2)) + (nd - 1, nd - 2))))
+        operands.append(t)
+    return nodes + [m.with_(inputs=tuple(operands), outputs=(n.out,))]
+
+
 def _add_of_pads(n, prod):
     """pad(x) + pad(y), zero-padded to adjacent ranges of one axis -> pad(concat(x, y)): the
     backward of a split (`q, k, v = qkv.split(C, -1)`) becomes one concat instead of pads and adds."""
@@ -182,7 +210,7 @@ RULES: dict[str, list[Callable]] = {
     "div": [_identity_operand],
     "reshape": [_movement_of_full, _noop_movement, _collapse],
     "expand": [_movement_of_full, _noop_movement],
-    "permute": [_movement_of_full, _noop_movement, _collapse],
+    "permute": [_movement_of_full, _noop_movement, _collapse, _transposed_product],
     "cast": [_movement_of_full, _noop_movement],
     "pad": [_noop_movement, _collapse],
     "neg": [_collapse],
@@ -190,10 +218,20 @@ RULES: dict[str, list[Callable]] = {
 }
 
 
+class Producers(dict):
+    """Each value's producer, as rewritten so far; `uses` counts the nodes and graph outputs that
+    read each value (a rule may remake a producer that only the node it rewrites reads)."""
+
+    def __init__(self, graph: Graph):
+        super().__init__()
+        self.uses = Counter(v for n in graph.nodes for v in n.inputs)
+        self.uses.update(graph.outputs)
+
+
 def rewrite(graph: Graph, rules: dict[str, list[Callable]] = RULES) -> Graph:
     """Apply `rules` once, front to back (a rule sees the already rewritten producers)."""
     env: dict[Value, Value] = {}
-    prod: dict[Value, Node] = {}
+    prod = Producers(graph)
     nodes = []
     for n in graph.nodes:
         n = _subst(n, env)
@@ -204,6 +242,7 @@ def rewrite(graph: Graph, rules: dict[str, list[Callable]] = RULES) -> Graph:
                 break
         if isinstance(result, Value):
             env[n.out] = result
+            prod.uses[result] += prod.uses[n.out]
             continue
         for m in (result or [n]):
             nodes.append(m)
