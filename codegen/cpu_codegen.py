@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from ..ir.graph import Graph, Node, Value
 from ..ir.ops.registry import ELEMENTWISE, get
 from ..ir.passes.fusion_index import Sym, depends_on, linearize
-from ..ir.passes.fusion_plan import (RANDOM, REDUCTIONS, VIEWS, KernelPlan, index_tags, is_reduction,
-                                     make_plan, node_reads, rng_state_out)
+from ..ir.passes.fusion_plan import (RANDOM, REDUCTIONS, VIEWS, KernelPlan, after_reduction, index_tags,
+                                     is_reduction, make_plan, node_reads, rng_state_out)
 from ..ir.types import bool_, float16, bfloat16, float64, int64
 from .cpu_loops import interchange, tile_inner
 from .cpu_scalars import LOWER, TANH32, literal, nb_type
@@ -244,19 +244,6 @@ class LoopWriter:
             return H(f"{acc}_i", int64)
         return H(self.assign(f"{nb_type(out)}({acc})", False), out)
 
-    def _after_reduction(self, v: Value) -> bool:
-        """Whether a reduction of this body feeds v."""
-        seen, todo = set(), [v]
-        while todo:
-            n = self.prod.get(todo.pop())
-            if n is None or id(n) in seen:
-                continue
-            seen.add(id(n))
-            if is_reduction(n):
-                return True
-            todo.extend(n.inputs)
-        return False
-
     def store(self, v: Value, idx, h: H) -> None:
         rdep = self.red and depends_on(idx, "r")
         self.buf(rdep).line(f"{self.args[v]}[{_offset(idx, v)}] = {h.code}")
@@ -268,7 +255,7 @@ class LoopWriter:
             # NOTE: a row output that no reduction feeds is stored by the first reduction's loop,
             # which computes the same values, rather than recomputed in a loop of its own
             self.early = [(v, idx) for v in outputs for idx, row in [self.plan.store_index(v)]
-                          if not row and not self._after_reduction(v)]
+                          if not row and not after_reduction(self.prod, v)]
             # NOTE: reductions first, in order, so a row buffer is written before it is read
             for n in self.body.nodes:
                 if is_reduction(n):

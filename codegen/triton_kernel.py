@@ -7,7 +7,8 @@ gets one `tmpN` per distinct index. Three shapes of kernel come out:
     pointwise    xindex = program_id * XBLOCK + arange(XBLOCK); one lane per output element
     reduction    lanes [XBLOCK, RBLOCK]: rows x row elements; persistent (the whole row in one
                  block) when it fits, else one loop over row blocks per reduction and a last one
-                 that writes the row-shaped outputs (recomputing cheap producers, never storing)
+                 that writes the row-shaped outputs (recomputing cheap producers, never storing);
+                 a row output that no reduction feeds is stored by the first loop instead
     foreach      independent pointwise parts, one `if pid < ...` branch each
 
 A column reduction (`plan.outer`: the innermost axis is kept, e.g. a bias gradient) has the same
@@ -25,8 +26,8 @@ import itertools
 from ..ir.graph import Graph, Node, Value
 from ..ir.ops.registry import ELEMENTWISE, get
 from ..ir.passes.fusion_index import Sym, depends_on, linearize
-from ..ir.passes.fusion_plan import (RANDOM, REDUCTIONS, VIEWS, KernelPlan, index_tags, is_reduction,
-                                     make_plan, node_reads, rng_state_out)
+from ..ir.passes.fusion_plan import (RANDOM, REDUCTIONS, VIEWS, KernelPlan, after_reduction, index_tags,
+                                     is_reduction, make_plan, node_reads, rng_state_out)
 from ..ir.types import DType, bool_, float32, int64
 from .index_sites import Sites, guard_index
 from .kernel_source import Buf, KernelSource, next_pow2
@@ -58,6 +59,7 @@ class KernelWriter(ReductionWriter):
         self.tmp = counter
         self.states: dict = {}
         self.access: dict[Value, tuple] = {}      # see KernelSource.access; one part here
+        self.early: list = []      # row outputs no reduction feeds: stored by the first reduction loop
 
     def note_access(self, v: Value, offset: str) -> None:
         self.access[v] = (0, self.access.get(v, (0, frozenset()))[1] | {offset})
@@ -260,12 +262,18 @@ class KernelWriter(ReductionWriter):
             self.store_all([(v, self.plan.store_index(v)[0]) for v in self.body.outputs])
             return self.outer
         later = []
+        looped = self.red and not self.persistent
+        if looped:
+            self.early = [(v, idx) for v in self.body.outputs for idx, row in [self.plan.store_index(v)]
+                          if not row and not rng_state_out(self.prod[v], v) and not after_reduction(self.prod, v)]
+        early = list(self.early)
         for v in self.body.outputs:
             if rng_state_out(self.prod[v], v):
                 continue
             idx, row = self.plan.store_index(v)
-            if self.red and not self.persistent and not row:
-                later.append((v, idx))
+            if looped and not row:
+                if (v, idx) not in early:
+                    later.append((v, idx))
                 continue
             self.store(v, idx, self.emit(v, idx))
         if later:    # NOTE: the body first: the reductions it needs emit their own loops before it
@@ -275,6 +283,7 @@ class KernelWriter(ReductionWriter):
             body, self.loop = self.loop, None
             self.open_loop(self.outer)
             self.outer.splice(body)
+        assert not self.early, "row outputs left for a reduction loop that never came"
         for v in self.body.outputs:
             if rng_state_out(self.prod[v], v):
                 self.store_state(v)

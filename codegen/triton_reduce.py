@@ -1,7 +1,8 @@
 """How a Triton kernel writer reduces a row: persistent (the whole row in one block) or looped over
 row blocks with accumulators, for sum, max (NaN-propagating, as numpy's) and argmax (the first
 maximum, or the first NaN). `ReductionWriter` is the part of `triton_kernel.KernelWriter` that
-writes these lines; it uses the writer's buffers (`outer`, `loop`), `emit`, `assign` and `loaded`.
+writes these lines; it uses the writer's buffers (`outer`, `loop`), `emit`, `assign`, `loaded`
+and `early` (row outputs the first loop stores).
 """
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ class ReductionWriter:
         self.loop, self.loop_memo = Buf(self.outer.level + 1), {}
         h = self.emit(x, sub, c)
         self.acc_update(n, h, accs, acc_t)
+        for v, idx in self.early:    # NOTE: the loop loads what they need already (loop_memo)
+            self.store(v, idx, self.emit(v, idx))
+        self.early = []
         loop = self.loop
         self.loop, self.loop_memo = saved
         self.outer.splice(head)

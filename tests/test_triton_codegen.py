@@ -129,6 +129,26 @@ def test_long_rows_loop_and_short_rows_stay_in_registers():
         np.testing.assert_array_equal(got[1], want[1])
 
 
+def test_a_looped_row_output_that_no_reduction_feeds_is_stored_by_the_first_loop():
+    """y = x^2 + cast and sum(y * y) over rows too long for registers: one pass over x, not a second
+    loop that loads it again (also with a second reduction after the first)."""
+    def graph(second: bool):
+        b = GraphBuilder("norm")
+        x = b.input("x", TensorType((4, 20000), float32))
+        y = b.add(b.mul(x, x), 1.0)
+        s = b.sum(b.mul(y, y), axes=(1,), keepdim=True)
+        outs = [y, s] + ([b.max(b.sub(x, s), axes=(1,))] if second else [])
+        return b.finish(outs)
+    x = np.random.default_rng(3).standard_normal((4, 20000)).astype(np.float32)
+    for second in (False, True):
+        g = graph(second)
+        fused = fuse(g)
+        prog = TritonProgram(fused)
+        assert prog.source.count("for roffset in range") == 1 + second, prog.source
+        for got, want in zip(prog(x), numpy_program.generate(g)(x)):
+            np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
 def test_kernels_are_cached_by_structure_and_on_disk(tmp_path, monkeypatch):
     monkeypatch.setenv("TRACEGRAD_CACHE_DIR", str(tmp_path))
     kernel_cache.clear_memory()

@@ -42,6 +42,20 @@ def is_reduction(n: Node) -> bool:
     return n.op in REDUCTIONS and rnumel_of(n) > 1
 
 
+def after_reduction(prod: dict, v) -> bool:
+    """Whether a reduction of a kernel body (`prod`: each value's producer in it) feeds v."""
+    seen, todo = set(), [v]
+    while todo:
+        n = prod.get(todo.pop())
+        if n is None or id(n) in seen:
+            continue
+        seen.add(id(n))
+        if is_reduction(n):
+            return True
+        todo.extend(n.inputs)
+    return False
+
+
 def is_pointwise(n: Node) -> bool:
     return (get(n.op).kind in ELEMENTWISE or n.op in VIEWS + CONSTS + INDEXED + RANDOM
             or (n.op in REDUCTIONS and not is_reduction(n)))
