@@ -74,6 +74,25 @@ def test_layer_norm_is_one_kernel_and_its_backward_two():
     assert launches(g) == ["reduction", "reduction"]
 
 
+def test_a_bf16_gradient_into_a_layer_norm_is_not_stored_widened():
+    """Under autocast the gradient reaching a norm is bf16. Cast to fp32 and scaled by the weight,
+    it is read by the row kernel (dx) and the column kernel (dw, db): each recomputes it from the
+    bf16 buffer, and dy * x-hat goes into the column kernel. The fp32 [rows, C] results the
+    backward's kernels store are dx and x-hat (recomputed by the row kernel for the column one)."""
+    x, w, b = rnd(1024, 32, grad=True), rnd(32, grad=True), rnd(32, grad=True)
+    lin = tg.nn.Linear(32, 16)
+
+    def step(x, w, b):
+        with tg.autocast(tg.bfloat16):
+            y = lin(F.layer_norm(x, (32,), w, b))
+        y.float().square().sum().backward()
+        return x.grad, w.grad, b.grad
+    g, _ = fused(step, x, w, b)
+    wide = [v.name for n in g.nodes if n.op == "kernel" and n.phase == "backward" for v in n.outputs
+            if v.type.shape == (1024, 32) and v.type.dtype == tg.float32]
+    assert len(wide) == 2, format_fused(g)
+
+
 def test_rms_norm_is_one_kernel():
     g, _ = fused(lambda x, w: F.rms_norm(x, (32,), w), rnd(8, 32), rnd(32))
     assert launches(g) == ["reduction"]

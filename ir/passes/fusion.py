@@ -2,8 +2,10 @@
 
 Each node starts in a group of its own, except the cheap ones every kernel can recompute where
 it reads them: views (reshape, permute, expand, slice: index arithmetic), constants (full,
-iota), 0-d elementwise math (bias corrections, clip coefficients) and small operands read
-broadcast (a bias's autocast). Then, best pair first:
+iota), 0-d elementwise math (bias corrections, clip coefficients), small operands read
+broadcast (a bias's autocast) and short widening chains several kernels read (a bf16 gradient
+cast to fp32 and scaled by a norm's weight: each reader loads 2 bytes an element instead of one
+kernel writing 4 for all to load). Then, best pair first:
 
 - **vertical**: a producer into its consumer (elementwise chains; elementwise into a reduction
   and the elementwise epilogue after it: softmax, the norms, cross-entropy become one kernel);
@@ -50,6 +52,7 @@ MAX_NODES = 400        # ops in one kernel
 MAX_ARGS = 64          # buffers one kernel reads and writes
 SMALL, BROADCAST = 1 << 16, 4   # elementwise results this small, read broadcast 4x wider, are recomputed
 FEW_ROWS, BIG_ROWS = 128, 1 << 16   # elementwise work joins a reduction only where it keeps programs busy
+WIDENING, WIDENING_OPS = ("cast", "mul", "add", "sub", "neg"), 3   # recomputed chains: these ops, this long
 
 
 @dataclass
@@ -87,6 +90,10 @@ class Fuser:
         self.outputs = set(graph.outputs)
         for i in reversed(range(len(self.nodes))):   # consumers first: a chain of broadcasts is recomputed whole
             if self.cls[i] == "pointwise" and self.broadcast_only(i):
+                self.cls[i] = "scalar"
+        self._widening: dict[int, tuple[int, int]] = {}
+        for i in range(len(self.nodes)):             # producers first: a chain is judged from its start
+            if self.cls[i] == "pointwise" and self.widening(i):
                 self.cls[i] = "scalar"
         self.groups: dict[int, Group] = {}
         self.group_of: dict[int, int] = {}
@@ -132,6 +139,31 @@ class Fuser:
                 elif self.cls[u] in ("extern", "const") or (self.cls[u] != "scalar" and max(
                         o.type.numel for o in self.nodes[u].outputs) < BROADCAST * n.out.type.numel):
                     return False
+        return True
+
+    def widening(self, i: int) -> bool:
+        """A short elementwise chain (`WIDENING` ops) whose result is wider than what it loads and
+        that more than one node reads: cheaper for each reader to recompute than to store once."""
+        n = self.nodes[i]
+        if n.op not in WIDENING or len(n.outputs) != 1 or n.out in self.outputs:
+            return False
+        loads, ops = 0, 1
+        for v in n.inputs:
+            j, u = self.prod.get(v), v
+            while j is not None and self.cls[j] == "view":
+                u = self.nodes[j].inputs[0]
+                j = self.prod.get(u)
+            if j is not None and self.cls[j] in ("const", "scalar") and j not in self._widening:
+                continue
+            if u.type.numel * BROADCAST <= n.out.type.numel:   # a norm's weight, read broadcast
+                continue
+            more_loads, more_ops = self._widening.get(j, (u.type.dtype.itemsize, 0))
+            loads, ops = loads + more_loads, ops + more_ops
+        readers = sum(1 for u in self.walk(n.out, lambda k: self.cls[k] == "view")
+                      for k in self.users.get(u, ()) if self.cls[k] != "view")
+        if ops > WIDENING_OPS or loads >= n.out.type.dtype.itemsize or readers < 2:
+            return False
+        self._widening[i] = (loads, ops)
         return True
 
     def scalars_needed_as_buffers(self) -> set[int]:
@@ -275,8 +307,15 @@ class Fuser:
         the bytes that stay on chip, then nearness."""
         dist = abs(b.members[0] - a.members[-1])
         epilogue = vertical and a.kind == "reduction" and b.kind == "pointwise" and b.sig[1] == a.sig[1] * a.sig[2]
-        column = self.is_column(a) or self.is_column(b)
+        # NOTE: what only a column sum reads goes into it (dy * x-hat of a norm's dw), not into a row kernel
+        # that would then store it for the column sum to load
+        column = (self.is_column(a) or self.is_column(b)) and not (vertical and self.only_reader(a, b))
         return (0 if column else 3 if epilogue else 2 if vertical else 1, shared, -dist)
+
+    def only_reader(self, a: Group, b: Group) -> bool:
+        """Whether b's members are all that read a's results."""
+        both = set(a.members) | set(b.members)
+        return not any(self.read_outside(o, both) for m in a.members for o in self.nodes[m].outputs)
 
     def is_column(self, g: Group) -> bool:
         if g.kind != "reduction":
@@ -354,10 +393,14 @@ class Fuser:
             self.refused.add(key)
             log.info("cannot fuse %s with %s: %s", self.name(a.gid), self.name(b.gid), why)
 
-    def run(self, rounds: int = 10) -> None:
+    def run(self, rounds: int = 40) -> None:
         for _ in range(rounds):
             fused = False
-            for _, a, b in self.candidates():
+            tier = None
+            for score, a, b in self.candidates():
+                if fused and score[0] != tier:
+                    break    # NOTE: score again before a lower kind of pair: what was merged may open better ones
+                tier = score[0]
                 if a not in self.groups or b not in self.groups or a == b:
                     continue
                 ok, why = self.can_fuse(self.groups[a], self.groups[b])
