@@ -147,10 +147,12 @@ def full(shape, value, dtype, device: str):
         return np.full(shape, value, dtype)
     cp = cupy()
     with cp.cuda.Device(device_index(device)):
+        zero = value == 0 and not np.signbit(value)    # NOTE: -0.0 has a sign bit to keep
         if dtype == BF16:
             bits = np.asarray(value, np.float32).astype(BF16).view(np.uint16)
-            return TypedArray(cp.full(shape, bits, np.uint16), BF16)
-        return cp.full(shape, value, dtype)
+            return TypedArray(cp.zeros(shape, np.uint16) if zero else cp.full(shape, bits, np.uint16), BF16)
+        # NOTE: zeros are a memset, at the memory's write speed; a fill is a kernel at half of it
+        return cp.zeros(shape, dtype) if zero else cp.full(shape, value, dtype)
 
 
 def to_numpy(x) -> np.ndarray:

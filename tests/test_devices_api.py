@@ -57,7 +57,8 @@ def test_cuda_amp_grad_scaler_disabled_on_cpu():
     assert s.scale(loss).item() == 2.0
 
 
-@pytest.mark.parametrize("dtype, value", [("bfloat16", 1.7), ("bfloat16", 0.0), ("float32", -2.5), ("int64", 3)])
+@pytest.mark.parametrize("dtype, value", [("bfloat16", 1.7), ("bfloat16", 0.0), ("float32", -2.5),
+                                          ("float32", 0), ("int64", 3), ("int64", 0)])
 def test_full_on_cuda_fills_the_result_dtype_at_once(fake_cuda, monkeypatch, dtype, value):
     """A bf16 KV cache of half the GPU is one `zeros`: it must not be computed in fp32 and rounded
     after (six times the memory), so the rounding helper is not reached at all."""
