@@ -79,7 +79,7 @@ def _tracegrad(args):
     return dict(out, peak_gib=peak, n_params=n_params, shape=shape, module=os.path.dirname(tg.__file__))
 
 
-def _profile(fn, sync, rows=30) -> None:
+def _profile(fn, sync, rows=45) -> None:
     """The device kernels of two steps by total time (torch's profiler reads CUPTI, so it sees
     kernels launched through Triton and CuPy too)."""
     import torch.profiler as tp
@@ -89,6 +89,30 @@ def _profile(fn, sync, rows=30) -> None:
             fn()
         sync()
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=70))
+    try:
+        print(_idle(prof))
+    except AttributeError as e:     # NOTE: the profiler's event fields differ across PyTorch versions
+        print(f"device: idle time not read ({e})")
+
+
+def _idle(prof, gap_us: float = 5.0) -> str:
+    """How long the device sat idle between the first and the last kernel of the profiled steps:
+    host work the device waits for (a step's start, copies in and out) and launch gaps."""
+    spans = sorted((e.time_range.start, e.time_range.end) for e in prof.events()
+                   if e.device_type.name == "CUDA" and e.time_range.end > e.time_range.start)
+    if not spans:
+        return "device: no kernels seen"
+    busy, gaps, end = 0.0, [], spans[0][0]
+    for a, b in spans:
+        if a > end:
+            gaps.append(a - end)
+        busy += max(0.0, b - max(a, end))
+        end = max(end, b)
+    span = end - spans[0][0]
+    big = [g for g in gaps if g > gap_us]
+    return (f"device: busy {busy / 1e3:.2f} ms of {span / 1e3:.2f} ms; idle {(span - busy) / 1e3:.2f} ms, "
+            f"{sum(big) / 1e3:.2f} ms of it in {len(big)} gaps over {gap_us:.0f} us "
+            f"(largest {max(gaps, default=0) / 1e3:.2f} ms), {len(gaps) - len(big)} shorter gaps")
 
 
 def _cupy_peak(fn, sync, held=lambda: 0) -> float:
