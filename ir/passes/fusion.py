@@ -104,6 +104,7 @@ class Fuser:
                 self.groups[i] = Group(i, [i], kind, _sig(n, kind))
                 self.group_of[i] = i
         self._src: dict[Value, frozenset] = {}
+        self._inputs: dict[int, tuple] = {}     # group -> the buffers its kernel reads (its members' body)
         self.dag = nx.DiGraph()
         self.dag.add_nodes_from(self.groups)
         for i in self.groups:
@@ -114,10 +115,35 @@ class Fuser:
         # NOTE: communication keeps its order (a send has no reader; moved past a recv it deadlocks)
         comm = [i for i in self.groups if get_op(self.nodes[i].op).kind == "collective"]
         self.dag.add_edges_from(zip(comm, comm[1:]))
-        self.topo = GroupOrder(self.dag, sorted(self.groups))   # node order: every edge goes forward
+        # node order, but a state's new value after the old one's readers: every edge goes forward
+        self.topo = GroupOrder(self.dag, list(nx.lexicographical_topological_sort(self.dag))
+                               if self.state_last() else sorted(self.groups))
         self.refused: set = set()
-        self._inputs: dict[int, tuple] = {}     # group -> the buffers its kernel reads (its members' body)
         self._body_ok: dict[tuple, tuple] = {}
+
+    def state_last(self) -> bool:
+        """Edges from the groups reading a state's old value to the group making its new one
+        (`graph.meta["updates"]`: a parameter, an optimizer moment, a step count), where that
+        makes no cycle: only the old value's last reader may write the new one over it in place,
+        so a step count's increment must not be packed into a launch before the update that
+        reads the count. Whether any edge went against the node order."""
+        back, pairs = False, self.graph.meta.get("updates", {})
+        olds = {self.graph.inputs[j] for j in pairs.values() if j < len(self.graph.inputs)}
+        readers: dict[Value, set] = {}     # NOTE: a group recomputing a scalar from the state reads it too
+        for g in self.groups if olds else ():
+            for v in olds.intersection(self.inputs_of(g)):
+                readers.setdefault(v, set()).add(g)
+        for k, j in pairs.items():
+            if k >= len(self.graph.outputs) or j >= len(self.graph.inputs):
+                continue
+            w = self.group_of.get(self.prod.get(self.graph.outputs[k]))
+            if w is None:
+                continue
+            for r in readers.get(self.graph.inputs[j], set()) - {w}:
+                if not nx.has_path(self.dag, w, r):
+                    self.dag.add_edge(r, w)
+                    back |= r > w
+        return back
 
     def broadcast_only(self, i: int) -> bool:
         """A small elementwise node (a bias cast, a norm's weight math) whose every reader broadcasts it
