@@ -107,3 +107,19 @@ def test_frontend_imports_its_own_modules_at_the_top():
                     if not any("NOTE:" in line for line in said):
                         bad.append(f"{path.relative_to(ROOT)}:{inner.lineno}")
     assert not bad, "imports inside functions without a reason: " + ", ".join(sorted(set(bad)))
+
+
+def test_every_package_folder_is_installed():
+    """setup.cfg lists the packages one by one (the layers map to tracegrad.<layer>): a folder left
+    out is missing from a wheel, and `import tracegrad` fails there although it works here."""
+    import configparser
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    listed = set(cfg["options"]["packages"].split())
+    folders = {"tracegrad": "tracegrad", **{layer: f"tracegrad.{layer}" for layer in LAYERS}}
+    found = set()
+    for top, name in folders.items():
+        for init in (ROOT / top).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / top).parts
+            found.add(".".join((name,) + rel))
+    assert found <= listed, sorted(found - listed)
