@@ -76,7 +76,8 @@ def _tracegrad(args):
     if args.explain or args.profile:
         text = step.explain()
         print(text if args.explain else "\n".join(ln for ln in text.splitlines()[:24]))
-    return dict(out, peak_gib=peak, n_params=n_params, shape=shape, module=os.path.dirname(tg.__file__))
+    return dict(out, peak_gib=peak, graph_pool_gib=held() / 2**30, n_params=n_params, shape=shape,
+                module=os.path.dirname(tg.__file__))
 
 
 def _profile(fn, sync, rows=45) -> None:

@@ -253,3 +253,21 @@ def test_a_transposed_product_that_is_also_read_as_it_is_stays_one_product():
     xs, ws = rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal((4, 5)).astype(np.float32)
     for got, want in zip(generate(s)(xs, ws), generate(g)(xs, ws)):
         np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_a_product_made_transposed_stays_where_the_product_was():
+    """The transpose may be read much later than the product is made (a tied embedding's gradient
+    waits for the embedding's backward); made there, the product would keep its operands (the
+    logits' gradient) alive until then."""
+    b = GraphBuilder("f")
+    x, w = b.input("x", TensorType((3, 4), float32)), b.input("w", TensorType((4, 5), float32))
+    m = b.matmul(x, w)
+    late = b.exp(b.exp(b.exp(x)))
+    g = b.finish([b.add(b.permute(m, dims=(1, 0)), 1.0), late])
+    s = simplify(g)
+    ops = [n.op for n in s.nodes]
+    assert ops.index("matmul") < ops.index("exp") and "permute" not in ops[ops.index("matmul"):], ops
+    rng = np.random.default_rng(2)
+    xs, ws = rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal((4, 5)).astype(np.float32)
+    for got, want in zip(generate(s)(xs, ws), generate(g)(xs, ws)):
+        np.testing.assert_allclose(got, want, rtol=1e-6)

@@ -151,25 +151,28 @@ def _swaps_last_two(n: Node) -> bool:
 
 
 def _transposed_product(n, prod):
-    """transpose(a @ b) -> b^T @ a^T when nothing else reads the product, so the product is made in
-    the layout its readers want. A linear layer's weight gradient comes out of autodiff as the
-    transpose of x^T @ dy; made as dy^T @ x it is [out, in] at once, and the kernels after it
-    (its cast to fp32, the gradient norm) read it contiguously instead of with a stride."""
-    m = prod.get(n.inputs[0])
-    if m is None or m.op != "matmul" or prod.uses[m.out] != 1 or not _swaps_last_two(n):
+    """a @ b -> (b^T @ a^T)^T, made at once in the transposed layout, when a transpose is the
+    product's only reader: the product is made in the layout its readers want. A linear layer's
+    weight gradient comes out of autodiff as the transpose of x^T @ dy; made as dy^T @ x it is
+    [out, in] at once, and the kernels after it (its cast to fp32, the gradient norm) read it
+    contiguously instead of with a stride. The new product takes the old one's place, not the
+    transpose's: that may come much later (a tied embedding's gradient waits for the embedding's),
+    and would keep the product's operands (the logits' gradient) alive until then."""
+    t = prod.readers.get(n.out, ())
+    if prod.uses[n.out] != 1 or len(t) != 1 or not _swaps_last_two(t[0]) or t[0].inputs[0] is not n.out:
         return None
     nodes, operands = [], []
-    for v, side in zip(reversed(m.inputs), "ba"):
+    for v, side in zip(reversed(n.inputs), "ba"):
         p = prod.get(v)
         if p is not None and _swaps_last_two(p):
             operands.append(p.inputs[0])
             continue
         shape = v.shape[:-2] + (v.shape[-1], v.shape[-2])
-        t = Value(f"{n.out.name}_{side}T", v.type.with_(shape=shape))
+        vt = Value(f"{t[0].out.name}_{side}T", v.type.with_(shape=shape))
         nd = len(shape)
-        nodes.append(n.with_(inputs=(v,), outputs=(t,), attrs=dict(dims=tuple(range(nd - 2)) + (nd - 1, nd - 2))))
-        operands.append(t)
-    return nodes + [m.with_(inputs=tuple(operands), outputs=(n.out,))]
+        nodes.append(t[0].with_(inputs=(v,), outputs=(vt,), attrs=dict(dims=tuple(range(nd - 2)) + (nd - 1, nd - 2))))
+        operands.append(vt)
+    return nodes + [n.with_(inputs=tuple(operands), outputs=(t[0].out,))]
 
 
 def _add_of_pads(n, prod):
@@ -210,7 +213,8 @@ RULES: dict[str, list[Callable]] = {
     "div": [_identity_operand],
     "reshape": [_movement_of_full, _noop_movement, _collapse],
     "expand": [_movement_of_full, _noop_movement],
-    "permute": [_movement_of_full, _noop_movement, _collapse, _transposed_product],
+    "permute": [_movement_of_full, _noop_movement, _collapse],
+    "matmul": [_transposed_product],
     "cast": [_movement_of_full, _noop_movement],
     "pad": [_noop_movement, _collapse],
     "neg": [_collapse],
@@ -220,12 +224,17 @@ RULES: dict[str, list[Callable]] = {
 
 class Producers(dict):
     """Each value's producer, as rewritten so far; `uses` counts the nodes and graph outputs that
-    read each value (a rule may remake a producer that only the node it rewrites reads)."""
+    read each value, `readers` lists the nodes (a rule may remake a producer that only the node it
+    rewrites reads, or make a reader's value early, in the producer's place)."""
 
     def __init__(self, graph: Graph):
         super().__init__()
         self.uses = Counter(v for n in graph.nodes for v in n.inputs)
         self.uses.update(graph.outputs)
+        self.readers: dict[Value, list[Node]] = {}      # the nodes reading each value, as they were
+        for n in graph.nodes:
+            for v in dict.fromkeys(n.inputs):
+                self.readers.setdefault(v, []).append(n)
 
 
 def rewrite(graph: Graph, rules: dict[str, list[Callable]] = RULES) -> Graph:
@@ -234,6 +243,8 @@ def rewrite(graph: Graph, rules: dict[str, list[Callable]] = RULES) -> Graph:
     prod = Producers(graph)
     nodes = []
     for n in graph.nodes:
+        if n.outputs and n.outputs[0] in prod:
+            continue     # made already, earlier (see _transposed_product)
         n = _subst(n, env)
         result = None
         for rule in rules.get(n.op, ()):
