@@ -146,8 +146,10 @@ def _collapse(n, prod):
 
 
 def _swaps_last_two(n: Node) -> bool:
+    if n.op != "permute":
+        return False
     nd = len(n.out.shape)
-    return n.op == "permute" and nd >= 2 and tuple(n.attrs["dims"]) == tuple(range(nd - 2)) + (nd - 1, nd - 2)
+    return nd >= 2 and tuple(n.attrs["dims"]) == tuple(range(nd - 2)) + (nd - 1, nd - 2)
 
 
 def _transposed_product(n, prod):
