@@ -22,6 +22,7 @@ reorders a written nest where its indices would keep it scalar.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import re
@@ -33,7 +34,7 @@ from ..ir.passes.fusion_index import Sym, depends_on, linearize
 from ..ir.passes.fusion_plan import (RANDOM, REDUCTIONS, VIEWS, KernelPlan, after_reduction, index_tags,
                                      is_reduction, make_plan, node_reads, rng_state_out)
 from ..ir.types import bool_, float16, bfloat16, float64, int64
-from .cpu_loops import interchange, tile_inner
+from .cpu_loops import interchange, row_tile
 from .cpu_scalars import LOWER, TANH32, literal, nb_type
 from .index_sites import index_op
 from .kernel_values import H
@@ -100,7 +101,7 @@ class LoopWriter:
         self.kept: dict = {}               # such a value -> (its buffer, dtype, the loop writing it)
         self.closed: set = set()           # loops already written out (earlier in the source)
         self.used: set = set()             # kept values a later loop read back
-        self.inner: int | None = None      # D when the loop runs over rows of D (`tile_inner`)
+        self.inner: int | None = None      # D when the loop runs over rows of D (`row_tile`)
         self.early: list = []              # row outputs no reduction feeds: stored in the first loop
         self.checked: set = set()          # (index, size) pairs already checked in this nest
         self.node: Node | None = None      # the node whose reads are being emitted (for errors)
@@ -282,11 +283,12 @@ class LoopWriter:
                 self.inner, accs, body = swapped
                 return self.pre.lines + [f"{pad}{a} = np.empty({self.inner}, np.{t})" for a, t in accs] + \
                     [f"{pad}for xo in range(x0, x1):"] + body
-        tiled = None if self.red else tile_inner(self.outer.lines, self.plan.xnumel)
-        if tiled is not None:
-            self.inner, body = tiled
+        if self.plan.tile:
+            self.inner = self.plan.tile
             return self.pre.lines + [f"{pad}for xo in range(x0, x1):", f"{pad}    for xi in range({self.inner}):",
-                                     f"{pad}        xindex = xo * {self.inner} + xi"] + ["    " + b for b in body]
+                                     f"{pad}        xindex = xo * {self.inner} + xi"] + ["    " + b for b in self.outer.lines]
+        if not self.red:      # NOTE: the caller writes the loop again over rows of `inner` (KernelPlan.tile)
+            self.inner = row_tile(self.outer.lines, self.plan.xnumel)
         return self.pre.lines + [f"{pad}for xindex in range(x0, x1):"] + (self.outer.lines or [pad + "    pass"])
 
 
@@ -315,6 +317,9 @@ def write_kernel(name: str, body: Graph, kind: str) -> list[CpuKernelSource]:
         names.update({v: f"out_ptr{i}" for i, v in enumerate(part.outputs)})
         w = LoopWriter(part, plan, names, itertools.count(), 1)
         lines = w.write(part.outputs)
+        if w.inner and plan.kind == "pointwise":    # tiled: written again with x as xo * D + xi
+            w = LoopWriter(part, dataclasses.replace(plan, tile=w.inner), names, itertools.count(), 1)
+            lines = w.write(part.outputs)
         keep = {k for k, loops in w.loops_of.items() if len(loops) > 1}
         if keep and plan.rnumel <= ROW_BUFFER_MAX and w.inner is None:    # write again, keeping what several loops read
             w = LoopWriter(part, plan, names, itertools.count(), 1, keep)

@@ -2,9 +2,9 @@
 
 The loop writer (`cpu_codegen.LoopWriter`) walks x one element (pointwise) or one row (reduction)
 at a time, with indices in terms of `xindex` and `rindex`. Two shapes of index keep that order
-scalar, and are rewritten here on the source text:
+scalar; here they are found on the source text, and a reduction's loops are rewritten:
 
-    tile_inner     a pointwise loop reading at `xindex % D` or `xindex // D`: rows xo, columns xi
+    row_tile       a pointwise loop reading at `xindex % D` or `xindex // D`: rows xo, columns xi
     interchange    a reduction over a leading axis (`D * rindex`): blocks of columns, rindex outside
                    the columns, one accumulator a column
 """
@@ -16,19 +16,15 @@ _INNER = re.compile(r"\(xindex % (\d+)\)")
 _OUTER = re.compile(r"\(xindex // (\d+)\)")
 
 
-def tile_inner(lines: list[str], xnumel: int):
-    """(D, lines) for a pointwise loop that reads at `xindex % D` (a broadcast along the last D
-    elements, as a bias) or `xindex // D` (a value per row, as softmax's max): the loop runs over
-    rows xo and columns xi, with `xi` for `xindex % D` and `xo` for `xindex // D`. The modulo per
-    element kept numba's loop scalar: a fused bias + GELU took 4.9 ms on [1024, 512] with it, 1.6
-    ms without; and what depends on the row alone is computed once a row. None when there is no
-    such D."""
+def row_tile(lines: list[str], xnumel: int) -> int | None:
+    """D for a pointwise loop that reads at `xindex % D` (a broadcast along the last D elements, as
+    a bias) or `xindex // D` (a value per row, as softmax's max), else None. The loop is then
+    written again over rows xo and columns xi (`KernelPlan.tile`), its indices simplified in terms
+    of the two. The modulo per element kept numba's loop scalar: a fused bias + GELU took 4.9 ms
+    on [1024, 512] with it, 1.6 ms without; and what depends on the row alone is computed once a row."""
     found = [int(d) for line in lines for d in _INNER.findall(line) + _OUTER.findall(line)]
     ds = [d for d in found if 1 < d < xnumel and xnumel % d == 0]
-    if not ds:
-        return None
-    d = max(set(ds), key=ds.count)
-    return d, [line.replace(f"(xindex % {d})", "xi").replace(f"(xindex // {d})", "xo") for line in lines]
+    return max(set(ds), key=ds.count) if ds else None
 
 
 _ROW_STEP = re.compile(r"\b(\d+) \* rindex\b")

@@ -238,6 +238,22 @@ def test_a_value_per_row_is_read_at_the_row_of_a_row_and_column_loop():
     assert "for xi in range(80):" in source and "(xindex // 80)" not in source, source
 
 
+def test_a_tiled_loop_indexes_by_row_and_column_without_dividing_the_flat_index():
+    """The columns of an im2col ([N, C*9, H*W]: taps of a padded image) are read at `xindex % (H*W)`,
+    so the loop runs over rows and H*W columns; its indices are written in terms of the two (no
+    `xindex // (9*H*W)` and the like: two divisions an element cost more than the loads)."""
+    rng = np.random.default_rng(6)
+    x = tg.tensor(rng.normal(size=(2, 3, 6, 6)).astype(np.float32))
+    w = tg.tensor(rng.normal(size=(4, 3, 3, 3)).astype(np.float32))
+
+    def f(x, w):
+        return tg.nn.functional.conv2d(x, w, padding=1).relu()
+    step = tg.compile(f, backend="cpu")
+    np.testing.assert_allclose(step(x, w).numpy(), tg.compile(f, backend="numpy")(x, w).numpy(), rtol=1e-5, atol=1e-5)
+    source = step.ir("kernels")
+    assert "for xi in range(36):" in source and "xindex //" not in source and "xindex %" not in source, source
+
+
 def test_computed_offsets_are_unsigned():
     """numba gives a signed subscript Python's wraparound (a compare and select per access), which
     keeps LLVM from vectorizing; every computed offset is cast to an unsigned integer."""

@@ -89,6 +89,7 @@ class KernelPlan:
     rnumel: int
     xsym: Sym
     rsym: Sym | None
+    tile: int | None = None       # CPU loops over rows of `tile`: x is `xo * tile + xi`, not one xindex
 
     @property
     def xshape(self) -> tuple[int, ...]:
@@ -106,6 +107,9 @@ class KernelPlan:
         return self.kind == "reduction" and bool(dims) and dims[-1] not in self.raxes
 
     def x_index(self) -> Index:
+        if self.tile:    # NOTE: split so, `xindex // 1764` simplifies to `xo // 9`: no division a lane
+            xo, xi = Sym("xo", self.xnumel // self.tile, "x"), Sym("xi", self.tile, "x")
+            return unflatten(Expr.sym(xo) * self.tile + Expr.sym(xi), self.xshape)
         return unflatten(Expr.sym(self.xsym), self.xshape)
 
     def r_index(self) -> Index:
