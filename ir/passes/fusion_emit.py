@@ -192,7 +192,7 @@ def emit(f, graph: Graph, n_ops: int) -> Graph:
             for v in nodes[i].inputs:
                 if v not in made and maker.get(v, key) != key:
                     dag.add_edge(maker[v], key)
-    _state_last(graph, dag, reads, maker, nodes, host)
+    _state_last(graph, dag, reads, maker, nodes)
     # NOTE: communication keeps its order, as in the fuser's DAG: a recv reads no value, and hoisted
     # above this rank's earlier send it waits for a peer that waits for that send
     comm = sorted((key for key in own if key[0] == "g" and get_op(nodes[key[1]].op).kind == "collective"),
@@ -228,7 +228,7 @@ def emit(f, graph: Graph, n_ops: int) -> Graph:
                  {**graph.meta, "summary": f"{n_ops} ops -> {k} kernels", "kernels": k})
 
 
-def _state_last(graph: Graph, dag: nx.DiGraph, reads: dict, maker: dict, nodes, host: set) -> None:
+def _state_last(graph: Graph, dag: nx.DiGraph, reads: dict, maker: dict, nodes) -> None:
     """A state the step replaces (`graph.meta["updates"]`: a parameter, an optimizer moment, a step
     count) is written over in place only by the last launch reading it (memory.state_updates), so
     the launch making its new value goes after every other launch reading the old one (or a host
