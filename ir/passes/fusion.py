@@ -40,8 +40,9 @@ from ..ops.kernel import Body
 from ..ops.registry import get as get_op
 from .fusion_emit import emit, split_reductions
 from .fusion_foreach import pack_foreach
-from .fusion_order import GroupOrder
-from .fusion_plan import INDEXED, RANDOM, Refuse, check_group, classify, is_reduction, rnumel_of
+from .fusion_order import GroupOrder, state_last
+from .fusion_plan import Refuse, check_group, classify, is_reduction, rnumel_of
+from .fusion_recompute import Recompute
 from .fusion_text import explain_kernels, format_fused, kernel_lines  # noqa: F401  (the pass's text form)
 
 log = logging.getLogger("tracegrad.fusion")
@@ -50,9 +51,7 @@ __all__ = ["fuse", "Fuser", "Group", "format_fused", "explain_kernels", "kernel_
 
 MAX_NODES = 400        # ops in one kernel
 MAX_ARGS = 64          # buffers one kernel reads and writes
-SMALL, BROADCAST = 1 << 16, 4   # elementwise results this small, read broadcast 4x wider, are recomputed
 FEW_ROWS, BIG_ROWS = 128, 1 << 16   # elementwise work joins a reduction only where it keeps programs busy
-WIDENING, WIDENING_OPS = ("cast", "mul", "add", "sub", "neg"), 3   # recomputed chains: these ops, this long
 
 
 @dataclass
@@ -77,7 +76,7 @@ def describe(n: Node) -> str:
     return f"{n.outputs[0].name if n.outputs else n.op} ({n.op})"
 
 
-class Fuser:
+class Fuser(Recompute):
     def __init__(self, graph: Graph):
         self.graph = graph
         self.nodes = graph.nodes
@@ -88,13 +87,7 @@ class Fuser:
             for v in n.inputs:
                 self.users.setdefault(v, []).append(i)
         self.outputs = set(graph.outputs)
-        for i in reversed(range(len(self.nodes))):   # consumers first: a chain of broadcasts is recomputed whole
-            if self.cls[i] == "pointwise" and self.broadcast_only(i):
-                self.cls[i] = "scalar"
-        self._widening: dict[int, tuple[int, int]] = {}
-        for i in range(len(self.nodes)):             # producers first: a chain is judged from its start
-            if self.cls[i] == "pointwise" and self.widening(i):
-                self.cls[i] = "scalar"
+        self.mark_recomputed()
         self.groups: dict[int, Group] = {}
         self.group_of: dict[int, int] = {}
         buffers = self.scalars_needed_as_buffers()
@@ -117,98 +110,9 @@ class Fuser:
         self.dag.add_edges_from(zip(comm, comm[1:]))
         # node order, but a state's new value after the old one's readers: every edge goes forward
         self.topo = GroupOrder(self.dag, list(nx.lexicographical_topological_sort(self.dag))
-                               if self.state_last() else sorted(self.groups))
+                               if state_last(self) else sorted(self.groups))
         self.refused: set = set()
         self._body_ok: dict[tuple, tuple] = {}
-
-    def state_last(self) -> bool:
-        """Edges from the groups reading a state's old value to the group making its new one
-        (`graph.meta["updates"]`: a parameter, an optimizer moment, a step count), where that
-        makes no cycle: only the old value's last reader may write the new one over it in place,
-        so a step count's increment must not be packed into a launch before the update that
-        reads the count. Whether any edge went against the node order."""
-        back, pairs = False, self.graph.meta.get("updates", {})
-        olds = {self.graph.inputs[j] for j in pairs.values() if j < len(self.graph.inputs)}
-        readers: dict[Value, set] = {}     # NOTE: a group recomputing a scalar from the state reads it too
-        for g in self.groups if olds else ():
-            for v in olds.intersection(self.inputs_of(g)):
-                readers.setdefault(v, set()).add(g)
-        for k, j in pairs.items():
-            if k >= len(self.graph.outputs) or j >= len(self.graph.inputs):
-                continue
-            w = self.group_of.get(self.prod.get(self.graph.outputs[k]))
-            if w is None:
-                continue
-            for r in readers.get(self.graph.inputs[j], set()) - {w}:
-                if not nx.has_path(self.dag, w, r):
-                    self.dag.add_edge(r, w)
-                    back |= r > w
-        return back
-
-    def broadcast_only(self, i: int) -> bool:
-        """A small elementwise node (a bias cast, a norm's weight math) whose every reader broadcasts it
-        over at least BROADCAST times more elements: cheaper to recompute in each reader than to launch."""
-        n = self.nodes[i]
-        if n.op in INDEXED + RANDOM or len(n.outputs) != 1 or n.out in self.outputs or n.out.type.numel > SMALL:
-            return False
-        stack, seen = [n.out], set()
-        while stack:
-            v = stack.pop()
-            for u in self.users.get(v, ()):
-                if u in seen:
-                    continue
-                seen.add(u)
-                if self.cls[u] == "view":
-                    if self.nodes[u].out in self.outputs:
-                        return False
-                    stack.append(self.nodes[u].out)
-                elif self.cls[u] in ("extern", "const") or (self.cls[u] != "scalar" and max(
-                        o.type.numel for o in self.nodes[u].outputs) < BROADCAST * n.out.type.numel):
-                    return False
-        return True
-
-    def widening(self, i: int) -> bool:
-        """A short elementwise chain (`WIDENING` ops) whose result is wider than what it loads and
-        that more than one node reads: cheaper for each reader to recompute than to store once."""
-        n = self.nodes[i]
-        if n.op not in WIDENING or len(n.outputs) != 1 or n.out in self.outputs:
-            return False
-        loads, ops = 0, 1
-        for v in n.inputs:
-            j, u = self.prod.get(v), v
-            while j is not None and self.cls[j] == "view":
-                u = self.nodes[j].inputs[0]
-                j = self.prod.get(u)
-            if j is not None and self.cls[j] in ("const", "scalar") and j not in self._widening:
-                continue
-            if u.type.numel * BROADCAST <= n.out.type.numel:   # a norm's weight, read broadcast
-                continue
-            more_loads, more_ops = self._widening.get(j, (u.type.dtype.itemsize, 0))
-            loads, ops = loads + more_loads, ops + more_ops
-        readers = sum(1 for u in self.walk(n.out, lambda k: self.cls[k] == "view")
-                      for k in self.users.get(u, ()) if self.cls[k] != "view")
-        if ops > WIDENING_OPS or loads >= n.out.type.dtype.itemsize or readers < 2:
-            return False
-        self._widening[i] = (loads, ops)
-        return True
-
-    def scalars_needed_as_buffers(self) -> set[int]:
-        """0-d math that a graph output or an extern kernel reads (through views): it needs a kernel."""
-        out, stack, seen = set(), list(self.graph.outputs), set()
-        for i, n in enumerate(self.nodes):
-            if self.cls[i] == "extern":
-                stack.extend(n.inputs)
-        while stack:
-            v = stack.pop()
-            i = self.prod.get(v)
-            if i is None or i in seen:
-                continue
-            seen.add(i)
-            if self.cls[i] in ("view", "const"):
-                stack.extend(self.nodes[i].inputs)
-            elif self.cls[i] == "scalar":
-                out.add(i)
-        return out
 
     # -- reading through views ------------------------------------------------------------------
     def sources(self, v: Value) -> frozenset:

@@ -2,11 +2,18 @@
 merges, which bounds the search for the cycle a merge would close (a path between two groups runs
 only through the groups ordered between them). With it a legality check looks at the few groups
 between a pair, not at everything downstream of it: linear rather than quadratic over a step of
-thousands of groups.
+thousands of groups. `state_last` adds the edges that order a state's new value after the readers
+of its old one.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import networkx as nx
+
+if TYPE_CHECKING:
+    from ..graph import Value
+    from .fusion import Fuser
 
 
 class GroupOrder:
@@ -53,3 +60,29 @@ class GroupOrder:
                 self.pos[g] = k
         del self.pos[b]
         self._below = None
+
+
+def state_last(f: Fuser) -> bool:
+    """Edges in the fuser's DAG from the groups reading a state's old value to the group making its
+    new one (`graph.meta["updates"]`: a parameter, an optimizer moment, a step count), where that
+    makes no cycle: only the old value's last reader may write the new one over it in place, so a
+    step count's increment must not be packed into a launch before the update that reads the
+    count. Whether any edge went against the node order."""
+    back, pairs = False, f.graph.meta.get("updates", {})
+    olds = {f.graph.inputs[j] for j in pairs.values() if j < len(f.graph.inputs)}
+    readers: dict[Value, set] = {}     # NOTE: a group recomputing a scalar from the state reads it too
+    for g in f.groups if olds else ():
+        for v in olds.intersection(f.inputs_of(g)):
+            readers.setdefault(v, set()).add(g)
+    for k, j in pairs.items():
+        if k >= len(f.graph.outputs) or j >= len(f.graph.inputs):
+            continue
+        w = f.group_of.get(f.prod.get(f.graph.outputs[k]))
+        if w is None:
+            continue
+        for r in readers.get(f.graph.inputs[j], set()) - {w}:
+            if not nx.has_path(f.dag, w, r):
+                f.dag.add_edge(r, w)
+                back |= r > w
+    return back
+
