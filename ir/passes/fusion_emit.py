@@ -9,7 +9,7 @@ import math
 
 import networkx as nx
 
-from ..graph import Graph, Node, Value
+from ..graph import Graph, Node
 from ..ops.registry import get as get_op
 from ..ops.kernel import Body
 from ..types import float32
@@ -192,7 +192,9 @@ def emit(f, graph: Graph, n_ops: int) -> Graph:
             for v in nodes[i].inputs:
                 if v not in made and maker.get(v, key) != key:
                     dag.add_edge(maker[v], key)
-    _state_last(graph, dag, reads, maker, nodes)
+    # NOTE: and the fuser's order of its groups, which also puts a state's new value after the readers
+    # of its old one, so that it is written in place (fusion_order.state_last)
+    dag.add_edges_from((("g", a), ("g", b)) for a, b in f.dag.edges)
     # NOTE: communication keeps its order, as in the fuser's DAG: a recv reads no value, and hoisted
     # above this rank's earlier send it waits for a peer that waits for that send
     comm = sorted((key for key in own if key[0] == "g" and get_op(nodes[key[1]].op).kind == "collective"),
@@ -226,33 +228,6 @@ def emit(f, graph: Graph, n_ops: int) -> Graph:
         k += 1
     return Graph(graph.name, graph.inputs, tuple(out_nodes), graph.outputs,
                  {**graph.meta, "summary": f"{n_ops} ops -> {k} kernels", "kernels": k})
-
-
-def _state_last(graph: Graph, dag: nx.DiGraph, reads: dict, maker: dict, nodes) -> None:
-    """A state the step replaces (`graph.meta["updates"]`: a parameter, an optimizer moment, a step
-    count) is written over in place only by the last launch reading it (memory.state_updates), so
-    the launch making its new value goes after every other launch reading the old one (or a host
-    view of it), where that makes no cycle: a step count's increment after the update that
-    recomputes the same increment from it."""
-    pairs = graph.meta.get("updates", {})
-    if not pairs:
-        return
-    readers: dict[Value, set] = {}
-    for key, idx in reads.items():
-        made = {o for i in idx for o in nodes[i].outputs}
-        for i in idx:
-            for v in nodes[i].inputs:
-                if v not in made:
-                    readers.setdefault(v, set()).add(key)
-    for k, j in pairs.items():
-        if k >= len(graph.outputs) or j >= len(graph.inputs) or graph.outputs[k] not in maker:
-            continue
-        w, olds = maker[graph.outputs[k]], [graph.inputs[j]]
-        for v in olds:          # the old value and the host views of it
-            olds += [o for key in readers.get(v, ()) if key[0] == "h" for o in nodes[key[1]].outputs]
-        for key in {key for v in olds for key in readers.get(v, ()) if key[0] == "g"}:
-            if key != w and not nx.has_path(dag, w, key):
-                dag.add_edge(key, w)
 
 
 def _kernel_node(body: Body, kind: str, k: int, f, g) -> Node:
