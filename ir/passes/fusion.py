@@ -98,6 +98,7 @@ class Fuser(Recompute):
                 self.group_of[i] = i
         self._src: dict[Value, frozenset] = {}
         self._inputs: dict[int, tuple] = {}     # group -> the buffers its kernel reads (its members' body)
+        self._scores: dict[tuple, tuple] = {}   # producer-consumer pairs as scored (see candidates)
         self.dag = nx.DiGraph()
         self.dag.add_nodes_from(self.groups)
         for i in self.groups:
@@ -263,10 +264,14 @@ class Fuser(Recompute):
         out = []
         for a, b in self.dag.edges:
             ga, gb = self.groups[a], self.groups[b]
-            mine = {o for m in ga.members for o in self.nodes[m].outputs}
-            reads = set(self.inputs_of(b)) if gb.kind != "extern" else set(self.nodes[b].inputs)
-            shared = sum(v.type.nbytes for v in reads & mine)
-            out.append((self.score_fusion(ga, gb, True, shared), a, b))
+            # NOTE: a group only grows, so (id, size) names its members: most pairs score as last round
+            key = (a, len(ga.members), ga.kind, b, len(gb.members), gb.kind)
+            if key not in self._scores:
+                mine = {o for m in ga.members for o in self.nodes[m].outputs}
+                reads = set(self.inputs_of(b)) if gb.kind != "extern" else set(self.nodes[b].inputs)
+                shared = sum(v.type.nbytes for v in reads & mine)
+                self._scores[key] = self.score_fusion(ga, gb, True, shared)
+            out.append((self._scores[key], a, b))
         by_input: dict[Value, list[int]] = {}
         for g in self.groups.values():
             if g.kind == "extern":
