@@ -1,5 +1,5 @@
 """Tensor's elementwise math, in-place updates and operators: the mixin `TensorMath`, which
-`TensorMethods` (and so `Tensor`) inherits. Names and arguments are PyTorch's."""
+`TensorShape`, `TensorMethods` and so `Tensor` inherit. Names and arguments are PyTorch's."""
 from __future__ import annotations
 
 import math
