@@ -1,4 +1,5 @@
-"""`Module`, the base class of layers, as in PyTorch (`Parameter` lives in parameter.py).
+"""`Module`, the base class of layers, as in PyTorch (`Parameter` lives in parameter.py, the state
+dict in module_state.py).
 
     class MLP(nn.Module):
         def __init__(self):
@@ -19,18 +20,16 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections import OrderedDict, namedtuple
+from collections import OrderedDict
 
 from .. import provenance, trace as _trace
-from ..creation import tensor as _tensor, zeros_like
+from ..creation import zeros_like
 from ..errors import TracegradError
 from ..ir import types as _types
-from ..runtime.shards import Sharded
 from ..tensor import Tensor
+from .module_state import ModuleState
 from .parameter import Parameter
-from ..autograd import no_grad
 
-_IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 _version = [0]   # bumped whenever any module gains or loses a submodule (invalidates path caches)
 
 
@@ -38,7 +37,7 @@ def _bump() -> None:
     _version[0] += 1
 
 
-class Module:
+class Module(ModuleState):
     """Base class of all layers; subclasses define `forward`."""
 
     training: bool
@@ -342,54 +341,6 @@ class Module:
     def bfloat16(self) -> "Module":
         return self.to(_types.bfloat16)
 
-    # -- state dict -------------------------------------------------------------------------
-    def state_dict(self, destination=None, prefix: str = "", keep_vars: bool = False) -> "OrderedDict[str, Tensor]":
-        """Parameters and persistent buffers by dotted name. Values are detached snapshots
-        (tracegrad updates rebind a tensor's storage, so a later step does not change them).
-        A parameter a tensor-parallel plan holds in blocks comes back whole: gathered from its
-        group's ranks, so under a plan every rank calls `state_dict()`, in the same order."""
-        out = OrderedDict() if destination is None else destination
-        for mod_prefix, m in self.named_modules(prefix=prefix.rstrip("."), remove_duplicate=False):
-            head = f"{mod_prefix}." if mod_prefix else ""
-            for name, p in m._parameters.items():
-                if p is not None:
-                    out[head + name] = p if keep_vars else _snapshot(p)
-            for name, b in m._buffers.items():
-                if b is not None and name not in m._non_persistent_buffers_set:
-                    out[head + name] = b if keep_vars else _snapshot(b)
-        return out
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """Copy values into this module's parameters and buffers (they keep their identity, so a
-        compiled step and an optimizer that hold them see the new values).
-        Returns (missing_keys, unexpected_keys); with strict=True a mismatch raises."""
-        if _trace.current() is not None:
-            raise TracegradError("load_state_dict() inside @tg.compile: load before the step")
-        own = self.state_dict(keep_vars=True)
-        missing = [k for k in own if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in own]
-        errors = []
-        for k, t in own.items():
-            if k not in state_dict:
-                continue
-            v = state_dict[k]
-            if not isinstance(v, Tensor):
-                v = _tensor(v)
-            if tuple(v.shape) != tuple(t.shape):
-                errors.append(f"size mismatch for {k}: copying a param with shape {list(v.shape)} from checkpoint, "
-                              f"the shape in current model is {list(t.shape)}.")
-                continue
-            with no_grad():
-                t.copy_(v.detach())
-        if strict:
-            if unexpected:
-                errors.insert(0, "Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ".")
-            if missing:
-                errors.insert(0, "Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ".")
-        if errors:
-            raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(errors))
-        return _IncompatibleKeys(missing, unexpected)
-
     # -- printing ---------------------------------------------------------------------------
     def extra_repr(self) -> str:
         return ""
@@ -421,10 +372,3 @@ def _roots() -> list:
     if roots is None:
         roots = _call_state.roots = []
     return roots
-
-
-def _snapshot(t):
-    """t detached; the whole tensor when its storage is a block of a parallel plan (`Sharded`)."""
-    if type(t._data) is Sharded:
-        return Tensor._from_array(t._data.full(), t._type)
-    return t.detach()
