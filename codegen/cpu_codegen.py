@@ -202,12 +202,24 @@ class LoopWriter:
             return H(self.assign(expr, rdep), out)
         args = [self.emit(*r) for r in reads]
         kw = {}
+        if op == "where" and self._first_max(n):     # max-pool's tree: where(a >= b | isnan(a), a, b)
+            op, args = "maximum", args[1:]
         if op == "pow" and args[1].const is not None:
             kw["exponent"] = args[1].const
         expr = LOWER[op]([h.code for h in args], [h.dtype for h in args], out, **kw)
         if out != bool_ and op != "cast":   # NOTE: keeps fp32 math in fp32 (numba widens mixed operands)
             expr = f"{nb_type(out)}({expr})"
         return H(self.assign(expr, rdep), out)
+
+    def _first_max(self, n: Node) -> bool:
+        """Whether `where(c, a, b)` is `where(a >= b | isnan(a), a, b)`: np.maximum(a, b) exactly."""
+        _, a, b = n.inputs
+        c = self.prod.get(n.inputs[0])
+        if c is None or c.op != "logical_or" or not a.dtype.is_floating:
+            return False
+        parts = sorted((self.prod.get(v) for v in c.inputs), key=lambda m: m is None or m.op)
+        return all(m is not None for m in parts) and [m.op for m in parts] == ["ge", "isnan"] and \
+            parts[0].inputs == (a, b) and parts[1].inputs == (a,)
 
     def reduce(self, n: Node, idx, cnd) -> H:
         (x, sub, c), = node_reads(n, idx, cnd, self.plan, self.loaded)

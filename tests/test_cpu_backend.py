@@ -329,3 +329,31 @@ def test_kernels_compile_when_the_program_is_built_for_the_types_they_are_called
     for _ in range(4):
         step(x, i)
     assert ran and all(len(fn.signatures) == 1 for fn in ran)
+
+
+def test_max_pool_and_maximum_select_without_a_branch_and_keep_numpys_nans_and_ties():
+    """np.maximum and max-pool's tree of `where(a >= b | isnan(a), a, b)` are written as numba's max
+    under a test for NaN that is almost never false: a select on the comparison compiled to a branch
+    per element, mispredicted half the time on data. The values stay numpy's: NaN wins, a tie keeps
+    the first operand, and the pool's gradient goes to each window's first maximum."""
+    rng = np.random.default_rng(8)
+    xs = rng.normal(size=(2, 3, 8, 8)).astype(np.float32)
+    xs[0, 0, :2, :2] = 1.5                 # a tied window
+    xs[1, 2, 4, 5] = np.nan                # a window with a NaN
+    ys = rng.normal(size=(2, 3, 8, 8)).astype(np.float32)
+    ys[0, 1, 0, :4] = np.nan
+
+    def f(x, y):
+        out = tg.nn.functional.max_pool2d(x, 2) + tg.maximum(x, y).sum() * 0 + tg.minimum(x, y)[..., ::2, ::2]
+        out.sum().backward()
+        return out, x.grad
+
+    got = [t.numpy() for t in tg.compile(f, backend="cpu")(tg.tensor(xs, requires_grad=True), tg.tensor(ys))]
+    step = tg.compile(f, backend="numpy")
+    want = [t.numpy() for t in step(tg.tensor(xs, requires_grad=True), tg.tensor(ys))]
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)      # NOTE: selects only: equal, NaNs in the same places
+    source = tg.compile(lambda x: tg.nn.functional.max_pool2d(x, 2), backend="cpu")
+    source(tg.tensor(xs))
+    text = source.ir("kernels")
+    assert "max(tmp" in text and not re.search(r"\(tmp\d+ if tmp\d+ else tmp\d+\)", text), text
