@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from ..ir.types import DType, bool_
+from .kernel_values import cast_lowering, pow_lowering
 
 # NOTE: libm's tanhf is a call per element that keeps the loop scalar; this rational fit (Eigen's and
 # XLA's fp32 tanh, within 2 ulp) is plain arithmetic: the demo's GELU kernel 3.7x faster than with tanhf
@@ -57,20 +58,8 @@ def _minmax(cmp):
     return lambda a, ins, out: f"({fn}({a[0]}, {a[1]}) if ({a[0]} == {a[0]}) & ({a[1]} == {a[1]}) else {a[0]} + {a[1]})"
 
 
-def _pow(a, ins, out, exponent=None):
-    if exponent == 2:
-        return f"{a[0]} * {a[0]}"
-    if exponent == 1:
-        return a[0]
-    if exponent == 0.5:
-        return f"np.sqrt({a[0]})"
-    return f"{a[0]} ** {a[1]}"
-
-
-def _cast(a, ins, out):
-    if out == bool_:
-        return f"({a[0]} != 0)"
-    return f"{nb_type(out)}({a[0]})"
+_pow = pow_lowering("np.sqrt", "{0} ** {1}")
+_cast = cast_lowering(lambda x, t: f"{nb_type(t)}({x})")
 
 
 LOWER = {

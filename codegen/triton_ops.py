@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 from ..ir.types import DType, bfloat16, bool_, float16, float32
+from .kernel_values import cast_lowering, pow_lowering
 
 HALF = (float16, bfloat16)
 
@@ -66,22 +67,8 @@ def _sign(a, ins, out):
     return f"tl.where({a[0]} > 0, 1, tl.where({a[0]} < 0, -1, 0)).to({tl_dtype(ins[0])})"
 
 
-def _pow(a, ins, out, exponent=None):
-    if exponent == 2:
-        return f"{a[0]} * {a[0]}"
-    if exponent == 1:
-        return a[0]
-    if exponent == 0.5:
-        return f"tl.sqrt({a[0]})"
-    if exponent == -1:
-        return f"1.0 / {a[0]}"
-    return f"pow_({a[0]}, {a[1]})"
-
-
-def _cast(a, ins, out):
-    if out == bool_:
-        return f"({a[0]} != 0)"
-    return f"{a[0]}.to({tl_dtype(out)})"
+_pow = pow_lowering("tl.sqrt", "pow_({0}, {1})")
+_cast = cast_lowering(lambda x, t: f"{x}.to({tl_dtype(t)})")
 
 
 COMPARE = ("eq", "ne", "lt", "le", "gt", "ge")
