@@ -23,9 +23,13 @@ from .numpy_program import keep_freed_memory
 _NS = None
 
 
-def run_op(device: str, op: str, arrays: list, attrs: dict, comm=None) -> tuple:
+def run_op(device: str, op: str, arrays: list, attrs: dict, comm=None, dry: bool = False) -> tuple:
     """Run `op` on the buffers `arrays` (all on `device`); returns a tuple of buffers. A collective
-    goes through `comm`, the calling rank's communicator."""
+    goes through `comm`, the calling rank's communicator. `dry` runs nothing: the results are new
+    buffers of the types the op's rule infers, unfilled (a dry run's: its inputs hold garbage)."""
+    if dry:
+        ins = [_cuda_type(a, device) for a in arrays]
+        return tuple(devices.empty(t.shape, t.dtype.np, device) for t in get(op).infer_types(ins, attrs))
     if get(op).kind == "collective":
         return _run_collective(op, arrays, attrs, comm)
     if device == "cpu":

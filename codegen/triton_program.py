@@ -7,14 +7,15 @@ CuPy's current stream, without PyTorch. Between kernels the host function calls 
 `Externs` (`rt.matmul`, `rt.empty`, the templates, collectives).
 
 On CUDA, calls from the second on replay the step as one CUDA graph (`runtime.cuda_graph`), and the
-kernels are compiled when the program is built, in a thread pool (each structurally
-distinct kernel once), instead of one by one at their first launch. A profiled call
+kernels are compiled before the first call launches any, all at once in worker processes (each
+distinct kernel once; `runtime.compile_ahead`), instead of one by one at their first launch. A profiled call
 (`TRACEGRAD_PROFILE=1`, or `step.profile(...)`) runs a twin of the host function that records a CUDA
 event before every launch; `launch_ms` keeps each launch's average time for `step.explain()`.
 """
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import time
 
@@ -23,6 +24,7 @@ import numpy as np
 from ..ir.graph import Graph
 from ..runtime import kernel_cache
 from ..runtime.cuda_graph import CapturedStep
+from ..runtime.devices import device_index
 from ..runtime.externs import Externs
 from ..runtime.index_flags import IndexFlags
 from ..runtime.nan_flags import NanFlags
@@ -40,6 +42,14 @@ def device_of(graph: Graph) -> str:
 def target_of(graph: Graph) -> str:
     devs = {v.type.device for v in list(graph.inputs) + list(graph.outputs)}
     return "cuda" if any(d.startswith("cuda") for d in devs) else "interpret"
+
+
+def start_compile_workers(graph: Graph) -> None:
+    """On CUDA, start the processes that will compile the step's kernels (runtime/compile_pool.py),
+    so they import while the graph passes run."""
+    if target_of(graph) == "cuda":
+        from ..runtime.compile_ahead import start_workers
+        start_workers(device_index(device_of(graph)))
 
 
 class TritonProgram:
@@ -71,9 +81,6 @@ class TritonProgram:
         for ks in self.generated.kernels:
             ns[ks.name] = kernel_cache.load(ks.source, ks.name, ks.key)
         lap("load")
-        if self.target == "cuda" and self.generated.kernels:
-            self._precompile(ns, graph)
-        lap("precompile")
         title = graph.meta.get("title", graph.name)
         exec(compile(self.generated.host, f"<tracegrad triton {title}>", "exec"), ns)
         self.fn = ns[graph.name]
@@ -83,6 +90,7 @@ class TritonProgram:
         self.launch_ms: dict[int, float] = {}    # launch number -> ms per profiled call
         self.profiled_calls = 0
         self.graphed = CapturedStep(self.fn) if self._graphable(comm) else None
+        self.compiled_ahead = self.target != "cuda"
 
     def _graphable(self, comm) -> bool:
         """Whether calls replay as a CUDA graph: on CUDA, one process (collectives of several run on
@@ -98,18 +106,36 @@ class TritonProgram:
         exec(compile(self.generated.timed_host, f"<tracegrad triton {title} (profiled)>", "exec"), timed)
         return timed[self.graph.name]
 
-    def _precompile(self, ns, graph: Graph) -> None:
-        """Compile the step's kernels in parallel now rather than one by one at their first launch."""
-        from ..runtime.triton_host import precompile
-        dev = device_of(graph)
-        jobs = []
+    def _compile_ahead(self, arrays) -> None:
+        """Before the first call launches anything: a dry run of the host function on `arrays` finds
+        every launch it will make, templates included, and the distinct kernels compile at once
+        (runtime/compile_ahead.py). Kernels the dry run did not reach (it stops at what needs another
+        rank) compile from the generated list."""
+        from ..runtime.compile_ahead import collecting, precompile
+        from ..runtime.compile_worker import Pointer
+        t0 = time.perf_counter()
+        launches = []
+        self.rt.dry = True
+        try:
+            with collecting() as launches:
+                self.fn(*arrays)
+        except Exception as e:     # NOTE: the launches recorded so far still compile ahead
+            logging.getLogger("tracegrad.compile").debug("dry run of %s stopped: %s", self.graph.name, e)
+        finally:
+            self.rt.dry = False
         for ks in self.generated.kernels:
-            grid, meta = launch_config(ks, "cuda")
+            _, meta = launch_config(ks, "cuda")
             chk = ([np.int64] if ks.sites else []) + ([np.int32] if "nan_ptr" in ks.source else [])
-            jobs.append((ns[ks.name], [v.type.dtype.np for v in ks.args] + chk, grid, meta))
-        precompile(jobs, int(dev.split(":")[1]) if ":" in dev else 0)
+            launches.append((self._ns[ks.name], [Pointer(v.type.dtype.np) for v in ks.args] +
+                             [Pointer(d) for d in chk], meta))
+        dry_ms = (time.perf_counter() - t0) * 1e3
+        self.compile_counts = dict(precompile(launches, device_index(device_of(self.graph))), dry_ms=dry_ms)
+        self.compile_ms["precompile"] = (time.perf_counter() - t0) * 1e3
 
     def __call__(self, *arrays):
+        if not self.compiled_ahead:
+            self.compiled_ahead = True
+            self._compile_ahead(arrays)
         if self.profiling:
             return self.profiled(*arrays)
         outs = self.graphed(*arrays) if self.graphed is not None else self.fn(*arrays)

@@ -3,8 +3,8 @@ buffers and views, the ops outside the generated kernels (matmul: numpy, or on C
 through CuPy or the Triton template, whichever measured faster for the shape), the attention
 and cross-entropy templates, scatters, collectives. One `Externs` serves one program.
 
-Ops without a kernel of their own run through `run_op(device, op, arrays, attrs)`, the eager
-one-op path, which the code generator hands in (runtime knows no graph and no lowering).
+Ops without a kernel of their own run through `run_op(device, op, arrays, attrs, dry=False)`, the
+eager one-op path, which the code generator hands in (runtime knows no graph and no lowering).
 """
 from __future__ import annotations
 
@@ -19,6 +19,10 @@ from .devices import TypedArray, map_array as _map
 from .triton_host import launch
 
 
+class DryRunEnds(Exception):
+    """A dry run reached what it cannot pass without running (a message from another rank)."""
+
+
 class Externs:
     """The names a generated host function calls, for one target."""
 
@@ -29,6 +33,9 @@ class Externs:
         self.matmul_choice: dict = {}
         self.marks: list = []       # (launch number, event or host time), from a profiled call
         self.flags = None           # the program's IndexFlags (index_flags.py), set by the program
+        # NOTE: a dry run (compile_ahead.py) launches nothing, and nothing here may read a buffer's
+        # values then: they are garbage, and an index read from one could fault the device
+        self.dry = False
 
     def mark(self, k: int) -> None:
         """Where launch k begins (k = -1: the end) in a profiled call: a CUDA event on the current
@@ -126,7 +133,7 @@ class Externs:
         ordered), and the kernels index row-major."""
         dev = "cpu" if not self.cuda else next(
             (f"cuda:{a.device.id}" for a in arrays if devices.is_cuda(a)), "cuda:0")
-        outs = self.run_op(dev, op, list(arrays), attrs)
+        outs = self.run_op(dev, op, list(arrays), attrs, dry=self.dry)
         return [self.contiguous(o) for o in outs]
 
     def matmul(self, a, b):
@@ -169,6 +176,11 @@ class Externs:
     def extern(self, op, arrays, /, **attrs):
         """An op the kernels do not cover (results C-contiguous, as `run`'s)."""
         attrs = {k: (DTYPES[v.name] if hasattr(v, "short") else v) for k, v in attrs.items()}
+        if self.dry and op in ("send", "recv"):
+            raise DryRunEnds(f"{op} waits for another rank")
+        if self.dry:
+            outs = self.run(op, arrays, **attrs)
+            return outs[0] if len(outs) == 1 else outs
         if op in ("all_reduce", "all_gather", "reduce_scatter", "broadcast"):
             return self.contiguous(getattr(self.comm, op)(arrays[0], *attrs.values()))
         if op == "send":
@@ -236,6 +248,9 @@ class Externs:
             return _map(lambda r: r.reshape(a.shape[:-2] + r.shape[-2:]), c)
         key = (tuple(a.shape), tuple(b.shape), tuple(a.strides), tuple(b.strides), str(a.dtype))
         choice = self.matmul_choice.get(key) or MATMUL_CHOICE.get(key)
+        if self.dry and choice is None and cublas.supports(a, b) and FORCE_MATMUL != "cublas":
+            # NOTE: the template is compiled now to be measured against cuBLAS at the first call
+            choice = measured.recall("matmul", key, a.device.id) or "template"
         if choice is None:
             if not cublas.supports(a, b):
                 choice = "cupy"

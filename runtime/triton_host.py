@@ -42,11 +42,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
-import os
 import sys
 import types
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import triton
@@ -168,6 +165,7 @@ def use_cupy_driver():
 # the time of short kernels (see _launch_compiled).
 
 _SCALARS = frozenset({int, float, bool, type(None)})
+collected: list | None = None   # during a dry run, the CUDA launches it made (compile_ahead.py)
 
 
 def launch(kernel, grid, *args, **meta):
@@ -187,6 +185,9 @@ def launch(kernel, grid, *args, **meta):
         elif isinstance(a, np.generic):
             a = a.item()
         converted.append(a)
+    if collected is not None:       # a dry run (compile_ahead.collecting): record, launch nothing
+        collected.append((make_kernel(kernel, interpret=False), converted, meta))
+        return None
     if device is None:
         patch_interpreter()
         with LOCK, interpreting():
@@ -232,6 +233,17 @@ def _specialization(args, meta, device_id) -> tuple:
     return tuple(key)
 
 
+class NoTorch:
+    """A meta path finder under which `import torch` raises ImportError at once. Triton 3.6's
+    specializer imports torch and forgets the error; later ones look it up in sys.modules, which this
+    leaves alone (a None placed there would break them)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            raise ModuleNotFoundError("torch is kept out of this import", name="torch")
+        return None
+
+
 @contextlib.contextmanager
 def torch_unseen():
     """Within: `import torch` raises ImportError at once, if torch is not imported yet (see the
@@ -240,12 +252,12 @@ def torch_unseen():
     if "torch" in sys.modules:
         yield
         return
-    sys.modules["torch"] = None
+    finder = NoTorch()
+    sys.meta_path.insert(0, finder)
     try:
         yield
     finally:
-        if "torch" in sys.modules and sys.modules["torch"] is None:
-            del sys.modules["torch"]
+        sys.meta_path.remove(finder)
 
 
 def _launch_compiled(kernel, grid, args, meta, device_id):
@@ -270,60 +282,3 @@ def _launch_compiled(kernel, grid, args, meta, device_id):
     ck.run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1, stream,
            ck.function, ck.packed_metadata, ck.launch_metadata(grid, stream, *values), *hooks, *values)
     return ck
-
-
-# --------------------------------------------------------------------------
-# Compiling ahead of the first launch, several kernels at a time
-# --------------------------------------------------------------------------
-
-class _Placeholder:
-    """A pointer argument to compile for: its element type and a 16-byte-aligned address (what
-    Triton specializes a real buffer on), so the first real launch finds the kernel compiled."""
-    __slots__ = ("dtype",)
-
-    def __init__(self, dtype):
-        self.dtype = np.dtype(dtype)
-
-    def data_ptr(self) -> int:
-        return 0
-
-
-def compile_threads() -> int:
-    """Threads compiling at once: `TRACEGRAD_COMPILE_THREADS`, else one per core up to 16."""
-    return int(os.environ.get("TRACEGRAD_COMPILE_THREADS") or min(16, os.cpu_count() or 1))
-
-
-def precompile(jobs, device_id: int, threads: int | None = None) -> int:
-    """Compile `(kernel, pointer dtypes, grid, meta)` jobs for a CUDA device before they launch,
-    each structurally distinct kernel once, in a pool of threads (Triton's MLIR passes and ptxas
-    run outside the interpreter lock). A job that fails here is left to compile at its launch.
-    Returns how many kernels were compiled."""
-    try:
-        use_cupy_driver()
-    except Exception as e:         # NOTE: no usable driver here: the launches will say why
-        logging.getLogger("tracegrad.compile").debug("precompiling skipped: %s", e)
-        return 0
-    import cupy
-    todo, seen = [], set()
-    for kernel, dtypes, grid, meta in jobs:
-        k = make_kernel(kernel, interpret=False)
-        key = (k, tuple(np.dtype(d) for d in dtypes), tuple(sorted(meta.items())))
-        if isinstance(k, JITFunction) and key not in seen:
-            seen.add(key)
-            todo.append((k, dtypes, grid, meta))
-
-    def one(job) -> int:
-        k, dtypes, grid, meta = job
-        try:
-            with cupy.cuda.Device(device_id):
-                k.warmup(*[_Placeholder(d) for d in dtypes], grid=grid, **meta)
-            return 1
-        except Exception as e:     # NOTE: never fatal: the launch compiles it again and reports
-            logging.getLogger("tracegrad.compile").debug("precompiling %s failed: %s", k, e)
-            return 0
-    threads = threads or compile_threads()
-    with torch_unseen():
-        if threads <= 1 or len(todo) <= 1:
-            return sum(map(one, todo))
-        with ThreadPoolExecutor(threads, thread_name_prefix="tracegrad-compile") as pool:
-            return sum(pool.map(one, todo))

@@ -309,3 +309,37 @@ def test_a_second_process_takes_the_matmul_choices_from_disk(tmp_path, monkeypat
     got = tg.compile(lambda a, b: (a @ b).relu() + 0.0)(a, b).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     measured.forget()
+
+
+def test_the_first_call_compiles_templates_and_kernels_ahead_in_workers(tmp_path, monkeypatch):
+    """On fresh caches, the first call's dry run finds the attention and matmul templates beside the
+    generated kernels, worker processes compile them, and the step still equals the numpy backend."""
+    import tracegrad.nn.functional as F
+    from tracegrad.runtime import externs, kernel_cache
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "triton"))
+    monkeypatch.setenv("TRACEGRAD_CACHE_DIR", str(tmp_path / "tg"))
+    monkeypatch.setattr(externs, "FORCE_MATMUL", "template")
+    kernel_cache.clear_memory()
+    rng = np.random.default_rng(5)
+    q, k, v = (rng.standard_normal((2, 2, 80, 64)).astype(np.float32) for _ in range(3))
+    w = rng.standard_normal((64, 48)).astype(np.float32)
+
+    def step(q, k, v, w):
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y = (o @ w).tanh()
+        y.sum().backward()
+        return y, q.grad, w.grad
+
+    def run(backend, device):
+        ts = [tg.tensor(a).to(device).requires_grad_() for a in (q, k, v, w)]
+        compiled = tg.compile(step, backend=backend)
+        return [t.numpy() for t in compiled(*ts)], compiled
+    want, _ = run("numpy", "cpu")
+    got, compiled = run("auto", "cuda")
+    counts = compiled.entries[-1].program.compile_counts
+    assert counts["in_workers"] >= 4, counts
+    assert {"_attn_fwd", "_attn_bwd_dq", "_attn_bwd_dkdv", "_matmul_kernel"} <= set(counts["names"]), counts
+    assert any(n.startswith("k") for n in counts["names"]), counts
+    for g, wv in zip(got, want):
+        assert rel_err(g, wv) < 1e-4
+    kernel_cache.clear_memory()

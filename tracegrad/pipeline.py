@@ -65,6 +65,8 @@ def lower(graph: Graph, stages: PassManager, backend: str, comm=None):
     graph = stages.run("simplify", simplify, graph)
     if backend == "triton":   # composites with a kernel template stay whole; the rest is fused
         from .codegen.triton_codegen import template_applies   # NOTE: imports triton, an optional extra
+        from .codegen.triton_program import start_compile_workers   # NOTE: as does this
+        start_compile_workers(graph)     # they import while the passes run
         graph = stages.run("decompose", lambda g: decompose(g, template_applies), graph)
         graph = _optimize(graph, stages)
         graph = stages.run("remat", rematerialize, graph)
