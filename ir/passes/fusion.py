@@ -260,12 +260,24 @@ class Fuser(Recompute):
             self._inputs[gid] = self.body(self.groups[gid].members).inputs
         return self._inputs[gid]
 
+    def _key(self, a: int, b: int) -> tuple:
+        # NOTE: a group only grows, so (id, size) names its members: most pairs score as last round
+        ga, gb = self.groups[a], self.groups[b]
+        return (a, len(ga.members), ga.kind, b, len(gb.members), gb.kind)
+
+    def _sideways(self, a: int, b: int, shared: int) -> tuple:
+        """The score of a pair that reads the same buffers (`shared` bytes of them), kept as `_scores` keeps
+        producer-consumer pairs'."""
+        key = self._key(a, b) + (shared,)
+        if key not in self._scores:
+            self._scores[key] = self.score_fusion(self.groups[a], self.groups[b], False, shared)
+        return self._scores[key]
+
     def candidates(self) -> list[tuple]:
         out = []
         for a, b in self.dag.edges:
             ga, gb = self.groups[a], self.groups[b]
-            # NOTE: a group only grows, so (id, size) names its members: most pairs score as last round
-            key = (a, len(ga.members), ga.kind, b, len(gb.members), gb.kind)
+            key = self._key(a, b)
             if key not in self._scores:
                 mine = {o for m in ga.members for o in self.nodes[m].outputs}
                 reads = set(self.inputs_of(b)) if gb.kind != "extern" else set(self.nodes[b].inputs)
@@ -283,7 +295,7 @@ class Fuser(Recompute):
             gs = sorted(set(gs), key=lambda g: self.groups[g].members[0])
             for a, b in zip(gs, gs[1:]):
                 if not self.dag.has_edge(a, b) and not self.dag.has_edge(b, a):
-                    out.append((self.score_fusion(self.groups[a], self.groups[b], False, v.type.nbytes), a, b))
+                    out.append((self._sideways(a, b, v.type.nbytes), a, b))
         by_sig: dict[tuple, list[int]] = {}    # independent work of one shape (dw and db of a norm)
         for g in sorted(self.groups.values(), key=lambda g: g.members[0]):
             if g.kind == "reduction":
@@ -295,7 +307,7 @@ class Fuser(Recompute):
         for gs in by_sig.values():
             for a, b in zip(gs, gs[1:]):
                 if not self.dag.has_edge(a, b) and not self.dag.has_edge(b, a):
-                    out.append((self.score_fusion(self.groups[a], self.groups[b], False, 0), a, b))
+                    out.append((self._sideways(a, b, 0), a, b))
         out.sort(key=lambda t: t[0], reverse=True)
         return out
 

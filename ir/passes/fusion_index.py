@@ -17,6 +17,7 @@ splitting and re-merging axes gives back the plain flat index:
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Union
@@ -246,6 +247,7 @@ def strides(shape) -> tuple[int, ...]:
     return tuple(reversed(out))
 
 
+@functools.lru_cache(maxsize=1 << 16)     # NOTE: pure; fusion asks the same of every candidate group
 def linearize(idx: Index, shape) -> Expr:
     out = Expr.const(0)
     for e, s in zip(idx, strides(shape)):
@@ -253,6 +255,7 @@ def linearize(idx: Index, shape) -> Expr:
     return out
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def unflatten(flat: Expr, shape) -> Index:
     out = []
     for d, (n, s) in enumerate(zip(shape, strides(shape))):
