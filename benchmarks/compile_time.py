@@ -14,10 +14,11 @@ Each repeat runs two fresh processes on one fresh cache folder (tracegrad's kern
 binaries): the first is the cold first call, the second the warm one. Medians over the repeats.
 Phases: traced (tracing, autodiff, optimizer; includes creating optimizer state), simplify,
 decompose, optimized, fused (the passes), generate (Triton sources and host function), load
-(kernel modules, `@triton.jit`), precompile (Triton compiles every distinct kernel, CUDA only),
-host (the host function), launch (the rest of the first call). The CPU columns are this process's
+(kernel modules, `@triton.jit`), host (the host function), precompile (CUDA only, at the first call: a
+dry run of the host function finds every launch, templates too, and worker processes compile each
+distinct kernel), launch (the rest of the first call). The CPU columns are this process's
 CPU time (what a loaded machine stretches least), per pass and for codegen as a whole
-(generate + load + precompile + host).
+(generate + load + host; the compile workers' CPU time is their own).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ import sys
 import tempfile
 import time
 
-PHASES = ("traced", "simplify", "decompose", "optimized", "fused", "generate", "load", "precompile", "host",
+PHASES = ("traced", "simplify", "decompose", "optimized", "fused", "generate", "load", "host", "precompile",
           "launch")
 
 
@@ -85,6 +86,7 @@ def child(args) -> dict:
     ms["launch"] = out["first_s"] * 1e3 - sum(ms.values())
     cpu["traced"] = out["first_cpu_s"] * 1e3 - sum(cpu.values())
     kernels = e.program.generated.kernels
+    out["compiled_ahead"] = getattr(e.program, "compile_counts", None)
     out.update(ms=ms, cpu_ms=cpu, launches=len(kernels), distinct=len({k.key for k in kernels}), cache=dict(kernel_cache.stats),
                nodes={s.name: len(s.graph.nodes) for s in e.stages.stages})
     return out
@@ -166,6 +168,13 @@ def main() -> None:
     for key, what in (("first_s", "first call s"), ("first_cpu_s", "  its CPU s"), ("import_s", "import s")):
         vals = [statistics.median(r[key] for r in runs[k]) for k in ("cold", "warm")]
         print(f"{what:<12}{vals[0]:>10.2f}{vals[1]:>10.2f}")
+    ahead = [r.get("compiled_ahead") for r in runs["cold"] if r.get("compiled_ahead")]
+    if ahead:
+        for kind in ("cold", "warm"):
+            a = runs[kind][0]["compiled_ahead"]
+            print(f"compiled before the first launch ({kind}): {a['kernels']} kernels, {a['in_workers']} of them by "
+                  f"worker processes; dry run {a['dry_ms']:.0f} ms, workers {a['workers_ms']:.0f} ms, "
+                  f"loading {a['load_ms']:.0f} ms")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(vars(args), runs=runs, load=load), f, indent=1)
