@@ -225,6 +225,28 @@ def test_views_become_index_arithmetic():
     assert "tl.load(in_ptr0 + (" in src and "permute" not in src
 
 
+def test_a_padded_inputs_index_divides_within_its_range():
+    """A padded input is read only where its condition holds, so its index lies in the input's range
+    there: a reshape after the pad divides by what that range allows (col2im's loads lose their `//`),
+    and on every kept lane the simplified index is the input's true one."""
+    from types import SimpleNamespace
+    from tracegrad.ir.passes.fusion_index import movement_index
+    pad = SimpleNamespace(op="pad", attrs={"pads": ((0, 0), (1, 1), (2, 0))}, inputs=[SimpleNamespace(shape=(3, 5, 7))])
+    x = Expr.sym(Sym("xindex", 3 * 7 * 9, "x"))
+    idx, conds = movement_index(pad, unflatten(x, (3, 7, 9)))
+    flat = linearize(idx, (3, 5, 7))
+    rows = unflatten(flat, (3, 35))
+    assert rows[0].code() == "(xindex // 63)"
+    assert rows[1].code() == "7 * (((xindex // 9) % 7) - 1) + ((xindex % 9) - 2)"     # no // 7 or % 35 of it
+    for xindex in range(3 * 7 * 9):
+        b, i, j = np.unravel_index(xindex, (3, 7, 9))
+        kept = all(eval(c.code(), {"xindex": xindex}) for c in conds)
+        assert kept == (1 <= i < 6 and 2 <= j < 9)
+        if kept:
+            assert eval(flat.code(), {"xindex": xindex}) == np.ravel_multi_index((b, i - 1, j - 2), (3, 5, 7))
+            assert eval(rows[1].code(), {"xindex": xindex}) == (i - 1) * 7 + j - 2
+
+
 def test_index_algebra_merges_what_reshape_split():
     x = Expr.sym(Sym("xindex", 60, "x"))
     assert linearize(unflatten(x, (3, 4, 5)), (3, 4, 5)) == x

@@ -232,6 +232,16 @@ class Cond:
         return " & ".join(parts)
 
 
+def within(e: Expr, n: int) -> Expr:
+    """`e`, known to lie in [0, n) wherever it is read: a padded input's index, read only on the
+    lanes its condition keeps (elsewhere the pad value stands in). An opaque symbol of that range,
+    so the reshapes after it divide by what the range allows (col2im's `(i + 14 j) // 196` is 0)."""
+    lo, hi = e.bounds()
+    if 0 <= lo and hi < n:
+        return e
+    return Expr.sym(Sym(f"({e.code()})", n, "".join(sorted(e.tags()))))
+
+
 def cond(e: Expr, lo=None, hi=None) -> tuple:
     blo, bhi = e.bounds()
     lo = None if lo is None or blo >= lo else lo
@@ -294,8 +304,9 @@ def movement_index(node: Node, idx: Index) -> tuple[Index, tuple]:
         conds = ()
         out = []
         for e, (lo, hi), n in zip(idx, a["pads"], src):
-            conds += cond(e, lo, lo + n)
-            out.append(e - lo)
+            c = cond(e, lo, lo + n)
+            conds += c
+            out.append(within(e - lo, n) if c else e - lo)
         return tuple(out), conds
     if node.op == "stop_gradient":
         return idx, ()
