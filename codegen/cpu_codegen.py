@@ -33,7 +33,7 @@ from ..ir.ops.registry import ELEMENTWISE, get
 from ..ir.passes.fusion_index import Sym, depends_on, linearize
 from ..ir.passes.fusion_plan import (RANDOM, REDUCTIONS, VIEWS, KernelPlan, after_reduction, index_tags,
                                      is_reduction, make_plan, node_reads, rng_state_out)
-from ..ir.types import bool_, float16, bfloat16, float64, int64
+from ..ir.types import bool_, float16, bfloat16, float32, float64, int64
 from .cpu_loops import interchange, row_tile
 from .cpu_scalars import LOWER, TANH32, literal, nb_type
 from .index_sites import index_op
@@ -206,10 +206,22 @@ class LoopWriter:
             op, args = "maximum", args[1:]
         if op == "pow" and args[1].const is not None:
             kw["exponent"] = args[1].const
+        if op == "where" and out == float32 and args[1].dtype == args[2].dtype == float32 and \
+                self.loaded_mask(n.inputs[0]):
+            return H(self.assign(f"select_f32({args[0].code}, {args[1].code}, {args[2].code})", rdep), out)
         expr = LOWER[op]([h.code for h in args], [h.dtype for h in args], out, **kw)
         if out != bool_ and op != "cast":   # NOTE: keeps fp32 math in fp32 (numba widens mixed operands)
             expr = f"{nb_type(out)}({expr})"
         return H(self.assign(expr, rdep), out)
+
+    def loaded_mask(self, v: Value) -> bool:
+        """Whether v is a boolean buffer read (through views): a select on it goes branchless
+        (runtime/cpu_select.py). A select on a compare made in the loop stays one: LLVM vectorizes
+        those (relu's forward, 0.17 ms; 0.56 ms branchless and scalar)."""
+        n = self.prod.get(v)
+        while n is not None and n.op in VIEWS:
+            v, n = n.inputs[0], self.prod.get(n.inputs[0])
+        return n is None and v.dtype == bool_
 
     def _first_max(self, n: Node) -> bool:
         """Whether `where(c, a, b)` is `where(a >= b | isnan(a), a, b)`: np.maximum(a, b) exactly."""
@@ -342,7 +354,10 @@ def write_kernel(name: str, body: Graph, kind: str) -> list[CpuKernelSource]:
         inner = w.inner          # tiled or interchanged loops only: the rewrites above are not
         head = ["@numba.njit(cache=True, nogil=True, error_model='numpy', fastmath={'reassoc', 'contract'})",
                 f"def {fn}(x0, x1, {', '.join(names[v] for v in args)}):"]
-        src = "\n".join(["import math", "import numba", "import numpy as np", "", "", TANH32, ""] + head + lines) + "\n"
+        imports = ["import math", "import numba", "import numpy as np"]
+        if any("select_f32(" in line for line in lines):
+            imports.append("from tracegrad.runtime.cpu_select import select_f32")
+        src = "\n".join(imports + ["", "", TANH32, ""] + head + lines) + "\n"
         # a tiled loop's x range counts rows of `inner` elements
         xnumel, rnumel = (plan.xnumel // inner, plan.rnumel * inner) if inner else (plan.xnumel, plan.rnumel)
         out.append(CpuKernelSource(fn, src, args, xnumel, rnumel))

@@ -357,3 +357,27 @@ def test_max_pool_and_maximum_select_without_a_branch_and_keep_numpys_nans_and_t
     source(tg.tensor(xs))
     text = source.ir("kernels")
     assert "max(tmp" in text and not re.search(r"\(tmp\d+ if tmp\d+ else tmp\d+\)", text), text
+
+
+def test_a_select_on_a_loaded_mask_has_no_branch_and_keeps_every_bit():
+    """A select whose condition is a boolean buffer (relu's mask, read in the backward) is written as
+    bit operations (`select_f32`): x86 code made it a branch, mispredicted half the time. The result
+    is the select's bit for bit: NaN, infinities and -0.0 kept where chosen, dropped where not."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(64, 48)).astype(np.float32)
+    x[0, :6] = [np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-45]
+    mask = rng.random((64, 48)) < 0.5
+    mask[0, :6] = [True, False, True, True, False, True]
+    mask[1, :6] = False
+    x[1, :6] = x[0, :6]
+
+    def f(m, x, y):
+        return tg.where(m, x * 2.0, y), tg.where(m, -0.0, x)
+
+    args = [tg.tensor(mask), tg.tensor(x), tg.tensor(x[::-1].copy())]
+    step = tg.compile(f, backend="cpu")
+    got = [t.numpy() for t in step(*args)]
+    want = [t.numpy() for t in tg.compile(f, backend="numpy")(*args)]
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g.view(np.int32), w.view(np.int32))
+    assert "select_f32(" in step.ir("kernels")
