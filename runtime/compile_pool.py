@@ -26,6 +26,8 @@ import sys
 import threading
 import time
 
+from tqdm import tqdm
+
 from . import kernel_cache
 from .compile_worker import Pointer, read_message, write_message
 
@@ -158,7 +160,7 @@ class CompilePool:
             self._start()
             compiled: list[bool] = []
 
-            def drain(worker: _Worker) -> None:
+            def drain(worker: _Worker, bar) -> None:
                 while True:
                     try:
                         job, marker = todo.get_nowait()
@@ -171,14 +173,17 @@ class CompilePool:
                         return
                     self.stats["seconds"] += seconds
                     compiled.append(error is None)
+                    bar.update()
                     if error is None:
                         open(marker, "w").close()
                         log.debug("%s compiled in a worker in %.2f s", job["name"], seconds)
                     else:
                         log.debug("compiling %s in a worker failed:\n%s", job["name"], error)
-            log.info("compiling %d kernels in %d worker processes", todo.qsize(), len(self.workers))
             t0 = time.monotonic()
-            threads = [threading.Thread(target=drain, args=(w,), daemon=True) for w in self.workers]
+            # NOTE: a bar once it takes a while (a cold GPT-2 step: 7 s), as the CPU kernels have
+            bar = tqdm(total=todo.qsize(), desc=f"compiling GPU kernels ({len(self.workers)} processes, cached on disk)",
+                       unit="kernel", delay=2.0, leave=False)
+            threads = [threading.Thread(target=drain, args=(w, bar), daemon=True) for w in self.workers]
             for t in threads:
                 t.start()
             for t in threads:
@@ -189,6 +194,7 @@ class CompilePool:
                     w.proc.kill()
                 for t in threads:
                     t.join()
+            bar.close()
             log.info("compiled %d kernels in %.1f s", sum(compiled), time.monotonic() - t0)
             self.workers = [w for w in self.workers if w.proc.poll() is None]
             self.stats["compiled"] += sum(compiled)
