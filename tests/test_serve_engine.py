@@ -209,3 +209,19 @@ def test_finished_sequences_leave_the_queues_at_the_next_schedule():
     assert sched.schedule() == ([b], False)
     sched.finish(b)
     assert not sched.has_unfinished() and sched.schedule() == ([], False) and bm.num_free == 8
+
+
+def test_streamed_text_adds_up_to_the_final_text_when_some_is_held_back():
+    """`step()` holds back what could still become a stop string; what it held is sent later, so the
+    new texts of a request, joined, are its final text, with a stop string that never comes, one that
+    is cut off, and none."""
+    llm, tok = _char_llm()
+    base = llm.generate("hello", SamplingParams(temperature=0.0, max_tokens=16))[0].text
+    for stop in (["~~~"], [base[6:9]], []):
+        seq = llm.add_request("hello", SamplingParams(temperature=0.0, max_tokens=16, stop=stop))
+        streamed, done = "", False
+        while not done:
+            for out in llm.step():
+                if out.seq is seq:
+                    streamed, done = streamed + out.new_text, out.finished
+        assert streamed == llm.output(seq).text == (base[:base.find(stop[0])] if stop == [base[6:9]] else base), stop

@@ -144,11 +144,12 @@ class LLM:
         outs = []
         for seq, tok in zip(seqs, tokens):
             seq.token_ids.append(tok)
-            sent = len(seq.text) if seq.stop_at is None else seq.stop_at
             self._check_finish(seq, tok)
             if seq.is_finished:
                 self.seqs.pop(seq.seq_id, None)
-            outs.append(StepOutput(seq, [tok], self._visible_text(seq)[sent:], seq.is_finished))
+            visible = self._visible_text(seq)
+            outs.append(StepOutput(seq, [tok], visible[seq.streamed:], seq.is_finished))
+            seq.streamed = len(visible)
         return outs
 
     def _check_finish(self, seq: Sequence, tok: int) -> None:
@@ -160,7 +161,7 @@ class LLM:
             reason = "length"
         if self.tokenizer is not None:   # NOTE: a stop token is not part of the text
             ids = seq.completion_token_ids
-            seq.text = self.tokenizer.decode(ids[:-1] if reason == "stop" else ids)
+            seq.text = self.tokenizer.decode(ids[:-1]) if reason == "stop" else seq.detok.text(self.tokenizer, ids)
             cut = min((i for i in (seq.text.find(s) for s in p.stop) if i >= 0), default=-1)
             if cut >= 0:
                 seq.text, reason = seq.text[:cut], "stop"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import itertools
 
+from .detokenize import Detokenizer
 from .sampling_params import SamplingParams
 
 
@@ -32,7 +33,8 @@ class Sequence:
         self.num_prefix_hit_tokens = 0    # of those, found by prefix caching at the last allocation
         self.finish_reason: str | None = None
         self.text = ""                    # the completion's text so far (when there is a tokenizer)
-        self.stop_at: int | None = None   # text cut at a stop string
+        self.detok = Detokenizer()        # how far that text is decoded
+        self.streamed = 0                 # characters of the text already handed out by `LLM.step`
 
     def __len__(self) -> int:
         return len(self.token_ids)
