@@ -144,6 +144,10 @@ class CupyGraphs:
         here = cupy.cuda.get_current_stream()
         s.wait_event(here.record())            # the inputs' copies are done before the graph reads them
         mode = getattr(cupy.cuda.runtime, "streamCaptureModeRelaxed", None)
+        # NOTE: the uncaptured first call's buffers, cached by the default pool, are not needed again;
+        # freed before the capture, their memory can hold the graph's (a server sized its KV cache to
+        # the free memory, and the two together ran out)
+        cupy.get_default_memory_pool().free_all_blocks()
         with cupy.cuda.using_allocator(self.pool.malloc), s:
             s.begin_capture(*(() if mode is None else (mode,)))
             try:
@@ -151,8 +155,6 @@ class CupyGraphs:
             finally:
                 graph = s.end_capture()
         here.wait_event(s.record())
-        # NOTE: the uncaptured first call's buffers, cached by the default pool, are not needed again
-        cupy.get_default_memory_pool().free_all_blocks()
         return graph, outs
 
     def launch(self, graph) -> None:
