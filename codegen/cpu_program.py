@@ -50,10 +50,11 @@ def fuse_for_cpu(graph: Graph) -> Graph:
     return fuse(graph, epilogues=False, column_splits=False)
 
 
-def generate(fused: Graph, comm=None, choose: bool | None = None) -> CpuProgram:
+def generate(fused: Graph, comm=None, choose: bool | None = None, tiered: bool = False) -> CpuProgram:
     """The CPU program of a fused graph (see the module docstring). With `choose` (default: on,
     TRACEGRAD_CPU_CHOOSE=0 turns it off) each kernel keeps the faster of its loops and its numpy ops,
-    measured on its second and third calls."""
+    measured on its second and third calls. `tiered` returns before the loops are compiled: each
+    kernel runs its numpy ops until its loop is ready (with `choose` only)."""
     if choose is None:
         choose = os.environ.get("TRACEGRAD_CPU_CHOOSE", "1") != "0"
     written: dict[str, object] = {}
@@ -85,5 +86,5 @@ def generate(fused: Graph, comm=None, choose: bool | None = None) -> CpuProgram:
             sources[ks.name] = ks.source
         outs = [(tuple(v.shape), _np_dtype(v.type.dtype)) for v in n.outputs]
         kernels[n.attrs["name"]] = cpu_kernels.Call(parts, outs, numpy_generate(body) if choose else None)
-    cpu_kernels.compile_all(typed)
+    cpu_kernels.compile_all(typed, background=tiered and choose)
     return CpuProgram(numpy_generate(host, comm, kernels=kernels), kernels, sources)

@@ -58,10 +58,15 @@ def compiled_before() -> bool:
 def _done_marker(job: dict, capability: int) -> str:
     """The file saying a worker compiled `job` into the current Triton cache, so a later process skips
     the round trip (the kernel loads from Triton's cache either way)."""
-    import triton
-    from triton import knobs
+    if capability:
+        import triton
+        from triton import knobs
+        version, cache = triton.__version__, knobs.cache.dir
+    else:
+        import numba
+        version, cache = numba.__version__, ""
     key = repr((job["key"], job["name"], [(a.dtype.name, a.aligned) if isinstance(a, Pointer) else a for a in job["args"]],
-                sorted(job["meta"].items()), triton.__version__, capability, knobs.cache.dir))
+                sorted(job["meta"].items()), version, capability, cache))
     return os.path.join(_markers(), kernel_cache.source_hash(key))
 
 
@@ -127,7 +132,7 @@ class _Worker:
 
 
 class CompilePool:
-    """`n` workers compiling for one CUDA compute capability (90 for 9.0)."""
+    """`n` workers compiling for one CUDA compute capability (90 for 9.0; 0: the CPU's numba kernels)."""
 
     def __init__(self, capability: int, n: int):
         self.capability, self.n = capability, n
@@ -138,13 +143,14 @@ class CompilePool:
         self.stats = {"compiled": 0, "failed": 0, "seconds": 0.0}
 
     def _start(self) -> None:
-        # NOTE: the workers must find the same caches as this process, whatever set them here
-        from triton import knobs
-        env = dict(os.environ, TRITON_CACHE_DIR=knobs.cache.dir)
+        env = dict(os.environ)
+        if self.capability:     # NOTE: the workers must find the same caches as this process, whatever set them
+            from triton import knobs
+            env["TRITON_CACHE_DIR"] = knobs.cache.dir
         while len(self.workers) < self.n:
             self.workers.append(_Worker(self.capability, env))
 
-    def compile(self, jobs: list[dict]) -> int:
+    def compile(self, jobs: list[dict], what: str = "GPU kernels", progress: bool = True) -> int:
         """Compile `jobs` (from `job_of`) across the workers; returns how many are compiled (now, or
         by an earlier process into the same caches)."""
         markers = [_done_marker(job, self.capability) for job in jobs]
@@ -181,8 +187,8 @@ class CompilePool:
                         log.debug("compiling %s in a worker failed:\n%s", job["name"], error)
             t0 = time.monotonic()
             # NOTE: a bar once it takes a while (a cold GPT-2 step: 7 s), as the CPU kernels have
-            bar = tqdm(total=todo.qsize(), desc=f"compiling GPU kernels ({len(self.workers)} processes, cached on disk)",
-                       unit="kernel", delay=2.0, leave=False)
+            bar = tqdm(total=todo.qsize(), desc=f"compiling {what} ({len(self.workers)} processes, cached on disk)",
+                       unit="kernel", delay=2.0, leave=False, disable=not progress)
             threads = [threading.Thread(target=drain, args=(w, bar), daemon=True) for w in self.workers]
             for t in threads:
                 t.start()

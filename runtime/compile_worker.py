@@ -1,7 +1,7 @@
-"""A process that compiles Triton kernels for a CUDA target it is told, with no GPU of its own:
-the worker side of `compile_pool`.
+"""A process that compiles Triton kernels for a CUDA target it is told, with no GPU of its own,
+or the CPU's numba loop kernels: the worker side of `compile_pool`.
 
-    python -m tracegrad.runtime.compile_worker 90      # compute capability 9.0
+    python -m tracegrad.runtime.compile_worker 90      # compute capability 9.0 (0: CPU kernels only)
 
 Jobs arrive on stdin and results leave on stdout, each a pickled object behind an 8-byte length.
 A job names a `@triton.jit` function (its module, or the file of a generated kernel), the
@@ -105,6 +105,11 @@ def kernel_of(module: str, name: str, path: str | None):
 
 def compile_job(job: dict) -> None:
     kernel = kernel_of(job["module"], job["name"], job.get("path"))
+    if job.get("numba"):       # a CPU loop kernel: numba compiles it into its cache beside the file
+        import numba
+        arrays = [numba.types.Array(numba.from_dtype(np.dtype(d)), 1, "C") for d in job["args"]]
+        kernel.compile((numba.int64, numba.int64, *arrays))
+        return
     build_launcher(kernel.warmup(*job["args"], grid=(1,), **job["meta"]))
 
 
@@ -131,10 +136,11 @@ def serve(capability: int, stdin=None, stdout=None) -> None:
     os.nice(5)                     # NOTE: the launching process is still tracing while workers start
     sys.stdout = sys.stderr        # NOTE: the results pipe carries nothing that imports print
     warnings.simplefilter("ignore")
-    import triton
-    triton.runtime.driver.set_active(TargetDriver(capability))
-    from .triton_host import NoTorch
-    sys.meta_path.insert(0, NoTorch())     # NOTE: Triton's specializer would import torch for nothing
+    if capability:             # NOTE: 0 compiles CPU loop kernels only: no Triton
+        import triton
+        triton.runtime.driver.set_active(TargetDriver(capability))
+        from .triton_host import NoTorch
+        sys.meta_path.insert(0, NoTorch())     # NOTE: Triton's specializer would import torch for nothing
     write_message(stdout, ("ready", None, 0.0))
     while (msg := read_message(stdin)) is not None:
         job_id, job = msg

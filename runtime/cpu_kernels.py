@@ -50,15 +50,34 @@ def load(name: str, source: str):
         return fn
 
 
-def compile_all(kernels) -> None:
-    """Compile `(Kernel, argument dtypes)` pairs now rather than at their first calls, with a
-    progress bar once it takes a while: a model's first run compiles each distinct kernel in
-    about a second (37 s for the demo GPT's step); later runs load them from disk at once."""
+def compile_all(kernels, background: bool = False) -> None:
+    """Compile `(Kernel, argument dtypes)` pairs now rather than at their first calls: a model's first
+    run compiles each distinct kernel in about a second (30 s for the demo GPT's step). Worker
+    processes (`compile_pool`, one per core) compile them into numba's cache beside their files, and
+    this process loads them from there (later runs load them at once), with a progress bar once it
+    takes a while. `background` returns at once and does all that in a thread: a `Call` runs its
+    numpy ops until its loops are ready."""
+    todo = list({id(k.fn): (k, dts) for k, dts in kernels if not k.fn.signatures}.values())  # shared loops once
+    if background and todo:
+        t = threading.Thread(target=_compile, args=(todo, False), daemon=True, name="tracegrad-cpu-compile")
+        t.start()
+        return
+    _compile(todo, True)
+
+
+def _compile(todo, progress: bool) -> None:
     import numba
     from tqdm import tqdm
-    todo = list({id(k.fn): (k, dts) for k, dts in kernels if not k.fn.signatures}.values())  # shared loops once
-    with tqdm(total=len(todo), desc="compiling CPU kernels (numba, cached on disk)", unit="kernel",
-              delay=2.0, leave=False) as bar:
+
+    from . import compile_pool
+    pool = compile_pool.get(0) if len(todo) > 1 else None
+    if pool is not None:
+        jobs = [dict(numba=True, module=k.fn.py_func.__module__, name=k.fn.py_func.__name__,
+                     path=k.fn.py_func.__code__.co_filename, key=k.fn.py_func.__module__,
+                     args=[np.dtype(d).str for d in dts], meta={}) for k, dts in todo]
+        pool.compile(jobs, what="CPU kernels (numba)", progress=progress)
+    with tqdm(total=len(todo), desc="loading CPU kernels" if pool else "compiling CPU kernels (numba, cached on disk)",
+              unit="kernel", delay=2.0, leave=False, disable=not progress) as bar:
         for k, dts in todo:
             arrays = [numba.types.Array(numba.from_dtype(np.dtype(d)), 1, "C") for d in dts]
             k.fn.compile((numba.int64, numba.int64, *arrays))
@@ -152,9 +171,15 @@ class Call:
         outs = self.reference(*ins)
         return outs[0] if len(outs) == 1 else tuple(outs)
 
+    def ready(self) -> bool:
+        """Whether every part's loop is compiled (a tiered program compiles them in the background)."""
+        return all(k.fn.signatures for k, _, _ in self.parts)
+
     def __call__(self, *ins):
         if self.engine is not None:
             return self.loops(*ins) if self.engine == "loops" else self.numpy(*ins)
+        if not self.ready():       # NOTE: a tiered program's loops still compiling: its numpy ops meanwhile
+            return self.numpy(*ins)
         self.calls += 1
         # NOTE: the first call compiles; then each engine runs TIMED_CALLS times, alternating, and the
         # best time of each decides (one early timing, taken while the process still faults in its

@@ -9,6 +9,10 @@ one stage per mesh axis; the single-device graph stays printable as "traced".
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
+import os
+
 from . import debug
 from .ir.graph import Graph
 from .ir.passes import PassManager, decompose, simplify
@@ -24,11 +28,22 @@ from .codegen.cpu_program import fuse_for_cpu
 
 
 def choose_backend(requested: str, graph: Graph) -> str:
-    """"auto" picks Triton when a tensor of the step lives on CUDA, numpy otherwise."""
+    """"auto" picks Triton when a tensor of the step lives on CUDA; on the CPU, where numba is
+    installed, the fused loops run tiered ("cpu:tiered": each group runs as its numpy ops until
+    worker processes have compiled its loop, so no call waits for numba), else numpy.
+    `TRACEGRAD_CPU_BACKEND` ("cpu" or "numpy") sets what "auto" picks on the CPU."""
     if requested == "triton" or (requested == "auto" and any(
             v.type.device.startswith("cuda") for v in (*graph.inputs, *graph.outputs))):
         return "triton"
+    if requested == "auto":
+        cpu = os.environ.get("TRACEGRAD_CPU_BACKEND") or ("cpu" if _has_numba() else "numpy")
+        return "cpu:tiered" if cpu == "cpu" else "numpy"
     return "cpu" if requested == "cpu" else "numpy"
+
+
+@functools.cache
+def _has_numba() -> bool:
+    return importlib.util.find_spec("numba") is not None
 
 
 def parallelize(graph: Graph, stages: PassManager, mesh=None, rank: int = 0, plans: dict | None = None,
@@ -72,7 +87,7 @@ def lower(graph: Graph, stages: PassManager, backend: str, comm=None):
         graph = stages.run("remat", rematerialize, graph)
         debug.logger("fusion")   # TRACEGRAD_LOGS=fusion: every refused pair, with its reason
         graph = stages.run("fused", fuse, graph)
-    elif backend == "cpu":    # the same groups as compiled loops; matmuls stay BLAS calls
+    elif backend.startswith("cpu"):    # the same groups as compiled loops; matmuls stay BLAS calls
         graph = stages.run("decompose", lambda g: decompose(g, frozenset()), graph)
         graph = _optimize(graph, stages)
         graph = stages.run("remat", rematerialize, graph)
@@ -96,6 +111,6 @@ def codegen(graph: Graph, backend: str = "numpy", comm=None):
         from .codegen.triton_program import TritonProgram   # NOTE: imports triton, an optional extra
         return TritonProgram(graph, comm)
     apply_default()
-    if backend == "cpu":
-        return cpu_generate(graph, comm)
+    if backend.startswith("cpu"):
+        return cpu_generate(graph, comm, tiered=backend == "cpu:tiered")
     return generate(graph, comm)
