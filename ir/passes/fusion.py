@@ -42,6 +42,7 @@ from .fusion_emit import emit, split_reductions
 from .fusion_foreach import pack_foreach
 from .fusion_order import GroupOrder, state_last
 from .fusion_plan import Refuse, check_group, classify, is_reduction, rnumel_of
+from .fusion_epilogue import Epilogues
 from .fusion_recompute import Recompute
 from .fusion_text import explain_kernels, format_fused, kernel_lines  # noqa: F401  (the pass's text form)
 
@@ -76,7 +77,7 @@ def describe(n: Node) -> str:
     return f"{n.outputs[0].name if n.outputs else n.op} ({n.op})"
 
 
-class Fuser(Recompute):
+class Fuser(Recompute, Epilogues):
     def __init__(self, graph: Graph):
         self.graph = graph
         self.nodes = graph.nodes
@@ -360,36 +361,6 @@ class Fuser(Recompute):
             if not fused:
                 break
         assert nx.is_directed_acyclic_graph(self.dag), "fusion made a cycle"
-
-    def fuse_epilogues(self) -> None:
-        """Matmuls whose one reader is an epilogue the template can apply (bias, activation,
-        residual) become one template launch with it."""
-        from .fusion_epilogue import match
-        for gid in [g.gid for g in self.groups.values() if g.kind == "extern" and self.nodes[g.gid].op == "matmul"]:
-            m = self.nodes[gid].out
-            readers = self._readers(m)
-            if len(readers) != 1 or self._escapes(m):
-                continue
-            g = self.groups[readers.pop()]
-            if g.kind != "pointwise" or g.parts:
-                continue
-            spec = match(self.nodes[gid], self.body(g.members))
-            if spec is None:
-                self.refuse(self.groups[gid], g, "its reader is not a bias/activation/residual epilogue")
-                continue
-            self.merge(gid, g.gid)
-            self.groups[gid].kind = "template"
-            self.groups[gid].template = spec
-            log.debug("matmul %s takes its epilogue (%s)", m.name, spec["activation"])
-
-    def _readers(self, v: Value) -> set:
-        """Groups that read `v`, directly or through views and recomputed scalars."""
-        return {self.group_of[i] for u in self.walk(v, lambda i: i not in self.group_of)
-                for i in self.users.get(u, ()) if i in self.group_of}
-
-    def _escapes(self, v: Value) -> bool:
-        """Whether v (or a view of it) is a graph output."""
-        return any(u in self.outputs for u in self.walk(v, lambda i: self.cls[i] == "view"))
 
 
 def fuse(graph: Graph, foreach: bool = True, epilogues: bool = True, column_splits: bool = True) -> Graph:

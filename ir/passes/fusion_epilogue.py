@@ -10,6 +10,7 @@ spelling of GELU's tanh form the decompositions produce is recognized.
 """
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -17,6 +18,8 @@ import numpy as np
 from ..graph import Graph, Node, Value
 from .fusion_index import Expr, Sym, linearize, unflatten
 from .fusion_plan import VIEWS, Refuse, make_plan, node_reads
+
+log = logging.getLogger("tracegrad.fusion")
 
 ACTIVATIONS = {
     "none": lambda z: z,
@@ -176,3 +179,37 @@ def _activation(prod, users, z: Value, s: Value, used: set) -> str | None:
         if got is not None and np.allclose(got, fn(PROBE), rtol=1e-6, atol=1e-9):
             return name
     return None
+
+
+class Epilogues:
+    """The part of `fusion.Fuser` that gives matmuls their epilogues; it uses the fuser's groups,
+    `nodes`, `cls`, `users`, `outputs`, `walk`, `body`, `merge` and `refuse`."""
+
+    def fuse_epilogues(self) -> None:
+        """Matmuls whose one reader is an epilogue the template can apply (bias, activation,
+        residual) become one template launch with it."""
+        for gid in [g.gid for g in self.groups.values() if g.kind == "extern" and self.nodes[g.gid].op == "matmul"]:
+            m = self.nodes[gid].out
+            readers = self._readers(m)
+            if len(readers) != 1 or self._escapes(m):
+                continue
+            g = self.groups[readers.pop()]
+            if g.kind != "pointwise" or g.parts:
+                continue
+            spec = match(self.nodes[gid], self.body(g.members))
+            if spec is None:
+                self.refuse(self.groups[gid], g, "its reader is not a bias/activation/residual epilogue")
+                continue
+            self.merge(gid, g.gid)
+            self.groups[gid].kind = "template"
+            self.groups[gid].template = spec
+            log.debug("matmul %s takes its epilogue (%s)", m.name, spec["activation"])
+
+    def _readers(self, v: Value) -> set:
+        """Groups that read `v`, directly or through views and recomputed scalars."""
+        return {self.group_of[i] for u in self.walk(v, lambda i: i not in self.group_of)
+                for i in self.users.get(u, ()) if i in self.group_of}
+
+    def _escapes(self, v: Value) -> bool:
+        """Whether v (or a view of it) is a graph output."""
+        return any(u in self.outputs for u in self.walk(v, lambda i: self.cls[i] == "view"))

@@ -1,0 +1,81 @@
+"""How a step's CPU loops get compiled: in worker processes, into numba's cache, and under
+`tg.compile`'s default, tiered (numpy ops until the loops are ready)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tracegrad as tg
+
+pytest.importorskip("numba")
+
+
+def test_auto_picks_the_fused_loops_on_the_cpu_where_numba_is_installed(monkeypatch):
+    """`tg.compile`'s default backend on CPU tensors is the fused loops (faster than the numpy ops
+    and agreeing with them, above), tiered; TRACEGRAD_CPU_BACKEND chooses otherwise."""
+    from tracegrad.pipeline import choose_backend
+    step = tg.compile(lambda x: (x * 2).sum())
+    step(tg.randn(4, 4))
+    graph = step.graphs()["traced"]
+    monkeypatch.delenv("TRACEGRAD_CPU_BACKEND", raising=False)
+    assert choose_backend("auto", graph) == "cpu:tiered"
+    monkeypatch.setenv("TRACEGRAD_CPU_BACKEND", "numpy")
+    assert choose_backend("auto", graph) == "numpy"
+    assert choose_backend("cpu", graph) == "cpu" and choose_backend("numpy", graph) == "numpy"
+
+
+def test_worker_processes_compile_the_loops_and_this_process_loads_them(tmp_path, monkeypatch):
+    """On an empty cache, the loops of a step compile in worker processes (into numba's cache beside
+    each kernel's file) and the step's process loads them from that cache; a job a worker cannot do
+    is compiled here, as without workers."""
+    from tracegrad.runtime import compile_pool, cpu_kernels
+    monkeypatch.setenv("TRACEGRAD_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("TRACEGRAD_COMPILE_WORKERS", "2")
+    monkeypatch.setattr(cpu_kernels, "_LOADED", {})
+    compile_pool.stop_all()
+    compile_pool._POOLS.pop(0, None)
+    built = []
+    compile_all = cpu_kernels.compile_all
+    monkeypatch.setattr(cpu_kernels, "compile_all", lambda ks, **kw: (built.extend(ks), compile_all(ks, **kw))[1])
+    x = tg.tensor(np.random.default_rng(9).normal(size=(32, 40)).astype(np.float32))
+
+    def f(x):
+        return (x.tanh() * 3.0).softmax(-1), (x * x).sum(0).sqrt()
+    want = [t.numpy() for t in tg.compile(f, backend="numpy")(x)]
+    got = [t.numpy() for t in tg.compile(f, backend="cpu")(x)]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=2e-5, atol=1e-6)
+    kernels = {id(k.fn): k.fn for k, _ in built}
+    assert len(kernels) >= 2
+    assert compile_pool.get(0).stats["compiled"] == len(kernels)
+    assert all(fn.stats.cache_hits for fn in kernels.values())     # loaded, not compiled, here
+    compile_pool.stop_all()
+
+
+def test_a_tiered_step_runs_numpy_ops_until_its_loops_are_compiled_and_then_the_loops(tmp_path, monkeypatch):
+    """The default on the CPU: the first call does not wait for numba (its kernels run as numpy ops
+    while the loops compile in the background); once compiled, each kernel times both and keeps the
+    faster. Every call's results agree with the numpy backend."""
+    import threading
+    from tracegrad.runtime import cpu_kernels
+    monkeypatch.setenv("TRACEGRAD_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("TRACEGRAD_CPU_BACKEND", raising=False)
+    monkeypatch.setattr(cpu_kernels, "_LOADED", {})
+    x = tg.tensor(np.random.default_rng(10).normal(size=(24, 40)).astype(np.float32))
+
+    def f(x):
+        return (x.tanh() * 3.0).softmax(-1), (x * x).sum(0).sqrt()
+    want = [t.numpy() for t in tg.compile(f, backend="numpy")(x)]
+    step = tg.compile(f)
+    first = [t.numpy() for t in step(x)]
+    calls = list(step.entries[-1].program.kernels.values())
+    assert calls and not all(c.ready() for c in calls)       # returned before its loops were compiled
+    for t in threading.enumerate():
+        if t.name == "tracegrad-cpu-compile":
+            t.join(timeout=300)
+    assert all(c.ready() for c in calls)
+    outs = [[t.numpy() for t in step(x)] for _ in range(2 * cpu_kernels.TIMED_CALLS + 2)]
+    assert all(c.engine in ("loops", "numpy") and set(c.times) == {"loops", "numpy"} for c in calls)
+    for got in [first] + outs:
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=2e-5, atol=1e-6)
