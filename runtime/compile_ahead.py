@@ -43,7 +43,8 @@ def _spec(a):
     """What Triton specializes an argument on: a buffer's dtype and 16-byte alignment, an int's being
     1 or a multiple of 16 and its width; other values as they are."""
     if hasattr(a, "data_ptr"):
-        return ("ptr", str(a.dtype), a.data_ptr() % 16 == 0)
+        p = Pointer.of(a)
+        return ("ptr", p.dtype.name, p.aligned)
     if type(a) is int:
         return ("int", a == 1, a % 16 == 0, -2**31 <= a < 2**31)
     return (type(a).__name__, a)
@@ -108,8 +109,7 @@ def precompile(launches, device_id: int) -> dict:
         kernel, args, meta = job
         try:
             with cupy.cuda.Device(device_id):
-                kernel.warmup(*[Pointer(a.dtype, a.data_ptr() % 16 == 0) if hasattr(a, "data_ptr") else a
-                                for a in args], grid=(1,), **meta)
+                kernel.warmup(*[Pointer.of(a) if hasattr(a, "data_ptr") else a for a in args], grid=(1,), **meta)
             return 1
         except Exception as e:     # NOTE: never fatal: the launch compiles it again and reports
             log.debug("precompiling %s failed: %s", kernel, e)

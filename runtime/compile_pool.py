@@ -81,7 +81,7 @@ def job_of(kernel, args, meta: dict) -> dict | None:
     specs = []
     for a in args:
         if hasattr(a, "data_ptr"):
-            specs.append(Pointer(a.dtype, a.data_ptr() % 16 == 0))
+            specs.append(Pointer.of(a))
         elif a is None or isinstance(a, (bool, int, float, str)):
             specs.append(a)
         else:

@@ -53,6 +53,11 @@ class Pointer:
     def __init__(self, dtype, aligned: bool = True):
         self.dtype, self.aligned = np.dtype(dtype), aligned
 
+    @classmethod
+    def of(cls, buffer) -> "Pointer":
+        """What `buffer` (anything with `dtype` and `data_ptr()`) is specialized as."""
+        return cls(buffer.dtype, buffer.data_ptr() % 16 == 0)
+
     def data_ptr(self) -> int:
         return 0 if self.aligned else 8
 
