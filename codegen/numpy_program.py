@@ -173,7 +173,9 @@ def generate(graph: Graph, comm=None, check_nans: bool | None = None, kernels: d
         elif n.op == "kernel":
             expr = f"{n.attrs['name']}({', '.join(args)})"
         elif i in plan.reuse:
-            expr = f"{UFUNCS[n.op]}({', '.join(args)}, out={plan.reuse[i].name})"
+            # NOTE: an integer division floors (np.divide would make floats, which an integer out refuses)
+            ufunc = "np.floor_divide" if n.op == "div" and outs[0].dtype.is_integer else UFUNCS[n.op]
+            expr = f"{ufunc}({', '.join(args)}, out={plan.reuse[i].name})"
         else:
             expr = lower(n.op, args, ins, outs, dict(n.attrs))
         if n.op in INDEXED:      # NOTE: numpy would wrap a negative index and name no op or line

@@ -254,3 +254,12 @@ def test_compile_options_are_checked():
         tg.compile(lambda x: x, mesh=tg.Mesh(pp=2), schedule="interleaved")
     with pytest.raises(ValueError, match="style 'diagonal'"):
         tg.compile(lambda x: x, mesh=tg.Mesh(tp=2), plan={"fc1": "diagonal"})
+
+
+def test_an_integer_division_written_over_its_dying_input_stays_an_integer_division():
+    """The numpy program writes a ufunc's result over a dying input's buffer (`out=`); for integers
+    a division floors there as it does elsewhere (np.divide would make floats an int64 buffer refuses)."""
+    n = np.arange(-20, 20, dtype=np.int64)
+    got = tg.compile(lambda n: (n * 3) // 4, backend="numpy")(tg.tensor(n)).numpy()
+    np.testing.assert_array_equal(got, (n * 3) // 4)
+    assert got.dtype == np.int64
