@@ -143,7 +143,9 @@ class CompilePool:
         self.stats = {"compiled": 0, "failed": 0, "seconds": 0.0}
 
     def _start(self) -> None:
-        env = dict(os.environ)
+        # NOTE: this process's module path, so workers import the same tracegrad (a script may have
+        # put a source tree on sys.path itself)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         if self.capability:     # NOTE: the workers must find the same caches as this process, whatever set them
             from triton import knobs
             env["TRITON_CACHE_DIR"] = knobs.cache.dir
