@@ -1,4 +1,5 @@
-"""Worker processes that compile a step's Triton kernels in parallel, as Inductor's pool does.
+"""Worker processes that compile a step's kernels in parallel, as Inductor's pool does: Triton's for
+a CUDA compute capability, or (capability 0) the CPU backend's numba loops.
 
     compile_pool.start(90)                # early: the workers import while the step is traced
     done = compile_pool.get(90).compile(jobs)    # jobs from `job_of`; blocks until all are answered
