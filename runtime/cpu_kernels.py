@@ -55,33 +55,60 @@ def compile_all(kernels, background: bool = False) -> None:
     run compiles each distinct kernel in about a second (30 s for the demo GPT's step). Worker
     processes (`compile_pool`, one per core) compile them into numba's cache beside their files, and
     this process loads them from there (later runs load them at once), with a progress bar once it
-    takes a while. `background` returns at once and does all that in a thread: a `Call` runs its
-    numpy ops until its loops are ready."""
+    takes a while. `background` returns at once, the workers compiling meanwhile: a `Call` runs its
+    numpy ops until its loops are in the cache, then loads them (`Call.ready`)."""
+    from . import compile_pool
     todo = list({id(k.fn): (k, dts) for k, dts in kernels if not k.fn.signatures}.values())  # shared loops once
-    if background and todo:
-        t = threading.Thread(target=_compile, args=(todo, False), daemon=True, name="tracegrad-cpu-compile")
-        t.start()
+    pool = compile_pool.get(0) if len(todo) > 1 else None
+    if pool is None:
+        _load(todo, progress=True)
         return
-    _compile(todo, True)
+    jobs = [dict(numba=True, module=k.fn.py_func.__module__, name=k.fn.py_func.__name__,
+                 path=k.fn.py_func.__code__.co_filename, key=k.fn.py_func.__module__,
+                 args=[np.dtype(d).str for d in dts], meta={}) for k, dts in todo]
+    if not background:
+        pool.compile(jobs, what="CPU kernels (numba)")
+        _load(todo, progress=True)
+        return
+    for k, dts in todo:
+        _PENDING[id(k.fn)] = dts
+
+    def compile_in_workers():
+        # NOTE: no numba in this thread: the loads happen where the kernels are called (numba's
+        # compiler is not thread-safe with the caller's `warnings.catch_warnings`, and holds the GIL)
+        pool.compile(jobs, what="CPU kernels (numba)", progress=False)
+        for k, _ in todo:
+            _IN_CACHE.add(id(k.fn))
+    threading.Thread(target=compile_in_workers, daemon=True, name="tracegrad-cpu-compile").start()
 
 
-def _compile(todo, progress: bool) -> None:
+_PENDING: dict[int, list] = {}   # id(dispatcher) -> argument dtypes, for loops compiling in the background
+_IN_CACHE: set = set()           # of those, the ids whose workers have finished (ready to load)
+
+
+def _load(todo, progress: bool) -> None:
+    """Compile (or, after the workers, load from numba's cache) each kernel for its argument types."""
     import numba
     from tqdm import tqdm
-
-    from . import compile_pool
-    pool = compile_pool.get(0) if len(todo) > 1 else None
-    if pool is not None:
-        jobs = [dict(numba=True, module=k.fn.py_func.__module__, name=k.fn.py_func.__name__,
-                     path=k.fn.py_func.__code__.co_filename, key=k.fn.py_func.__module__,
-                     args=[np.dtype(d).str for d in dts], meta={}) for k, dts in todo]
-        pool.compile(jobs, what="CPU kernels (numba)", progress=progress)
-    with tqdm(total=len(todo), desc="loading CPU kernels" if pool else "compiling CPU kernels (numba, cached on disk)",
-              unit="kernel", delay=2.0, leave=False, disable=not progress) as bar:
+    with tqdm(total=len(todo), desc="compiling CPU kernels (numba, cached on disk)", unit="kernel", delay=2.0,
+              leave=False, disable=not progress) as bar:
         for k, dts in todo:
             arrays = [numba.types.Array(numba.from_dtype(np.dtype(d)), 1, "C") for d in dts]
             k.fn.compile((numba.int64, numba.int64, *arrays))
             bar.update()
+
+
+def loaded(kernel) -> bool:
+    """Whether kernel's loop is compiled here; one whose workers have finished is loaded now."""
+    fn = kernel.fn
+    if fn.signatures:
+        return True
+    key = id(fn)
+    if key not in _IN_CACHE:
+        return False
+    _load([(kernel, _PENDING.pop(key))], progress=False)
+    _IN_CACHE.discard(key)
+    return True
 
 
 def flat(x) -> np.ndarray:
@@ -172,8 +199,8 @@ class Call:
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     def ready(self) -> bool:
-        """Whether every part's loop is compiled (a tiered program compiles them in the background)."""
-        return all(k.fn.signatures for k, _, _ in self.parts)
+        """Whether every part's loop is compiled (a tiered program's compile in the background)."""
+        return all([loaded(k) for k, _, _ in self.parts])
 
     def __call__(self, *ins):
         if self.engine is not None:
