@@ -12,11 +12,6 @@ import os
 
 import pytest
 
-# NOTE: compiled steps on the CPU default to the fused loops, which numba compiles for about a second a
-# kernel; the suite's hundreds of small steps use the numpy reference instead (the loops have their own
-# tests, which ask for backend="cpu"). Subprocesses the tests start inherit this.
-os.environ.setdefault("TRACEGRAD_CPU_BACKEND", "numpy")
-
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False,

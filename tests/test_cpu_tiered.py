@@ -10,17 +10,17 @@ import tracegrad as tg
 pytest.importorskip("numba")
 
 
-def test_auto_picks_the_fused_loops_on_the_cpu_where_numba_is_installed(monkeypatch):
-    """`tg.compile`'s default backend on CPU tensors is the fused loops (faster than the numpy ops
-    and agreeing with them, above), tiered; TRACEGRAD_CPU_BACKEND chooses otherwise."""
+def test_auto_picks_numpy_on_the_cpu_unless_told_to_run_the_loops_tiered(monkeypatch):
+    """`tg.compile`'s default backend on CPU tensors is numpy (bit-reproducible from run to run);
+    TRACEGRAD_CPU_BACKEND=cpu makes it the fused loops, tiered."""
     from tracegrad.pipeline import choose_backend
     step = tg.compile(lambda x: (x * 2).sum())
     step(tg.randn(4, 4))
     graph = step.graphs()["traced"]
     monkeypatch.delenv("TRACEGRAD_CPU_BACKEND", raising=False)
-    assert choose_backend("auto", graph) == "cpu:tiered"
-    monkeypatch.setenv("TRACEGRAD_CPU_BACKEND", "numpy")
     assert choose_backend("auto", graph) == "numpy"
+    monkeypatch.setenv("TRACEGRAD_CPU_BACKEND", "cpu")
+    assert choose_backend("auto", graph) == "cpu:tiered"
     assert choose_backend("cpu", graph) == "cpu" and choose_backend("numpy", graph) == "numpy"
 
 
@@ -53,13 +53,13 @@ def test_worker_processes_compile_the_loops_and_this_process_loads_them(tmp_path
 
 
 def test_a_tiered_step_runs_numpy_ops_until_its_loops_are_compiled_and_then_the_loops(tmp_path, monkeypatch):
-    """The default on the CPU: the first call does not wait for numba (its kernels run as numpy ops
+    """TRACEGRAD_CPU_BACKEND=cpu: the first call does not wait for numba (its kernels run as numpy ops
     while the loops compile in the background); once compiled, each kernel times both and keeps the
     faster. Every call's results agree with the numpy backend."""
     import threading
     from tracegrad.runtime import cpu_kernels
     monkeypatch.setenv("TRACEGRAD_CACHE_DIR", str(tmp_path))
-    monkeypatch.delenv("TRACEGRAD_CPU_BACKEND", raising=False)
+    monkeypatch.setenv("TRACEGRAD_CPU_BACKEND", "cpu")
     monkeypatch.setattr(cpu_kernels, "_LOADED", {})
     x = tg.tensor(np.random.default_rng(10).normal(size=(24, 40)).astype(np.float32))
 

@@ -28,16 +28,17 @@ from .codegen.cpu_program import fuse_for_cpu
 
 
 def choose_backend(requested: str, graph: Graph) -> str:
-    """"auto" picks Triton when a tensor of the step lives on CUDA; on the CPU, where numba is
-    installed, the fused loops run tiered ("cpu:tiered": each group runs as its numpy ops until
-    worker processes have compiled its loop, so no call waits for numba), else numpy.
-    `TRACEGRAD_CPU_BACKEND` ("cpu" or "numpy") sets what "auto" picks on the CPU."""
+    """"auto" picks Triton when a tensor of the step lives on CUDA, numpy on the CPU; with
+    `TRACEGRAD_CPU_BACKEND=cpu` (and numba installed), the fused loops, tiered ("cpu:tiered": each
+    group runs as its numpy ops until worker processes have compiled its loop, so no call waits for
+    numba). NOTE: numpy stays the default: a step on the loops is not bit-reproducible from run to
+    run (each kernel keeps the faster of its loops and its numpy ops, by timing, and a tiered one
+    switches when its compile ends), and resuming from a checkpoint should give the same bits."""
     if requested == "triton" or (requested == "auto" and any(
             v.type.device.startswith("cuda") for v in (*graph.inputs, *graph.outputs))):
         return "triton"
     if requested == "auto":
-        cpu = os.environ.get("TRACEGRAD_CPU_BACKEND") or ("cpu" if _has_numba() else "numpy")
-        return "cpu:tiered" if cpu == "cpu" else "numpy"
+        return "cpu:tiered" if os.environ.get("TRACEGRAD_CPU_BACKEND") == "cpu" and _has_numba() else "numpy"
     return "cpu" if requested == "cpu" else "numpy"
 
 
