@@ -169,7 +169,7 @@ class CompilePool:
             self._start()
             compiled: list[bool] = []
 
-            def drain(worker: _Worker, bar) -> None:
+            def drain(worker: _Worker) -> None:
                 while True:
                     try:
                         job, marker = todo.get_nowait()
@@ -192,7 +192,7 @@ class CompilePool:
             # NOTE: a bar once it takes a while (a cold GPT-2 step: 7 s), as the CPU kernels have
             bar = tqdm(total=todo.qsize(), desc=f"compiling {what} ({len(self.workers)} processes, cached on disk)",
                        unit="kernel", delay=2.0, leave=False, disable=not progress)
-            threads = [threading.Thread(target=drain, args=(w, bar), daemon=True) for w in self.workers]
+            threads = [threading.Thread(target=drain, args=(w,), daemon=True) for w in self.workers]
             for t in threads:
                 t.start()
             for t in threads:
