@@ -150,12 +150,15 @@ def throughput(args, device, dtype, tiny):
     params = [SamplingParams(temperature=0.6, max_tokens=int(rng.integers(lo, hi + 1)), ignore_eos=True)
               for _ in range(n_req)]
     llm = LLM(model, max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
-              max_model_len=4096 if not tiny else 512, gpu_memory_utilization=args.gpu_memory_utilization)
+              max_model_len=4096 if not tiny else 512, gpu_memory_utilization=args.gpu_memory_utilization,
+              async_scheduling=not args.no_async_scheduling)
     print(f"KV cache: {len(llm.blocks.blocks)} blocks of {llm.blocks.block_size} tokens")
     t0 = time.perf_counter()
     n = llm.runner.warmup_decode()
     print(f"decode steps of {n} batch buckets {llm.runner.decode_buckets} compiled in {time.perf_counter() - t0:.0f} s")
-    for run in ("first run, compiling the prefill buckets", "second run"):
+    # NOTE: the second run's prompts hit the prefix cache, a prefill shape of its own that it compiles;
+    # the third is the steady state
+    for run in ("first run, compiling the prefill buckets", "second run, prefix-cache hits", "third run"):
         before = llm.stats()
         t0 = time.perf_counter()
         outs = llm.generate(prompts, params)
@@ -163,7 +166,8 @@ def throughput(args, device, dtype, tiny):
         n_out = sum(len(o.token_ids) for o in outs)
         assert n_out == sum(p.max_tokens for p in params)
         s = {k: v - before[k] for k, v in llm.stats().items() if k.endswith(("steps", "preemptions"))}
-        print(f"tracegrad LLM ({run}): {n_out} output tokens in {dt:.1f} s = {n_out / dt:,.0f} output tokens/s "
+        name = "tracegrad LLM" + ("" if llm.async_scheduling else " without async scheduling")
+        print(f"{name} ({run}): {n_out} output tokens in {dt:.1f} s = {n_out / dt:,.0f} output tokens/s "
               f"({s['prefill_steps']} prefill and {s['decode_steps']} decode steps, {s['preemptions']} preemptions)")
         if args.quick:
             break
@@ -218,6 +222,8 @@ def main(argv=None):
     p.add_argument("--gpu-memory-utilization", type=float, default=0.45,
                    help="of the free GPU memory, what the KV cache takes (0.45 holds every request of (b) at once)")
     p.add_argument("--no-hf", action="store_true", help="skip Hugging Face's batched generate in (b)")
+    p.add_argument("--no-async-scheduling", action="store_true",
+                   help="in (b), wait for each decode step before scheduling the next")
     p.add_argument("--hf-batch", type=int, default=64)
     p.add_argument("--hf-compile", action="store_true",
                    help="also time HF generate with its static cache and torch.compile in (a) (slow to compile)")

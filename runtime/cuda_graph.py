@@ -158,4 +158,12 @@ class CupyGraphs:
         return graph, outs
 
     def launch(self, graph) -> None:
-        graph.launch(self.cupy.cuda.get_current_stream())
+        try:
+            graph.launch(self.cupy.cuda.get_current_stream())
+        except self.cupy.cuda.runtime.CUDARuntimeError as e:
+            # NOTE: a launch needs a little device memory of its own; the default pool may be holding
+            # all that is left, cached from a large uncaptured step (a server's first prefill of a shape)
+            if "cudaErrorMemoryAllocation" not in str(e):
+                raise
+            self.cupy.get_default_memory_pool().free_all_blocks()
+            graph.launch(self.cupy.cuda.get_current_stream())

@@ -187,3 +187,39 @@ def test_a_view_of_an_input_with_another_shape_is_copied_out():
         flat, _ = step_g(w, np.ones(4))
         assert flat.shape == (2, 2) and float(flat[0, 0]) == i + 1
     assert step_g.replays == 2
+
+
+def test_a_launch_out_of_memory_frees_the_default_pools_cache_and_launches_again():
+    """A graph launch needs some device memory of its own; when the default pool's cache holds the
+    rest, the launch frees that cache and tries once more. Other launch errors pass through."""
+    import types
+
+    from tracegrad.runtime.cuda_graph import CupyGraphs
+
+    class CUDARuntimeError(RuntimeError):
+        pass
+    events = []
+    pool = types.SimpleNamespace(free_all_blocks=lambda: events.append("free"))
+    cupy = types.SimpleNamespace(get_default_memory_pool=lambda: pool, cuda=types.SimpleNamespace(
+        runtime=types.SimpleNamespace(CUDARuntimeError=CUDARuntimeError), get_current_stream=lambda: "stream"))
+
+    class Graph:
+        def __init__(self, failures):
+            self.failures = failures
+
+        def launch(self, stream):
+            events.append(("launch", stream))
+            if self.failures:
+                self.failures.pop(0)()
+
+    def oom():
+        raise CUDARuntimeError("cudaErrorMemoryAllocation: out of memory")
+    g = object.__new__(CupyGraphs)
+    g.cupy = cupy
+    g.launch(Graph([oom]))
+    assert events == [("launch", "stream"), "free", ("launch", "stream")]
+
+    def other():
+        raise CUDARuntimeError("cudaErrorIllegalAddress: an illegal memory access was encountered")
+    with pytest.raises(CUDARuntimeError, match="illegal"):
+        g.launch(Graph([other]))

@@ -5,6 +5,7 @@ tiny models with weights far from ties (see test_generate's _gpt) and greedy dec
 from __future__ import annotations
 
 import functools
+import itertools
 
 import numpy as np
 import pytest
@@ -198,7 +199,7 @@ def test_finished_sequences_leave_the_queues_at_the_next_schedule():
     so neither a finished waiting nor a finished running sequence is scheduled again."""
     from tracegrad.serve.scheduler import Scheduler
     bm = BlockManager(num_blocks=8, block_size=2)
-    sched = Scheduler(bm, max_num_seqs=2, max_num_batched_tokens=64)
+    sched = Scheduler(bm, max_num_seqs=2, max_num_batched_tokens=64, max_model_len=64)
     a, b, c = (Sequence([1, 2, 3], SamplingParams(), 0) for _ in range(3))
     for s in (a, b, c):
         sched.add(s)
@@ -225,3 +226,37 @@ def test_streamed_text_adds_up_to_the_final_text_when_some_is_held_back():
                 if out.seq is seq:
                     streamed, done = streamed + out.new_text, out.finished
         assert streamed == llm.output(seq).text == (base[:base.find(stop[0])] if stop == [base[6:9]] else base), stop
+
+
+def test_async_scheduling_gives_the_tokens_of_waiting_for_every_step():
+    """Scheduling a decode while the previous one is in flight changes no token, text or finish
+    reason: with requests joining, seeded sampling, EOS-like stop tokens and stop strings that end a
+    request while its next token is already being computed, prefix hits and preemption."""
+    model, tok = _char_model()
+    base = LLM(model, tokenizer=tok, block_size=4).generate("hello", SamplingParams(temperature=0.0, max_tokens=12))[0]
+    prompts = ["hello", "hello there", "abc", "hello", "xyz abc", "hello there, you", "q"]
+    params = [SamplingParams(temperature=0.0, max_tokens=12, stop_token_ids=[base.token_ids[5]]),
+              SamplingParams(temperature=0.9, max_tokens=9, seed=3),
+              SamplingParams(temperature=0.0, max_tokens=14, stop=[base.text[3:5]]),
+              SamplingParams(temperature=0.0, max_tokens=12, stop=[base.text[7:9]]),
+              SamplingParams(temperature=0.8, top_k=5, max_tokens=11, seed=1),
+              SamplingParams(temperature=0.0, max_tokens=1),
+              SamplingParams(temperature=0.0, max_tokens=20)]
+    results = {}
+    for overlap in (False, True):
+        llm = LLM(model, tokenizer=tok, block_size=2, num_blocks=20, async_scheduling=overlap)
+        seqs, pending, ahead_seen = [], list(zip(prompts, params)), False
+        for n in itertools.count():
+            if not (pending or llm.has_unfinished_requests()):
+                break
+            if pending and (n % 3 == 0 or len(pending) > 4):
+                seqs.append(llm.add_request(*pending.pop(0)))
+            llm.step()
+            ahead_seen |= any(s.ahead for s in seqs)
+        results[overlap] = [(o.token_ids, o.text, o.finish_reason) for o in map(llm.output, seqs)]
+        assert ahead_seen == overlap
+        assert llm.stats()["preemptions"] > 0 and llm.stats()["prefix_cache_hit_tokens"] > 0
+        llm.step()                                          # whatever was in flight is taken in
+        assert llm.blocks.num_free == len(llm.blocks.blocks)
+    assert results[True] == results[False]
+    assert {r for _, _, r in results[True]} == {"stop", "length"}

@@ -115,36 +115,48 @@ class BlockManager:
         seq.num_cached_tokens = 0
 
     def can_append(self, seq: Sequence) -> bool:
-        """Whether seq's last token (the one a decode step writes) has a slot or one can be had."""
-        return len(seq.block_table) * self.block_size >= len(seq) or self.num_free >= 1
+        """Whether the token the next decode step writes (its newest, maybe still in flight) has a
+        slot or one can be had."""
+        return len(seq.block_table) * self.block_size >= seq.total_len or self.num_free >= 1
 
     def append(self, seq: Sequence) -> None:
-        """Before a decode step: a block for the last token if it starts a new one; and register the
-        block it completes (its content is written by this step, before anyone can read it)."""
-        bs = self.block_size
-        if len(seq.block_table) * bs < len(seq):
+        """Before a decode step: a block for the token it writes, if that token starts one."""
+        if len(seq.block_table) * self.block_size < seq.total_len:
             seq.block_table.append(self._take().block_id)
-        if self.prefix_caching and len(seq) % bs == 0:
-            b = self.blocks[seq.block_table[-1]]
-            if b.hash is None:
-                n = len(seq) // bs
-                prefix = self.blocks[seq.block_table[n - 2]].hash if n >= 2 else b""
-                if prefix is not None:
-                    self._register(b, seq.block(n - 1, bs), prefix)
 
     def written(self, seqs) -> None:
-        """After a step: the blocks of `seqs` hold their K and V, so later prefills may share them.
-        A step writes the tail of a table, so the walk goes from the end and stops at the first block
-        that was ready and registered before it (a decode step visits one or two blocks, not all)."""
+        """After a step, once its tokens are known: the blocks holding each sequence's written
+        tokens (all but the newest) hold their K and V, so later prefills may share them; a block
+        that filled up is registered under the hash of its tokens. A step writes the tail of a
+        table, so the walk starts from the end at the first block already ready and registered
+        (a decode step visits one or two blocks, not all)."""
+        bs = self.block_size
         for seq in seqs:
-            for block_id in reversed(seq.block_table):
-                b = self.blocks[block_id]
-                cur = self.by_hash.get(b.hash) if b.hash is not None else block_id
-                if b.ready and cur is not None and self.blocks[cur].ready:
-                    break
+            table, n = seq.block_table, len(seq) - 1
+            last = min(len(table), -(-n // bs))
+            first = last
+            while first > 0 and not self._settled(self.blocks[table[first - 1]], first * bs <= n):
+                first -= 1
+            for i in range(first, last):
+                b = self.blocks[table[i]]
+                if self.prefix_caching and b.hash is None and (i + 1) * bs <= n:
+                    prefix = self.blocks[table[i - 1]].hash if i else b""
+                    if prefix is not None:
+                        self._register(b, seq.block(i, bs), prefix)
                 b.ready = True
-                if cur is None or not self.blocks[cur].ready:
-                    self.by_hash[b.hash] = block_id
+                if b.hash is not None:
+                    cur = self.by_hash.get(b.hash)
+                    if cur is None or not self.blocks[cur].ready:
+                        self.by_hash[b.hash] = b.block_id
+
+    def _settled(self, b: Block, full: bool) -> bool:
+        """Ready, registered if it is a full block to share, and its hash names a ready block."""
+        if not b.ready:
+            return False
+        if b.hash is None:
+            return not (full and self.prefix_caching)
+        cur = self.by_hash.get(b.hash)
+        return cur is not None and self.blocks[cur].ready
 
     def slot(self, seq: Sequence, j: int) -> int:
         return seq.block_table[j // self.block_size] * self.block_size + j % self.block_size

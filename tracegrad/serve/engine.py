@@ -10,6 +10,12 @@ at the model's EOS (unless `ignore_eos`), at a `stop_token_ids` token or when it
 `stop` string (cut before it), or at `max_model_len`; its `finish_reason` is "length" or "stop".
 `step()` runs one scheduler step and returns what each request gained, which the HTTP server
 streams; `abort(request_id)` takes a request out and frees its blocks.
+
+Async scheduling (on by default, as vLLM's `async_scheduling`): while a decode step runs on the
+device, the host schedules and launches the next one, then takes in the first one's tokens, so the
+device never waits for the host's bookkeeping. A decode scheduled that way counts every sequence's
+token in flight; a sequence that turns out to stop with it (EOS, a stop string) has its next token
+computed and dropped. The tokens are the same as without it, step for step.
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ from tracegrad.models.sampling import P
 
 from .block_manager import BlockManager
 from .loader import load
-from .model_runner import ModelRunner
+from .model_runner import InFlight, ModelRunner
 from .sampling_params import SamplingParams
 from .scheduler import Scheduler
 from .sequence import Sequence
@@ -75,7 +81,7 @@ class LLM:
     def __init__(self, model, tokenizer=None, device: str | None = None, dtype=None, block_size: int = 16,
                  num_blocks: int | None = None, max_num_seqs: int = 256, max_num_batched_tokens: int = 8192,
                  max_model_len: int | None = None, enable_prefix_caching: bool = True,
-                 gpu_memory_utilization: float = 0.45, backend: str = "auto"):
+                 gpu_memory_utilization: float = 0.45, backend: str = "auto", async_scheduling: bool = True):
         self.model, self.tokenizer, self.model_name = load(model, tokenizer)
         if dtype is not None:
             self.model.to(dtype)
@@ -93,10 +99,13 @@ class LLM:
                 free, _ = cupy.cuda.runtime.memGetInfo()
                 num_blocks = max(16, int(free * gpu_memory_utilization) // per_block)
         self.blocks = BlockManager(num_blocks, block_size, enable_prefix_caching)
-        self.scheduler = Scheduler(self.blocks, max_num_seqs, max(max_num_batched_tokens, self.max_model_len))
+        self.scheduler = Scheduler(self.blocks, max_num_seqs, max(max_num_batched_tokens, self.max_model_len),
+                                   self.max_model_len)
         self.runner = ModelRunner(self.model, block_size, num_blocks, self.max_model_len, max_num_seqs, backend)
         self.seqs: dict[int, Sequence] = {}
         self.num_steps = {"prefill": 0, "decode": 0}
+        self.async_scheduling = async_scheduling
+        self._in_flight: InFlight | None = None      # the decode step launched and not yet taken in
 
     # -- requests -------------------------------------------------------------------------------
     def encode(self, prompt) -> list[int]:
@@ -135,15 +144,40 @@ class LLM:
 
     # -- stepping -------------------------------------------------------------------------------
     def step(self) -> list[StepOutput]:
+        """Schedule and launch the next step; return what the requests gained from the step that
+        finished (with async scheduling, the decode launched at the previous call)."""
         seqs, is_prefill = self.scheduler.schedule()
-        if not seqs:
-            return []
-        self.num_steps["prefill" if is_prefill else "decode"] += 1
-        tokens = self.runner.run(seqs, is_prefill)
-        self.blocks.written(seqs)
-        outs = []
-        for seq, tok in zip(seqs, tokens):
+        launched = None
+        if seqs:
+            self.num_steps["prefill" if is_prefill else "decode"] += 1
+            launched = self.runner.launch(seqs, is_prefill, prev=self._in_flight)
+            if not is_prefill and self.async_scheduling:
+                launched.ahead = True
+                for seq in seqs:
+                    seq.ahead += 1
+        outs = self._take_in(self._in_flight) if self._in_flight is not None else []
+        self._in_flight = None
+        if launched is not None:
+            if is_prefill or not self.async_scheduling:
+                outs += self._take_in(launched)
+            else:
+                self._in_flight = launched
+        return outs
+
+    def _take_in(self, step: InFlight) -> list[StepOutput]:
+        """A launched step's tokens into its sequences: stop checks, freed blocks, text to stream.
+        A sequence finished or aborted since it was launched drops its token."""
+        tokens = step.tokens()
+        live = []
+        for seq, tok in zip(step.seqs, tokens):
+            seq.ahead -= step.ahead
+            if seq.is_finished:
+                continue
             seq.token_ids.append(tok)
+            live.append((seq, tok))
+        self.blocks.written(s for s, _ in live)
+        outs = []
+        for seq, tok in live:
             self._check_finish(seq, tok)
             if seq.is_finished:
                 self.seqs.pop(seq.seq_id, None)

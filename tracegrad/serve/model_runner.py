@@ -18,6 +18,11 @@ the cache buffers in place at their slots (a row scatter per layer), so a step n
   (`DecodeBuffers`) and written in place each step, so consecutive calls pass the same device
   buffers, as replaying a captured CUDA graph needs. Padding rows sample greedily from nothing
   (context 0, the sink block) and write their K, V to the sink slot.
+
+`launch` starts a step and returns it `InFlight`: on CUDA nothing waits for the device until its
+`tokens()` are asked for (they come back through a pinned buffer). A decode step may be launched
+while the previous one runs: a row whose newest token is still on the device (`Sequence.ahead`)
+takes it from that step's output with a gather on the device, so the host never waits in between.
 """
 from __future__ import annotations
 
@@ -67,21 +72,27 @@ class DecodeBuffers:
         h["block_tables"][start:] = self.sink_block
         h["slots"][start:] = self.sink_block * self.block_size
 
-    def fill(self, seqs: list[Sequence]) -> dict:
+    def fill(self, seqs: list[Sequence], prev: InFlight | None = None) -> dict:
+        """Write the step's inputs for `seqs`; the newest token of a row that is `ahead` comes from
+        `prev`, the step in flight that samples it."""
         h, bs, n = self.host, self.block_size, len(seqs)
         # NOTE: column at a time, not row at a time: a Python loop over 256 rows cost ~4 ms a step
-        ctx = np.fromiter((len(s) - 1 for s in seqs), np.int64, n)       # cached tokens; token ctx is the new one
-        h["idx"][:n, 0] = [s.token_ids[-1] for s in seqs]
+        ctx = np.fromiter((s.total_len - 1 for s in seqs), np.int64, n)  # cached tokens; token ctx is the new one
+        h["idx"][:n, 0] = [s.token_ids[-1] for s in seqs]          # NOTE: stale where ahead: taken on the device
         h["positions"][:n, 0] = h["context_lens"][:n] = ctx
         self._fill_tables(seqs)
         h["slots"][:n] = h["block_tables"][np.arange(n), ctx // bs] * bs + ctx % bs
         for name, _, _ in SAMPLING[:3]:
             h[name][:n] = [getattr(s.params, name) for s in seqs]
         h["seed"][:n] = [s.seed for s in seqs]
-        h["counter"][:n] = [s.num_completion_tokens for s in seqs]
+        h["counter"][:n] = [s.num_completion_tokens + s.ahead for s in seqs]
         self._pad(n)
         for name, t in self.tensors.items():
             _write(t, h[name])
+        if prev is not None:
+            ahead = [(b, prev.row[id(s)]) for b, s in enumerate(seqs) if s.ahead]
+            if ahead:
+                _gather_rows(self.tensors["idx"], prev.tok, np.array(ahead, np.int64))
         return self.tensors
 
     def _fill_tables(self, seqs: list[Sequence]) -> None:
@@ -126,6 +137,7 @@ class ModelRunner:
         self.max_blocks = -(-max_model_len // block_size)
         self.decode_buckets = tuple(1 << i for i in range(bucket(max_num_seqs).bit_length()))
         self.decode_buffers: dict[tuple[int, int], DecodeBuffers] = {}     # (batch bucket, table width) ->
+        self._pinned: dict[int, list[np.ndarray]] = {}     # rows -> the host buffers tokens come back to
         # NOTE: kept on the model, so engines over one model share traces (as decode_step_fn does)
         steps = model.__dict__.setdefault("_tg_serve_steps", {})
         makers = dict(prefill=lambda flt: self._prefill_step(flt, fresh=False),
@@ -224,14 +236,14 @@ class ModelRunner:
         need = max((len(s.block_table) for s in seqs), default=1)
         return min(self.max_blocks, max(bucket(need), -(-256 // self.block_size)))
 
-    def decode_inputs(self, seqs: list[Sequence], B: int | None = None) -> DecodeBuffers:
+    def decode_inputs(self, seqs: list[Sequence], B: int | None = None, prev: InFlight | None = None) -> DecodeBuffers:
         """The bucket's buffers (bucket B, by default the one `seqs` need), filled for `seqs` (made
-        at the bucket's first use)."""
+        at the bucket's first use); `prev` is the step in flight, if any."""
         key = (B or bucket(len(seqs)), self.table_width(seqs))
         buf = self.decode_buffers.get(key)
         if buf is None:
             buf = self.decode_buffers[key] = DecodeBuffers(*key, self.num_blocks, self.block_size, self.device)
-        buf.fill(seqs)
+        buf.fill(seqs, prev)
         return buf
 
     def warmup_decode(self, filtered: tuple[bool, ...] = (False,)) -> int:
@@ -246,14 +258,20 @@ class ModelRunner:
 
     # -- one step -------------------------------------------------------------------------------
     def run(self, seqs: list[Sequence], is_prefill: bool) -> list[int]:
-        """One step: the next token of each sequence (the cache now holds all their tokens)."""
+        """One step, waited for: the next token of each sequence."""
+        return self.launch(seqs, is_prefill).tokens()
+
+    def launch(self, seqs: list[Sequence], is_prefill: bool, prev: InFlight | None = None) -> InFlight:
+        """Start one step (the cache holds all of `seqs`' tokens once it has run); `prev`: the decode
+        step in flight, whose tokens rows that are `ahead` take."""
         filtered = any(s.params.filtered for s in seqs)
         if is_prefill:
+            assert not any(s.ahead for s in seqs), "a prefill over a token still in flight"
             p = self.prepare_prefill(seqs)
             a = {k: _to_device(v, self.device) for k, v in p["args"].items()}
             a["slots"] = _to_device(p["slots"], self.device)
         else:
-            a = self.decode_inputs(seqs).tensors
+            a = self.decode_inputs(seqs, prev=prev).tensors
         kind = "decode"
         if is_prefill:
             for buf in self.decode_buffers.values():
@@ -261,8 +279,8 @@ class ModelRunner:
             kind = "prefill" if any(s.num_cached_tokens for s in seqs) else "fresh"
         tok = self._run_step(kind, filtered, a)
         for s in seqs:
-            s.num_cached_tokens = len(s)
-        return [int(t) for t in tok.numpy()[:len(seqs)]]
+            s.num_cached_tokens = s.total_len
+        return InFlight(seqs, tok, self._pinned)
 
     def _run_step(self, kind: str, filtered: bool, a: dict):
         """The compiled step `kind` ("prefill", "fresh" or "decode") on the inputs `a`, then the new
@@ -278,6 +296,56 @@ class ModelRunner:
         for cache, new in ((self.k_all, new_k), (self.v_all, new_v)):
             _write_rows(cache, a["slots"]._data, new)
         return tok
+
+
+class InFlight:
+    """A launched step: its sequences in row order and its sampled tokens, on their way to the host."""
+
+    def __init__(self, seqs: list[Sequence], tok, pinned: dict):
+        self.seqs, self.tok = seqs, tok
+        self.ahead = False          # its sequences count its tokens as `ahead` until they are taken in
+        self.row = {id(s): b for b, s in enumerate(seqs)}
+        raw = _raw(tok._data)
+        self._host, self._event = raw, None
+        if isinstance(raw, np.ndarray):
+            self._host = np.array(raw)                 # NOTE: its own copy, whatever reuses the step's buffers
+        else:          # NOTE: a device array: copy out without waiting
+            import cupy
+            n = raw.shape[0]
+            bufs = pinned.get(n)
+            if bufs is None:   # NOTE: two per size: the step in flight's and the one launched after it
+                bufs = pinned[n] = [_pinned_empty(n, raw.dtype) for _ in range(2)]
+            bufs.reverse()
+            self._host = bufs[0]
+            raw.get(out=self._host, blocking=False)
+            self._event = cupy.cuda.Event(block=False, disable_timing=True)
+            self._event.record()
+
+    def tokens(self) -> list[int]:
+        if self._event is not None:
+            self._event.synchronize()
+        return self._host[:len(self.seqs)].tolist()
+
+
+def _pinned_empty(n: int, dtype) -> np.ndarray:
+    import cupy
+    mem = cupy.cuda.alloc_pinned_memory(n * np.dtype(dtype).itemsize)
+    return np.frombuffer(mem, dtype, n)
+
+
+def _gather_rows(idx, tok, pairs: np.ndarray) -> None:
+    """idx[b, 0] = tok[r] for each (b, r) in pairs, on idx's device."""
+    dst, src = _raw(idx._data), _raw(tok._data)
+    if isinstance(dst, np.ndarray):
+        dst[pairs[:, 0], 0] = src[pairs[:, 1]]
+        return
+    import cupy
+    n = len(pairs)
+    if (pairs[:, 0] == pairs[:, 1]).all() and pairs[-1, 0] == n - 1:     # NOTE: the same rows: one slice copy
+        dst[:n, 0] = src[:n]
+    else:
+        p = cupy.asarray(pairs)
+        dst[p[:, 0], 0] = src[p[:, 1]]
 
 
 def _to_device(array: np.ndarray, device: str):

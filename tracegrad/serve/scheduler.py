@@ -7,6 +7,10 @@ join and leave the batch step by step (Yu et al. 2022, Orca; nano-vllm's schedul
 needs a block and none is free, the most recently admitted sequence is preempted: its blocks are
 freed and it waits to be prefilled again over its prompt and completion (recompute), at the front
 of the queue.
+
+A decode may be scheduled while the previous one is still on the device (the engine's async
+scheduling): every sequence counts its token in flight (`Sequence.total_len`), and one whose
+token in flight is its last by length is left out.
 """
 from __future__ import annotations
 
@@ -17,8 +21,8 @@ from .sequence import Sequence, Status
 
 
 class Scheduler:
-    def __init__(self, blocks: BlockManager, max_num_seqs: int, max_num_batched_tokens: int):
-        self.blocks = blocks
+    def __init__(self, blocks: BlockManager, max_num_seqs: int, max_num_batched_tokens: int, max_model_len: int):
+        self.blocks, self.max_model_len = blocks, max_model_len
         self.max_num_seqs, self.max_num_batched_tokens = max_num_seqs, max_num_batched_tokens
         self.waiting: deque[Sequence] = deque()
         self.running: deque[Sequence] = deque()
@@ -58,6 +62,9 @@ class Scheduler:
         kept: deque[Sequence] = deque()
         while self.running:
             seq = self.running.popleft()
+            if seq.ends_ahead(self.max_model_len):
+                kept.append(seq)          # NOTE: it finishes when its last token lands
+                continue
             while not self.blocks.can_append(seq):
                 if self.running:
                     self.preempt(self.running.pop())

@@ -3,6 +3,10 @@
 A sequence is WAITING until the scheduler gives it blocks and prefills it, RUNNING while it
 decodes, and FINISHED once a stop condition holds; preemption sends it back to WAITING with its
 blocks freed, to be prefilled again over prompt + completion (recompute).
+
+While a decode step runs on the device, the engine may schedule the next one: the sequence is then
+`ahead` by the token that step is sampling, which the host has not seen yet. `total_len` counts it;
+`len()` counts the tokens the host holds.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ class Sequence:
         self.block_table: list[int] = []
         self.num_cached_tokens = 0        # tokens whose K and V are in the cache
         self.num_prefix_hit_tokens = 0    # of those, found by prefix caching at the last allocation
+        self.ahead = 0                    # tokens sampled by a step in flight, not yet in token_ids
         self.finish_reason: str | None = None
         self.text = ""                    # the completion's text so far (when there is a tokenizer)
         self.detok = Detokenizer()        # how far that text is decoded
@@ -38,6 +43,16 @@ class Sequence:
 
     def __len__(self) -> int:
         return len(self.token_ids)
+
+    @property
+    def total_len(self) -> int:
+        return len(self.token_ids) + self.ahead
+
+    def ends_ahead(self, max_model_len: int) -> bool:
+        """Whether the token in flight is its last by length (max_tokens or the context): it is then
+        not scheduled again, whatever that token turns out to be."""
+        return bool(self.ahead) and (self.num_completion_tokens + self.ahead >= self.params.max_tokens
+                                     or self.total_len >= max_model_len)
 
     @property
     def completion_token_ids(self) -> list[int]:
@@ -52,7 +67,7 @@ class Sequence:
         return self.status is Status.FINISHED
 
     def num_blocks(self, block_size: int) -> int:
-        return (len(self) + block_size - 1) // block_size
+        return (self.total_len + block_size - 1) // block_size
 
     def block(self, i: int, block_size: int) -> list[int]:
         return self.token_ids[i * block_size:(i + 1) * block_size]
