@@ -13,9 +13,11 @@ import importlib.util
 import os
 import sys
 import threading
-import time
+import warnings
 
 import numpy as np
+
+from . import cpu_choice
 
 _LOADED: dict[str, object] = {}
 _LOCK = threading.Lock()
@@ -26,9 +28,13 @@ def cache_dir() -> str:
     return os.path.join(root, "cpu")
 
 
+def source_key(name: str, source: str) -> str:
+    return hashlib.sha1(source.replace(name, "KERNEL").encode()).hexdigest()[:20]
+
+
 def load(name: str, source: str):
     """The numba dispatcher of function `name` defined by `source` (compiled on first call)."""
-    key = hashlib.sha1(source.replace(name, "KERNEL").encode()).hexdigest()[:20]
+    key = source_key(name, source)
     with _LOCK:
         fn = _LOADED.get(key)
         if fn is not None:
@@ -83,25 +89,33 @@ def compile_all(kernels, background: bool = False) -> None:
 
 
 _PENDING: dict[int, list] = {}   # id(dispatcher) -> argument dtypes, for loops compiling in the background
+_FAILED: dict[int, str] = {}     # id(dispatcher) -> why numba refused it
 _IN_CACHE: set = set()           # of those, the ids whose workers have finished (ready to load)
 
 
 def _load(todo, progress: bool) -> None:
-    """Compile (or, after the workers, load from numba's cache) each kernel for its argument types."""
+    """Compile (or, after the workers, load from numba's cache) each kernel for its argument types.
+    A kernel numba refuses is marked `failed`, with a warning: its group runs as its numpy ops."""
     import numba
     from tqdm import tqdm
     with tqdm(total=len(todo), desc="compiling CPU kernels (numba, cached on disk)", unit="kernel", delay=2.0,
               leave=False, disable=not progress) as bar:
         for k, dts in todo:
             arrays = [numba.types.Array(numba.from_dtype(np.dtype(d)), 1, "C") for d in dts]
-            k.fn.compile((numba.int64, numba.int64, *arrays))
+            try:
+                k.fn.compile((numba.int64, numba.int64, *arrays))
+            except Exception as e:   # noqa: BLE001  (numba's errors have no common base)
+                _FAILED[id(k.fn)] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+                warnings.warn(f"tracegrad: the CPU loops of kernel {k.name} did not compile ({k.failed}); "
+                              f"it runs as its numpy ops", RuntimeWarning, stacklevel=2)
             bar.update()
 
 
 def loaded(kernel) -> bool:
-    """Whether kernel's loop is compiled here; one whose workers have finished is loaded now."""
+    """Whether kernel's loop is compiled here (or numba refused it); one whose workers have finished
+    is loaded now."""
     fn = kernel.fn
-    if fn.signatures:
+    if fn.signatures or id(fn) in _FAILED:
         return True
     key = id(fn)
     if key not in _IN_CACHE:
@@ -136,10 +150,16 @@ def _pool():
 class Kernel:
     """One compiled loop nest: `fn(x0, x1, *inputs, *outputs)` over rows [x0, x1)."""
 
-    __slots__ = ("name", "fn", "xnumel", "work")
+    __slots__ = ("name", "fn", "key", "xnumel", "work")
 
     def __init__(self, name: str, source: str, xnumel: int, rnumel: int):
-        self.name, self.fn, self.xnumel, self.work = name, load(name, source), xnumel, xnumel * rnumel
+        self.name, self.fn, self.key = name, load(name, source), source_key(name, source)
+        self.xnumel, self.work = xnumel, xnumel * rnumel
+
+    @property
+    def failed(self) -> str | None:
+        """Why numba refused its loops, if it did (its group then runs as numpy ops)."""
+        return _FAILED.get(id(self.fn))
 
     def run(self, arrays) -> None:
         split_rows(self.fn, self.xnumel, self.work, *arrays)
@@ -160,24 +180,20 @@ def split_rows(fn, n: int, work: int, *args) -> None:
         f.result()
 
 
-TIMED_CALLS = 3      # timed calls of each engine before a Call keeps the faster
-
-
 class Call:
     """A kernel node as the host program calls it: inputs in, fresh outputs back. A foreach node
     runs one `Kernel` per part, each on its own inputs and outputs (positions in the node's).
 
-    With a `reference` (the same group as numpy calls), the engine is chosen by measurement: after
-    the first call (which compiles the loops), the loops and numpy's ufuncs take turns for
-    `TIMED_CALLS` calls each, and the one with the better best time runs from then on (numpy's SIMD
-    transcendentals can beat a scalar loop where memory traffic is small)."""
+    With a `reference` (the same group as numpy calls), the engine is chosen at the first call: the
+    one recorded for this kernel, these shapes and the thread count, else measured on this call's
+    inputs and recorded (`cpu_choice`). Without one, it runs the loops."""
 
-    __slots__ = ("parts", "outs", "reference", "calls", "times", "engine")
+    __slots__ = ("parts", "outs", "reference", "engine")
 
     def __init__(self, parts: list[tuple[Kernel, list[int], list[int]]], outs: list[tuple[tuple, np.dtype]],
                  reference=None):
         self.parts, self.outs, self.reference = parts, outs, reference
-        self.calls, self.times, self.engine = 0, {}, "loops" if reference is None else None
+        self.engine = "loops" if reference is None else None
 
     def loops(self, *ins):
         outs = [np.empty(shape, dtype) for shape, dtype in self.outs]
@@ -203,20 +219,21 @@ class Call:
         return all([loaded(k) for k, _, _ in self.parts])
 
     def __call__(self, *ins):
-        if self.engine is not None:
-            return self.loops(*ins) if self.engine == "loops" else self.numpy(*ins)
+        if self.engine == "loops":
+            return self.loops(*ins)
+        if self.engine == "numpy":
+            return self.numpy(*ins)
         if not self.ready():       # NOTE: a tiered program's loops still compiling: its numpy ops meanwhile
             return self.numpy(*ins)
-        self.calls += 1
-        # NOTE: the first call compiles; then each engine runs TIMED_CALLS times, alternating, and the
-        # best time of each decides (one early timing, taken while the process still faults in its
-        # memory, once kept three layers' identical GELU kernels on numpy at twice the loops' time)
-        engine = "loops" if self.calls % 2 == 1 else "numpy"
-        t = time.perf_counter()
-        out = self.loops(*ins) if engine == "loops" else self.numpy(*ins)
-        if self.calls > 1:
-            dt = time.perf_counter() - t
-            self.times[engine] = min(self.times.get(engine, dt), dt)
-        if self.calls > 2 * TIMED_CALLS:       # loops timed at calls 3, 5, 7; numpy at 2, 4, 6
-            self.engine = min(self.times, key=self.times.get)
-        return out
+        if any(k.failed for k, _, _ in self.parts):
+            self.engine = "numpy"
+            return self.numpy(*ins)
+        cache = cache_dir()
+        key = cpu_choice.key([k.key for k, _, _ in self.parts], ins, _THREADS[0])
+        engine = cpu_choice.recorded(key, cache)
+        if engine is None:
+            measured, outs = cpu_choice.measure(lambda: self.loops(*ins), lambda: self.numpy(*ins))
+            self.engine = cpu_choice.record(key, measured, cache)
+            return outs[self.engine]
+        self.engine = engine
+        return self(*ins)

@@ -6,11 +6,26 @@
   or the environment has ``TRACEGRAD_SLOW=1``.
 
 The markers themselves are declared in setup.cfg ([tool:pytest]).
+
+`tg.compile`'s default runs CPU tensors on numba-compiled loops, compiled before a step's first
+call. The modules in NUMPY_MODULES compile dozens of step shapes (a serving engine's buckets,
+generation's steps) to test what the steps compute, not how: they run on the numpy program
+(TRACEGRAD_CPU_BACKEND=numpy), as the loops' cold compile would take minutes of CI's two cores.
+The loops are checked against numpy in test_cpu_*.py and test_serve_decode.py.
 """
 import functools
 import os
 
 import pytest
+
+
+NUMPY_MODULES = {"test_serve_engine", "test_serve_decode", "test_serve_server", "test_generate"}
+
+
+@pytest.fixture(autouse=True)
+def _numpy_for_shape_heavy_modules(request, monkeypatch):
+    if request.module.__name__ in NUMPY_MODULES and "TRACEGRAD_CPU_BACKEND" not in os.environ:
+        monkeypatch.setenv("TRACEGRAD_CPU_BACKEND", "numpy")
 
 
 def pytest_addoption(parser):

@@ -119,6 +119,16 @@ def test_engine_on_the_triton_backend_equals_numpy(make):
         assert ops("fresh").count("scaled_dot_product_attention") == 2
 
 
+def test_engine_on_the_fused_cpu_loops_equals_numpy():
+    """The default backend for CPU tensors (this suite runs the serving modules on numpy)."""
+    prompts = _prompts(3, [3, 9, 5], seed=8)
+    params = SamplingParams(temperature=0.0, max_tokens=5)
+    want = [o.token_ids for o in LLM(_gpt(), block_size=4, backend="numpy").generate(prompts, params)]
+    llm = LLM(_gpt(), block_size=4, backend="cpu")
+    assert [o.token_ids for o in llm.generate(prompts, params)] == want
+    assert "k0_" in llm.runner.steps[("decode", False)].ir("kernels")
+
+
 @pytest.mark.gpu
 def test_decode_inputs_keep_their_cuda_buffers():
     llm = LLM(_gpt.__wrapped__(), device="cuda", block_size=4, num_blocks=64, max_num_seqs=4)

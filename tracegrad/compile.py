@@ -364,10 +364,10 @@ def compile(fn=None, *, backend="auto", donate=(), mesh=None, plan=None, microba
     """Compile a step: `@tg.compile` or `tg.compile(fn, backend="numpy")`; `tg.compile(model)`
     returns a module whose calls are compiled (see compile_module.py).
 
-    `backend`: "auto" (Triton for CUDA tensors, numpy for CPU ones; TRACEGRAD_CPU_BACKEND=cpu: the fused
-    loops, tiered: numpy ops until the loops are compiled in the background), "numpy" (one numpy call per
-    op: the readable reference), "cpu" (the fusion groups as numba-compiled loops, one pass over
-    memory per group; needs numba, compiles each distinct kernel once, before the first call, and
+    `backend`: "auto" (Triton for CUDA tensors, "cpu" for CPU ones, or numpy without numba;
+    TRACEGRAD_CPU_BACKEND=numpy or =tiered changes the CPU's), "numpy" (one numpy call per op: the
+    readable reference), "cpu" (the fusion groups as numba-compiled loops, one pass over memory per
+    group; compiles each distinct kernel once, before the first call, in worker processes, and
     caches it on disk) or "triton".
 
     `donate` names arguments (by name or position) whose buffers the caller gives up, as JAX's

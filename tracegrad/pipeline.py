@@ -28,18 +28,26 @@ from .codegen.cpu_program import fuse_for_cpu
 
 
 def choose_backend(requested: str, graph: Graph) -> str:
-    """"auto" picks Triton when a tensor of the step lives on CUDA, numpy on the CPU; with
-    `TRACEGRAD_CPU_BACKEND=cpu` (and numba installed), the fused loops, tiered ("cpu:tiered": each
-    group runs as its numpy ops until worker processes have compiled its loop, so no call waits for
-    numba). NOTE: numpy stays the default: a step on the loops is not bit-reproducible from run to
-    run (each kernel keeps the faster of its loops and its numpy ops, by timing, and a tiered one
-    switches when its compile ends), and resuming from a checkpoint should give the same bits."""
+    """"auto" picks Triton when a tensor of the step lives on CUDA; on the CPU, the fused loops
+    ("cpu": compiled by numba before the first call, each kernel on the engine recorded for it, so
+    runs repeat bit for bit) where numba is installed, else numpy. `TRACEGRAD_CPU_BACKEND` overrides
+    the CPU's: "numpy", or "tiered" (each group runs as its numpy ops until worker processes have
+    compiled its loop, so no call waits for numba; the switch comes when the compile ends, so the
+    first steps' bits vary from run to run)."""
     if requested == "triton" or (requested == "auto" and any(
             v.type.device.startswith("cuda") for v in (*graph.inputs, *graph.outputs))):
         return "triton"
     if requested == "auto":
-        return "cpu:tiered" if os.environ.get("TRACEGRAD_CPU_BACKEND") == "cpu" and _has_numba() else "numpy"
+        wanted = os.environ.get("TRACEGRAD_CPU_BACKEND", "cpu")
+        if wanted not in CPU_BACKENDS:
+            raise ValueError(f"TRACEGRAD_CPU_BACKEND={wanted!r}: expected one of {', '.join(CPU_BACKENDS)}")
+        if wanted == "numpy" or not _has_numba():
+            return "numpy"
+        return "cpu:tiered" if wanted == "tiered" else "cpu"
     return "cpu" if requested == "cpu" else "numpy"
+
+
+CPU_BACKENDS = ("cpu", "tiered", "numpy")
 
 
 @functools.cache

@@ -6,6 +6,7 @@ composites no template can take).
 from __future__ import annotations
 
 import math
+import re
 
 import networkx as nx
 
@@ -161,7 +162,9 @@ def kernel_name(nodes, kind: str, k: int) -> str:
         if origin not in names:
             names.append(origin)
     short = {"pointwise": "poi", "reduction": "red", "foreach": "foreach", "template": "tpl"}[kind]
-    return f"k{k}_{short}_fused_{'_'.join(names[:5]) or 'copy'}"
+    # NOTE: an identifier whatever the origins are called (a custom autograd.Function's backward
+    # is tagged with its class's display name)
+    return re.sub(r"\W+", "_", f"k{k}_{short}_fused_{'_'.join(names[:5]) or 'copy'}")
 
 
 def emit(f, graph: Graph, n_ops: int) -> Graph:
