@@ -27,6 +27,9 @@ from .threads import apply_default
 from .codegen.cpu_program import fuse_for_cpu
 
 
+CPU_BACKENDS = ("cpu", "tiered", "numpy")       # what TRACEGRAD_CPU_BACKEND may say
+
+
 def choose_backend(requested: str, graph: Graph) -> str:
     """"auto" picks Triton when a tensor of the step lives on CUDA; on the CPU, the fused loops
     ("cpu": compiled by numba before the first call, each kernel on the engine recorded for it, so
@@ -38,16 +41,13 @@ def choose_backend(requested: str, graph: Graph) -> str:
             v.type.device.startswith("cuda") for v in (*graph.inputs, *graph.outputs))):
         return "triton"
     if requested == "auto":
-        wanted = os.environ.get("TRACEGRAD_CPU_BACKEND", "cpu")
+        wanted = os.environ.get("TRACEGRAD_CPU_BACKEND") or "cpu"
         if wanted not in CPU_BACKENDS:
             raise ValueError(f"TRACEGRAD_CPU_BACKEND={wanted!r}: expected one of {', '.join(CPU_BACKENDS)}")
         if wanted == "numpy" or not _has_numba():
             return "numpy"
         return "cpu:tiered" if wanted == "tiered" else "cpu"
     return "cpu" if requested == "cpu" else "numpy"
-
-
-CPU_BACKENDS = ("cpu", "tiered", "numpy")
 
 
 @functools.cache
