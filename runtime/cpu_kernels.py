@@ -17,15 +17,14 @@ import warnings
 
 import numpy as np
 
-from . import cpu_choice
+from . import cpu_choice, kernel_cache
 
 _LOADED: dict[str, object] = {}
 _LOCK = threading.Lock()
 
 
 def cache_dir() -> str:
-    root = os.environ.get("TRACEGRAD_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "tracegrad")
-    return os.path.join(root, "cpu")
+    return os.path.join(kernel_cache.cache_dir(), "cpu")
 
 
 def source_key(name: str, source: str) -> str:

@@ -6,10 +6,12 @@ kernels of a GPT) share one function, so Triton compiles each structure once per
 source is written to `<cache>/triton/<sha256>.py` and imported from there (Triton reads a
 kernel's source with `inspect`, so it must live in a file); a later process finds it again.
 
-The cache directory is `~/.cache/tracegrad`, or `$TRACEGRAD_CACHE_DIR`.
+The cache directory is `$TRACEGRAD_CACHE_DIR`, else `~/.cache/tracegrad`, else (a home that cannot
+be written: a read-only container, a service account) a folder in the temp directory.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -25,7 +27,20 @@ stats = {"memory_hits": 0, "disk_hits": 0, "written": 0}
 
 
 def cache_dir() -> str:
-    return os.environ.get("TRACEGRAD_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "tracegrad")
+    env = os.environ.get("TRACEGRAD_CACHE_DIR")
+    if env:
+        return env
+    home = os.path.join(os.path.expanduser("~"), ".cache", "tracegrad")
+    return home if _writable(home) else os.path.join(tempfile.gettempdir(), f"tracegrad-cache-{os.getuid()}")
+
+
+@functools.lru_cache(maxsize=None)
+def _writable(path: str) -> bool:
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(path, os.W_OK | os.X_OK)
 
 
 def source_hash(text: str) -> str:

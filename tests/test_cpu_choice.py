@@ -79,3 +79,21 @@ def test_a_kernel_numba_refuses_runs_as_its_numpy_ops(tmp_path, monkeypatch):
     np.testing.assert_allclose(got, tg.compile(_softmax_tanh, backend="numpy")(x).numpy(), rtol=1e-6, atol=1e-7)
     calls = [k for k in step.entries[-1].program.kernels.values() if isinstance(k, cpu_kernels.Call)]
     assert calls and all(c.engine == "numpy" for c in calls)
+
+
+def test_a_home_that_cannot_be_written_caches_in_the_temp_directory(tmp_path, monkeypatch):
+    """Compiled kernels and engine records need a folder that can be written; where the home has none
+    (a read-only container, a service account), the cache moves to the temp directory."""
+    import os
+    import tempfile
+
+    from tracegrad.runtime import cpu_kernels, kernel_cache
+    monkeypatch.delenv("TRACEGRAD_CACHE_DIR", raising=False)
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("HOME", str(tmp_path / "file" / "home"))           # under a file: no folder there
+    assert kernel_cache.cache_dir() == os.path.join(tempfile.gettempdir(), f"tracegrad-cache-{os.getuid()}")
+    assert cpu_kernels.cache_dir() == f"{kernel_cache.cache_dir()}/cpu"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert kernel_cache.cache_dir() == str(tmp_path / "home" / ".cache" / "tracegrad")
+    monkeypatch.setenv("TRACEGRAD_CACHE_DIR", str(tmp_path / "mine"))
+    assert kernel_cache.cache_dir() == str(tmp_path / "mine")
