@@ -36,6 +36,7 @@ import tracegrad as tg
 from tracegrad.models import GPT, GPTConfig, generate
 from tracegrad.nn.parallel import DistributedDataParallel
 from tracegrad.utils.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from tracegrad.utils.loss_plot import plot_losses
 from tracegrad.utils.token_dataset import TokenDataset, prepare_token_files
 from tracegrad.utils.tokenizers import BPETokenizer, CharTokenizer
 
@@ -298,12 +299,16 @@ def main(argv=None):
                 save(done)
     bar.close()
     train_s = time.perf_counter() - t_loop
+
+    def draw_losses():
+        plot_losses(history, os.path.join(args.out, "loss.png"), unigram, "unigram baseline",
+                    title_of(args, tok, source))
     if stop.requested:
         print(f"\ninterrupted after step {done}: saving the checkpoint, the plot and the summary")
         save(done)
         if rank != 0:
             return None
-        plot(history, unigram, os.path.join(args.out, "loss.png"), title_of(args, tok, source))
+        draw_losses()
         ev = history["eval"][-1] if history["eval"] else None
         report(args, start, done, train_s, timing, tokens_per_step, unigram, tok,
                {"train": ev[1], "val": ev[2]} if ev else None, ckpt_path)
@@ -314,7 +319,7 @@ def main(argv=None):
     save(args.steps)                            # every rank takes part; rank 0 writes
     if rank != 0:
         return final
-    plot(history, unigram, os.path.join(args.out, "loss.png"), title_of(args, tok, source))
+    draw_losses()
 
     try:
         prompt = tg.tensor([tok.encode("\n")])
@@ -370,39 +375,6 @@ def report(args, start, done, train_s, timing, tokens_per_step, unigram, tok, fi
     if done == args.steps:
         wrote.append(os.path.join(args.out, "sample.txt"))
     print(f"wrote {', '.join(wrote)}" + (f", IR dumps in {args.dump_ir}/" if args.dump_ir else ""))
-
-
-def moving_average(values, k: int):
-    """A centred k-point mean (shorter windows at the ends), so the curve does not lag the data."""
-    c = np.cumsum(np.concatenate([[0.0], np.asarray(values, dtype=np.float64)]))
-    n, h = len(values), k // 2
-    lo = np.clip(np.arange(n) - h, 0, n)
-    hi = np.clip(np.arange(n) + h + 1, 0, n)
-    return (c[hi] - c[lo]) / (hi - lo)
-
-
-def plot(history, unigram, path, title="tracegrad: character-level GPT"):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4))
-    steps, loss = history["step"], history["loss"]
-    ax.plot(steps, loss, lw=0.6, alpha=0.35, color="C0", label="train (per step)")
-    k = 25
-    if len(loss) > k:
-        ax.plot(steps, moving_average(loss, k), color="C0", label=f"train (centred {k}-step mean)")
-    if history["eval"]:
-        ev = list(zip(*history["eval"]))
-        ax.plot(ev[0], ev[2], "o", color="C1", label="val (evaluations)")
-    ax.axhline(unigram, ls="--", color="gray", label=f"unigram baseline ({unigram:.2f})")
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy (nats/token)")
-    ax.set_title(title)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 if __name__ == "__main__":
