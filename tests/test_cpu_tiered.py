@@ -31,6 +31,25 @@ def test_auto_picks_the_loops_on_the_cpu_unless_told_otherwise(monkeypatch):
     assert pipeline.choose_backend("cpu", graph) == "cpu" and pipeline.choose_backend("numpy", graph) == "numpy"
 
 
+def test_graphs_traced_again_for_new_shapes_run_on_numpy(monkeypatch):
+    """Under "auto", a function's first graph runs on the loops and the graphs it is traced again for
+    (a sampling loop over a growing sequence) on numpy, which compiles nothing per shape; an explicit
+    backend="cpu" keeps the loops for every shape. Every shape's values agree with eager."""
+    from tracegrad.codegen.cpu_program import CpuProgram
+    monkeypatch.delenv("TRACEGRAD_CPU_BACKEND", raising=False)
+    x = tg.tensor(np.random.default_rng(11).normal(size=(4, 6)).astype(np.float32))
+
+    def f(x):
+        return (x.tanh() * 2.0).softmax(-1)
+    auto, loops = tg.compile(f), tg.compile(f, backend="cpu")
+    for n in (4, 3, 2):
+        want = f(x[:n]).numpy()
+        for step in (auto, loops):
+            np.testing.assert_allclose(step(x[:n]).numpy(), want, rtol=1e-5, atol=1e-6)
+    assert [isinstance(e.program, CpuProgram) for e in auto.entries] == [True, False, False]
+    assert all(isinstance(e.program, CpuProgram) for e in loops.entries) and len(loops.entries) == 3
+
+
 def test_worker_processes_compile_the_loops_and_this_process_loads_them(tmp_path, monkeypatch):
     """On an empty cache, the loops of a step compile in worker processes (into numba's cache beside
     each kernel's file) and the step's process loads them from that cache; a job a worker cannot do

@@ -229,7 +229,7 @@ class CompiledFunction:
             graph = graph.with_(meta={**graph.meta, "state_io": state_io(graph, tr.sources, plan, len(tensors))})
         graph = parallelize(graph, stages, self.mesh, comm.rank, tr.parallel_plans(), batch, self.plan,
                             self.microbatches, self.schedule)
-        backend = choose_backend(self.backend, graph)
+        backend = choose_backend(self.backend, graph, retrace=bool(self.entries))
         if backward is not None:
             backward = CompiledBackward(graph, *backward, backend, title, comm)
         graph, program = lower(graph, stages, backend, comm)

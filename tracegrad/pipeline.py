@@ -30,13 +30,18 @@ from .codegen.cpu_program import fuse_for_cpu
 CPU_BACKENDS = ("cpu", "tiered", "numpy")       # what TRACEGRAD_CPU_BACKEND may say
 
 
-def choose_backend(requested: str, graph: Graph) -> str:
+def choose_backend(requested: str, graph: Graph, retrace: bool = False) -> str:
     """"auto" picks Triton when a tensor of the step lives on CUDA; on the CPU, the fused loops
     ("cpu": compiled by numba before the first call, each kernel on the engine recorded for it, so
     runs repeat bit for bit) where numba is installed, else numpy. `TRACEGRAD_CPU_BACKEND` overrides
     the CPU's: "numpy", or "tiered" (each group runs as its numpy ops until worker processes have
     compiled its loop, so no call waits for numba; the switch comes when the compile ends, so the
-    first steps' bits vary from run to run)."""
+    first steps' bits vary from run to run).
+
+    A `retrace` (the function's second and later graphs: new shapes, mostly) runs on numpy under
+    "auto": the loops are compiled for one shape each, and a function called at many shapes (a
+    sampling loop over a growing sequence) would pay numba's compile at every one, as torch.compile
+    stops specializing at its first recompile."""
     if requested == "triton" or (requested == "auto" and any(
             v.type.device.startswith("cuda") for v in (*graph.inputs, *graph.outputs))):
         return "triton"
@@ -44,7 +49,7 @@ def choose_backend(requested: str, graph: Graph) -> str:
         wanted = os.environ.get("TRACEGRAD_CPU_BACKEND") or "cpu"
         if wanted not in CPU_BACKENDS:
             raise ValueError(f"TRACEGRAD_CPU_BACKEND={wanted!r}: expected one of {', '.join(CPU_BACKENDS)}")
-        if wanted == "numpy" or not _has_numba():
+        if wanted == "numpy" or retrace or not _has_numba():
             return "numpy"
         return "cpu:tiered" if wanted == "tiered" else "cpu"
     return "cpu" if requested == "cpu" else "numpy"
