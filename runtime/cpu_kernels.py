@@ -31,9 +31,10 @@ def source_key(name: str, source: str) -> str:
     return hashlib.sha1(source.replace(name, "KERNEL").encode()).hexdigest()[:20]
 
 
-def load(name: str, source: str):
-    """The numba dispatcher of function `name` defined by `source` (compiled on first call)."""
-    key = source_key(name, source)
+def load(name: str, source: str, key: str | None = None):
+    """The numba dispatcher of function `name` defined by `source` (compiled on first call); `key`
+    is `source_key(name, source)`, when the caller has it."""
+    key = key or source_key(name, source)
     with _LOCK:
         fn = _LOADED.get(key)
         if fn is not None:
@@ -152,7 +153,8 @@ class Kernel:
     __slots__ = ("name", "fn", "key", "xnumel", "work")
 
     def __init__(self, name: str, source: str, xnumel: int, rnumel: int):
-        self.name, self.fn, self.key = name, load(name, source), source_key(name, source)
+        self.name, self.key = name, source_key(name, source)
+        self.fn = load(name, source, self.key)
         self.xnumel, self.work = xnumel, xnumel * rnumel
 
     @property
